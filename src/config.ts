@@ -1,0 +1,191 @@
+// The service's whole configuration, read once from the environment and validated at start-up.
+// Every other module gets its settings passed in; none reads process.env itself.
+import ms from "ms";
+import path from "node:path";
+
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+export interface Config {
+  /** TCP port for gRPC, gRPC-Web and Connect (HTTP/2 and HTTP/1.1 on one port). */
+  readonly port: number;
+  /** Address to bind. */
+  readonly host: string;
+  /** PEM certificate and key paths; TLS is on when both are set. */
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  readonly logLevel: LogLevel;
+  readonly server: ServerLimits;
+  readonly clickhouse: ClickHouseConfig;
+  /** Redis URL; unset means the embedded in-process live store. */
+  readonly redisUrl: string | undefined;
+  readonly ingest: IngestConfig;
+}
+
+export interface ServerLimits {
+  /** Largest request message accepted, in bytes. */
+  readonly maxMessageBytes: number;
+  /** Most concurrent HTTP/2 streams per connection. */
+  readonly maxConcurrentStreams: number;
+  /** A connection with no traffic for this long is closed, in ms. */
+  readonly idleTimeoutMs: number;
+  /** Longest deadline a client may ask for, in ms. */
+  readonly maxTimeoutMs: number;
+  /** On SIGTERM, how long in-flight calls may run before they are cancelled, in ms. */
+  readonly shutdownGraceMs: number;
+}
+
+export interface ClickHouseConfig {
+  /** HTTP(S) URL of a ClickHouse server; unset means the embedded engine. */
+  readonly url: string | undefined;
+  readonly username: string;
+  readonly password: string;
+  readonly database: string;
+  /** Where the embedded engine keeps its data. */
+  readonly dataDir: string;
+}
+
+export interface IngestConfig {
+  /** Readings observed longer ago than this are rejected, in ms. */
+  readonly maxReadingAgeMs: number;
+  /** Readings observed further ahead than this (device clock skew) are rejected, in ms. */
+  readonly maxClockSkewMs: number;
+  /** How long an event_id is remembered for dedupe once stored, in ms. */
+  readonly dedupeWindowMs: number;
+  /** How long a claim on an event_id lives while its batch is in flight, in ms. */
+  readonly claimLeaseMs: number;
+  /** Readings of one stream gathered before they are stored together. */
+  readonly maxBatchReadings: number;
+}
+
+/** A configuration problem, naming the variable at fault. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const read = new EnvReader(env, problems);
+
+  const tlsCert = read.string("TLS_CERT");
+  const tlsKey = read.string("TLS_KEY");
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    problems.push("TLS_CERT and TLS_KEY must be set together (PEM file paths)");
+  }
+
+  const config: Config = {
+    port: read.integer("PORT", 8080, 0, 65535),
+    host: read.string("HOST") ?? "0.0.0.0",
+    tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
+    logLevel: read.oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"], "info"),
+    server: {
+      maxMessageBytes: read.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+      maxConcurrentStreams: read.integer("MAX_CONCURRENT_STREAMS", 1000, 1, 2 ** 31 - 1),
+      idleTimeoutMs: read.duration("IDLE_TIMEOUT", "5m"),
+      maxTimeoutMs: read.duration("MAX_CALL_TIMEOUT", "1h"),
+      shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s"),
+    },
+    clickhouse: {
+      url: read.url("CLICKHOUSE_URL", ["http:", "https:"]),
+      username: read.string("CLICKHOUSE_USER") ?? "default",
+      password: read.string("CLICKHOUSE_PASSWORD") ?? "",
+      database: read.identifier("CLICKHOUSE_DATABASE", "wattstream"),
+      dataDir: path.resolve(read.string("DATA_DIR") ?? "./data"),
+    },
+    redisUrl: read.url("REDIS_URL", ["redis:", "rediss:"]),
+    ingest: {
+      maxReadingAgeMs: read.duration("MAX_READING_AGE", "30d"),
+      maxClockSkewMs: read.duration("MAX_CLOCK_SKEW", "5m"),
+      dedupeWindowMs: read.duration("DEDUPE_WINDOW", "7d"),
+      claimLeaseMs: read.duration("CLAIM_LEASE", "30s"),
+      maxBatchReadings: read.integer("MAX_BATCH_READINGS", 10_000, 1, 1_000_000),
+    },
+  };
+
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
+  }
+  return deepFreeze(config);
+}
+
+/** Typed readers over the environment: blank means unset, a bad value is recorded with its name. */
+class EnvReader {
+  constructor(
+    private readonly env: Env,
+    private readonly problems: string[],
+  ) {}
+
+  string(name: string): string | undefined {
+    const value = this.env[name]?.trim();
+    return value === undefined || value === "" ? undefined : value;
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!/^-?\d+$/.test(raw) || value < min || value > max) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return value;
+  }
+
+  /** A duration such as "250ms", "30s", "5m", "7d"; a bare number means milliseconds. */
+  duration(name: string, fallback: string): number {
+    const raw = this.string(name) ?? fallback;
+    const value = /^\d+$/.test(raw) ? Number(raw) : ms(raw as ms.StringValue);
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be a duration such as 500ms, 30s, 5m or 7d`);
+      return ms(fallback as ms.StringValue);
+    }
+    return value;
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const raw = this.string(name)?.toLowerCase();
+    if (raw === undefined) return fallback;
+    if (!(allowed as readonly string[]).includes(raw)) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be one of ${allowed.join(", ")}`);
+      return fallback;
+    }
+    return raw as T;
+  }
+
+  url(name: string, protocols: readonly string[]): string | undefined {
+    const raw = this.string(name);
+    if (raw === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      this.problems.push(`${name} is not a URL`);
+      return undefined;
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      this.problems.push(`${name} must start with ${protocols.map((p) => `${p}//`).join(" or ")}`);
+      return undefined;
+    }
+    return raw;
+  }
+
+  /** A ClickHouse database name; it appears in DDL, so only plain identifiers are allowed. */
+  identifier(name: string, fallback: string): string {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(raw)) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be a plain identifier (letters, digits, _)`);
+      return fallback;
+    }
+    return raw;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object") {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

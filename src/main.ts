@@ -1,0 +1,33 @@
+// The process entry point: read the configuration, start the service, stop it on SIGTERM/SIGINT.
+import { ConfigError, loadConfig } from "./config.js";
+import { createLogger } from "./observe/logger.js";
+import { startService } from "./service.js";
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`wattstream: ${error.message}\n`);
+  process.exit(2);
+}
+
+const log = createLogger(config.logLevel);
+try {
+  const service = await startService(config, log);
+  const stop = (signal: NodeJS.Signals) => {
+    log.info({ signal }, "signal received");
+    service.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+} catch (error) {
+  log.fatal({ err: error }, "could not start");
+  process.exit(1);
+}

@@ -1,0 +1,46 @@
+// The rows that processing produces and storage writes: one shape per device kind, matching the
+// history tables' columns. Times are epoch milliseconds (UTC).
+
+export type DeviceKind = "meter" | "vehicle" | "battery";
+
+export interface RowIdentity {
+  readonly device_id: string;
+  readonly event_id: string;
+  /** When the device observed the reading, epoch ms. */
+  readonly observed_at: number;
+}
+
+export interface MeterRow extends RowIdentity {
+  readonly kwh_consumed_ac: number;
+  readonly voltage: number;
+  readonly register_kwh_ac: number | null;
+}
+
+export interface VehicleRow extends RowIdentity {
+  readonly soc: number;
+  readonly kwh_delivered_dc: number;
+  readonly battery_temp: number;
+  readonly register_kwh_dc: number | null;
+}
+
+export interface BatteryRow extends RowIdentity {
+  readonly voltage: number;
+  readonly temperature: number;
+  readonly error_codes: readonly string[];
+}
+
+export type HistoryRow =
+  | { readonly kind: "meter"; readonly row: MeterRow }
+  | { readonly kind: "vehicle"; readonly row: VehicleRow }
+  | { readonly kind: "battery"; readonly row: BatteryRow };
+
+/** Rows of one batch, grouped by the table they go to. */
+export interface RowsByKind {
+  readonly meter: MeterRow[];
+  readonly vehicle: VehicleRow[];
+  readonly battery: BatteryRow[];
+}
+
+export function emptyRowsByKind(): RowsByKind {
+  return { meter: [], vehicle: [], battery: [] };
+}

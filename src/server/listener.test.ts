@@ -1,0 +1,49 @@
+// The one-port listener: HTTP/2 prior knowledge and HTTP/1.1 on the same port, with real clients.
+import http2 from "node:http2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Listener } from "./listener.js";
+
+const limits = {
+  maxMessageBytes: 1024 * 1024,
+  maxConcurrentStreams: 100,
+  idleTimeoutMs: 60_000,
+  maxTimeoutMs: 60_000,
+  shutdownGraceMs: 1_000,
+};
+
+describe("Listener", () => {
+  let listener: Listener;
+  let port: number;
+  beforeAll(async () => {
+    listener = new Listener((req, res) => {
+      res.end(`HTTP/${req.httpVersion} ${req.method} ${req.url}`);
+    }, { limits });
+    port = await listener.listen(0, "127.0.0.1");
+  });
+  afterAll(async () => {
+    await listener.close(1_000);
+  });
+
+  it("serves HTTP/1.1 on the port", async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(await response.text()).toBe("HTTP/1.1 GET /healthz");
+  });
+
+  it("serves HTTP/2 with prior knowledge on the same port", async () => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const stream = session.request({ ":path": "/x", ":method": "POST" });
+        let text = "";
+        stream.setEncoding("utf8");
+        stream.on("data", (chunk: string) => (text += chunk));
+        stream.on("end", () => resolve(text));
+        stream.on("error", reject);
+        stream.end("payload");
+      });
+      expect(body).toBe("HTTP/2.0 POST /x");
+    } finally {
+      session.close();
+    }
+  });
+});

@@ -1,0 +1,121 @@
+// One port for every client: HTTP/2 with prior knowledge (gRPC from grpc-js, buf curl, grpcurl,
+// connect-node) and HTTP/1.1 (browsers, curl, Connect JSON) side by side. Over TLS, ALPN picks the
+// protocol; in cleartext, the first bytes do: an HTTP/2 connection opens with a fixed preface.
+import { once } from "node:events";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { readFileSync } from "node:fs";
+import type { Duplex } from "node:stream";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { ServerLimits } from "../config.js";
+
+/** A request handler both HTTP servers accept (connect-node's adapter is one). */
+export type RequestHandler = ReturnType<typeof connectNodeAdapter>;
+
+export interface ListenerOptions {
+  readonly limits: ServerLimits;
+  readonly tls?: { readonly certFile: string; readonly keyFile: string } | undefined;
+}
+
+/** The start of every HTTP/2 connection (RFC 9113 §3.4); no HTTP/1 request starts with "PRI". */
+const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export class Listener {
+  private readonly h2: http2.Http2Server | http2.Http2SecureServer;
+  private readonly h1: http.Server | undefined;
+  private readonly front: net.Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly sockets = new Set<Duplex>();
+
+  constructor(handler: RequestHandler, options: ListenerOptions) {
+    const { limits } = options;
+    const settings: http2.Settings = { maxConcurrentStreams: limits.maxConcurrentStreams };
+    if (options.tls) {
+      this.h2 = http2.createSecureServer(
+        {
+          cert: readFileSync(options.tls.certFile),
+          key: readFileSync(options.tls.keyFile),
+          allowHTTP1: true,
+          settings,
+        },
+        handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+      );
+      this.front = this.h2;
+      this.h1 = undefined;
+    } else {
+      // The handler accepts both servers' request and response types; each server's signature
+      // names only its own.
+      this.h2 = http2.createServer({ settings }, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+      this.h1 = http.createServer(handler as http.RequestListener);
+      this.h1.keepAliveTimeout = Math.min(limits.idleTimeoutMs, 65_000);
+      this.h1.timeout = limits.idleTimeoutMs;
+      this.front = net.createServer((socket) => this.route(socket));
+    }
+    this.h2.on("session", (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+      // An idle connection (no frames either way) is closed gracefully.
+      session.setTimeout(limits.idleTimeoutMs, () => session.close());
+    });
+    this.front.on("connection", (socket: net.Socket) => {
+      this.sockets.add(socket);
+      socket.once("close", () => this.sockets.delete(socket));
+    });
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    this.front.listen(port, host);
+    await once(this.front, "listening");
+    return (this.front.address() as net.AddressInfo).port;
+  }
+
+  /**
+   * Stops accepting connections and asks open ones to finish: HTTP/2 sessions get GOAWAY (their
+   * in-flight streams run to completion), idle HTTP/1 connections close. Resolves when all are
+   * gone or graceMs has passed; then the rest are destroyed.
+   */
+  async close(graceMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.front.close(() => resolve()));
+    for (const session of this.sessions) session.close();
+    this.h1?.closeIdleConnections();
+    const deadline = setTimeout(() => {
+      for (const session of this.sessions) session.destroy();
+      for (const socket of this.sockets) socket.destroy();
+    }, graceMs);
+    deadline.unref();
+    // HTTP/1 keep-alive connections that become idle later are closed as they go idle.
+    const idleSweep = setInterval(() => this.h1?.closeIdleConnections(), 100);
+    idleSweep.unref();
+    try {
+      await closed;
+    } finally {
+      clearTimeout(deadline);
+      clearInterval(idleSweep);
+    }
+  }
+
+  /** Hands a cleartext connection to the HTTP/2 or HTTP/1 server by its first bytes. */
+  private route(socket: net.Socket): void {
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const compared = Math.min(head.length, HTTP2_PREFACE.length);
+      const isHttp2 = head.subarray(0, compared).equals(HTTP2_PREFACE.subarray(0, compared));
+      if (isHttp2 && head.length < HTTP2_PREFACE.length) return; // wait for the whole preface
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      if (isHttp2) {
+        // The HTTP/2 session reads what is buffered on the socket itself (on the next tick);
+        // resuming here would let those bytes flow past it.
+        this.h2.emit("connection", socket);
+      } else {
+        this.h1!.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  }
+}

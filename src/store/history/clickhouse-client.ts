@@ -1,0 +1,42 @@
+// Opens the one long-lived ClickHouse client: a server over HTTP when CLICKHOUSE_URL is set,
+// otherwise the embedded engine (chdb) in DATA_DIR. Either way the rest of the code talks to
+// @clickhouse/client and reads the same tables.
+import { mkdirSync } from "node:fs";
+import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
+import { createChdbConnection } from "chdb/connection";
+import type { ClickHouseConfig } from "../../config.js";
+
+export interface HistoryClient {
+  readonly client: ClickHouseClient;
+  /** True for the in-process engine, which runs one statement at a time per session. */
+  readonly embedded: boolean;
+  readonly database: string;
+}
+
+export async function openHistoryClient(config: ClickHouseConfig): Promise<HistoryClient> {
+  if (config.url !== undefined) {
+    const bootstrap = createClient({ url: config.url, username: config.username, password: config.password });
+    try {
+      await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
+    } finally {
+      await bootstrap.close();
+    }
+    const client = createClient({
+      url: config.url,
+      username: config.username,
+      password: config.password,
+      database: config.database,
+    });
+    return { client, embedded: false, database: config.database };
+  }
+
+  mkdirSync(config.dataDir, { recursive: true });
+  // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
+  // identically in a newer patch release; the shapes match, only the nominal imports differ.
+  const connection = createChdbConnection({ path: config.dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
+  const client = createClient({ connection });
+  // The embedded connection ignores the client's `database` option; its session keeps USE.
+  await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
+  await client.command({ query: `USE ${config.database}` });
+  return { client, embedded: true, database: config.database };
+}

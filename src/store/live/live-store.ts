@@ -1,0 +1,77 @@
+// The live store: per-device live state (newest reading wins by observed_at) and the dedupe
+// ledger of event ids. Two implementations keep one contract: Redis for real deployments and an
+// in-process store for a single embedded process. It is a fast filter and a cache; ClickHouse
+// holds the record of truth.
+import type { DeviceKind } from "../../process/history-rows.js";
+
+/** One reading's identity for dedupe: event ids are unique per device, not fleet-wide. */
+export interface EventKey {
+  readonly deviceId: string;
+  readonly eventId: string;
+}
+
+/**
+ * What a claim found:
+ * - "claimed": this caller now holds the event for the lease; it must commit or release it;
+ * - "duplicate": the event was stored before (committed within the dedupe window);
+ * - "in_flight": another caller holds it right now; the sender should retry later.
+ */
+export type ClaimStatus = "claimed" | "duplicate" | "in_flight";
+
+export interface LiveStateUpdate {
+  readonly deviceId: string;
+  readonly kind: DeviceKind;
+  /** When the device observed this reading, epoch ms. */
+  readonly observedAtMs: number;
+  /** When the service received it, epoch ms. */
+  readonly receivedAtMs: number;
+  /** The reading's values, as stored. */
+  readonly values: Readonly<Record<string, unknown>>;
+}
+
+export interface LiveState {
+  readonly deviceId: string;
+  readonly kind: DeviceKind;
+  /** observed_at of the newest reading, epoch ms. */
+  readonly observedAtMs: number;
+  /** When the service last received any reading from the device, epoch ms. */
+  readonly lastSeenMs: number;
+  /** The newest reading's values. */
+  readonly values: Readonly<Record<string, unknown>>;
+}
+
+export interface LiveStore {
+  /** Claims each event for leaseMs under token (unique per batch). Answers one status per key. */
+  claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimStatus[]>;
+  /** Marks events stored: they count as duplicates for windowMs. */
+  commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
+  /** Gives up claims still held under token, so a resend can claim them at once. */
+  releaseEvents(keys: readonly EventKey[], token: string): Promise<void>;
+  /**
+   * Applies readings to live state: a reading replaces the state only if it was observed at or
+   * after the current one (a backlog never overwrites fresher state); last_seen always advances.
+   */
+  applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void>;
+  /** Live state of each device, or undefined for a device never seen. */
+  getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]>;
+  /** Resolves when the store answers. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Keeps only the newest update per device (ties: the later one), as the store would. */
+export function newestPerDevice(updates: readonly LiveStateUpdate[]): LiveStateUpdate[] {
+  const newest = new Map<string, LiveStateUpdate>();
+  for (const update of updates) {
+    const current = newest.get(update.deviceId);
+    if (current === undefined || update.observedAtMs >= current.observedAtMs) {
+      newest.set(update.deviceId, {
+        ...update,
+        receivedAtMs: Math.max(update.receivedAtMs, current?.receivedAtMs ?? 0),
+      });
+    } else if (update.receivedAtMs > current.receivedAtMs) {
+      newest.set(update.deviceId, { ...current, receivedAtMs: update.receivedAtMs });
+    }
+  }
+  return [...newest.values()];
+}

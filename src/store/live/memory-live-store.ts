@@ -1,0 +1,93 @@
+// The embedded live store: the LiveStore contract in this process's memory, for the one-command
+// quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
+import type { ClaimStatus, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
+import { newestPerDevice } from "./live-store.js";
+
+interface EventEntry {
+  /** The claiming batch's token, or undefined once committed. */
+  readonly claimedBy: string | undefined;
+  readonly expiresAtMs: number;
+}
+
+export interface MemoryLiveStoreOptions {
+  /** How often expired dedupe entries are swept, in ms. */
+  readonly sweepIntervalMs?: number;
+  /** The clock, for tests of expiry. */
+  readonly now?: () => number;
+}
+
+export class MemoryLiveStore implements LiveStore {
+  private readonly events = new Map<string, EventEntry>();
+  private readonly live = new Map<string, LiveState>();
+  private readonly now: () => number;
+  private readonly sweepTimer: NodeJS.Timeout;
+
+  constructor(options: MemoryLiveStoreOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.sweepTimer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 60_000);
+    this.sweepTimer.unref();
+  }
+
+  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimStatus[]> {
+    const now = this.now();
+    return keys.map((key) => {
+      const id = eventKey(key);
+      const entry = this.events.get(id);
+      if (entry !== undefined && entry.expiresAtMs > now) {
+        return entry.claimedBy === undefined ? "duplicate" : "in_flight";
+      }
+      this.events.set(id, { claimedBy: token, expiresAtMs: now + leaseMs });
+      return "claimed";
+    });
+  }
+
+  async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
+    const expiresAtMs = this.now() + windowMs;
+    for (const key of keys) this.events.set(eventKey(key), { claimedBy: undefined, expiresAtMs });
+  }
+
+  async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
+    for (const key of keys) {
+      const id = eventKey(key);
+      if (this.events.get(id)?.claimedBy === token) this.events.delete(id);
+    }
+  }
+
+  async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
+    for (const update of newestPerDevice(updates)) {
+      const current = this.live.get(update.deviceId);
+      const lastSeenMs = Math.max(update.receivedAtMs, current?.lastSeenMs ?? 0);
+      if (current === undefined || update.observedAtMs >= current.observedAtMs) {
+        this.live.set(update.deviceId, {
+          deviceId: update.deviceId,
+          kind: update.kind,
+          observedAtMs: update.observedAtMs,
+          lastSeenMs,
+          values: update.values,
+        });
+      } else {
+        this.live.set(update.deviceId, { ...current, lastSeenMs });
+      }
+    }
+  }
+
+  async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
+    return deviceIds.map((id) => this.live.get(id));
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [id, entry] of this.events) if (entry.expiresAtMs <= now) this.events.delete(id);
+  }
+}
+
+function eventKey(key: EventKey): string {
+  // A length prefix keeps ("a:b","c") and ("a","b:c") apart.
+  return `${key.deviceId.length}:${key.deviceId}:${key.eventId}`;
+}

@@ -1,0 +1,64 @@
+// A stock @grpc/grpc-js client for IngestService, with protobuf-es doing the (de)serialisation —
+// the way firmware with any gRPC stack and generated messages talks to the service.
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  IngestReadingsRequestSchema,
+  IngestReadingsResponseSchema,
+  StreamReadingsRequestSchema,
+  StreamReadingsResponseSchema,
+  type IngestReadingsResponse,
+  type StreamReadingsRequest,
+  type StreamReadingsResponse,
+} from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+
+function method<I extends DescMessage, O extends DescMessage>(name: string, input: I, output: O, requestStream: boolean) {
+  return {
+    path: `/wattstream.telemetry.v1.IngestService/${name}`,
+    requestStream,
+    responseStream: false,
+    requestSerialize: (message: MessageShape<I>) => Buffer.from(toBinary(input, message)),
+    requestDeserialize: (bytes: Buffer) => fromBinary(input, bytes),
+    responseSerialize: (message: MessageShape<O>) => Buffer.from(toBinary(output, message)),
+    responseDeserialize: (bytes: Buffer) => fromBinary(output, bytes),
+  };
+}
+
+const IngestServiceDefinition = {
+  streamReadings: method("StreamReadings", StreamReadingsRequestSchema, StreamReadingsResponseSchema, true),
+  ingestReadings: method("IngestReadings", IngestReadingsRequestSchema, IngestReadingsResponseSchema, false),
+};
+
+const IngestClientConstructor = grpc.makeGenericClientConstructor(IngestServiceDefinition, "IngestService");
+
+export class GrpcIngestClient {
+  private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+  constructor(target: string) {
+    this.client = new IngestClientConstructor(target, grpc.credentials.createInsecure()) as never;
+  }
+
+  /** Streams the messages over one StreamReadings call and resolves its summary. */
+  streamReadings(messages: readonly Reading[][]): Promise<StreamReadingsResponse> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.streamReadings((error: grpc.ServiceError | null, response: StreamReadingsResponse) =>
+        error ? reject(error) : resolve(response),
+      ) as grpc.ClientWritableStream<StreamReadingsRequest>;
+      for (const readings of messages) call.write(create(StreamReadingsRequestSchema, { readings }));
+      call.end();
+    });
+  }
+
+  ingestReadings(readings: readonly Reading[]): Promise<IngestReadingsResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.ingestReadings(create(IngestReadingsRequestSchema, { readings: [...readings] }), (error: grpc.ServiceError | null, response: IngestReadingsResponse) =>
+        error ? reject(error) : resolve(response),
+      );
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,61 @@
+// Starts a private redis-server on a free port for one test file, so tests are isolated from any
+// Redis already running and work on a fresh machine. REQUIRE_REDIS=1 turns a missing binary into
+// a failure instead of a skip (CI sets it).
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import getPort from "get-port";
+import { Redis } from "ioredis";
+
+export interface RedisServer {
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/** True when redis-server can be run here; throws under REQUIRE_REDIS=1 when it cannot. */
+export function redisServerAvailable(): boolean {
+  const found = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
+  if (!found && process.env.REQUIRE_REDIS === "1") {
+    throw new Error("REQUIRE_REDIS=1 but redis-server is not installed (apt-get install -y redis-server)");
+  }
+  return found;
+}
+
+export async function startRedisServer(port?: number): Promise<RedisServer> {
+  const chosenPort = port ?? (await getPort());
+  const child: ChildProcess = spawn(
+    "redis-server",
+    ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  const url = `redis://127.0.0.1:${chosenPort}`;
+  await waitUntilAnswering(url, child);
+  return {
+    url,
+    port: chosenPort,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill("SIGKILL");
+      await once(child, "exit");
+    },
+  };
+}
+
+async function waitUntilAnswering(url: string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`);
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false });
+    probe.on("error", () => {});
+    try {
+      await probe.connect();
+      await probe.ping();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`redis-server at ${url} did not answer: ${String(error)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      probe.disconnect();
+    }
+  }
+}
