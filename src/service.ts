@@ -15,6 +15,7 @@ import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient } from "./store/history/clickhouse-client.js";
 import { ClickHouseHistoryWriter } from "./store/history/history-writer.js";
 import { applyMigrations, loadMigrations } from "./store/history/migrations.js";
+import { ClickHouseStoredEventFinder } from "./store/history/stored-events.js";
 import type { LiveStore } from "./store/live/live-store.js";
 import { MemoryLiveStore } from "./store/live/memory-live-store.js";
 import { RedisLiveStore } from "./store/live/redis-live-store.js";
@@ -38,6 +39,7 @@ export async function startService(config: Config, log: Logger): Promise<Running
   const pipeline = new IngestPipeline({
     liveStore,
     history: new ClickHouseHistoryWriter(history.client, history.embedded),
+    stored: new ClickHouseStoredEventFinder(history.client),
     limits: config.ingest,
     log,
   });

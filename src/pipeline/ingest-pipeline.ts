@@ -8,9 +8,16 @@ import type { Logger } from "pino";
 import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { IngestConfig } from "../config.js";
-import { emptyRowsByKind, type HistoryRow, type RowsByKind } from "../process/history-rows.js";
+import {
+  emptyRowsByKind,
+  type DeviceKind,
+  type HistoryRow,
+  type RowIdentity,
+  type RowsByKind,
+} from "../process/history-rows.js";
 import { validateReading } from "../process/validate-reading.js";
 import type { HistoryWriter } from "../store/history/history-writer.js";
+import { storedEventKey, type StoredEventFinder } from "../store/history/stored-events.js";
 import type { EventKey, LiveStateUpdate, LiveStore } from "../store/live/live-store.js";
 
 export interface ReadingRejection {
@@ -45,6 +52,7 @@ export const RETRY_DELAY_MS = 1_000;
 export interface IngestPipelineDeps {
   readonly liveStore: LiveStore;
   readonly history: HistoryWriter;
+  readonly stored: StoredEventFinder;
   readonly limits: IngestConfig;
   readonly log: Logger;
   readonly now?: () => number;
@@ -85,7 +93,7 @@ export class IngestPipeline {
         outcome.rejected.push({ index, eventId: reading.eventId, ...result.rejection, retryable: false });
         return;
       }
-      const batchKey = `${reading.deviceId.length}:${reading.deviceId}:${reading.eventId}`;
+      const batchKey = storedEventKey(reading.deviceId, reading.eventId);
       if (seenInBatch.has(batchKey)) {
         outcome.duplicates++;
         return;
@@ -96,7 +104,7 @@ export class IngestPipeline {
     if (candidates.length === 0) return outcome;
 
     const token = randomUUID();
-    const statuses = await storageCall("live store", log, () =>
+    const claim = await storageCall("live store", log, () =>
       liveStore.claimEvents(
         candidates.map((c) => c.key),
         token,
@@ -104,9 +112,9 @@ export class IngestPipeline {
       ),
     );
 
-    const claimed: Candidate[] = [];
+    let claimed: Candidate[] = [];
     candidates.forEach((candidate, i) => {
-      const status = statuses[i];
+      const status = claim.statuses[i];
       if (status === "claimed") {
         claimed.push(candidate);
       } else if (status === "duplicate") {
@@ -121,6 +129,17 @@ export class IngestPipeline {
         });
       }
     });
+
+    const alreadyStored = await this.findStoredOutsideLedger(claimed, claim.ledgerSinceMs, receivedAtMs, token);
+    if (alreadyStored.length > 0) {
+      outcome.duplicates += alreadyStored.length;
+      const storedSet = new Set(alreadyStored);
+      claimed = claimed.filter((c) => !storedSet.has(c));
+      // Remember them, so the next resend is answered from the ledger.
+      await liveStore.commitEvents(alreadyStored.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+        log.warn({ err: error }, "could not commit event ids found in history");
+      });
+    }
     if (claimed.length === 0) return outcome;
 
     const claimedKeys = claimed.map((c) => c.key);
@@ -145,6 +164,36 @@ export class IngestPipeline {
       log.warn({ err: error }, "could not update live state");
     });
     return outcome;
+  }
+
+  /**
+   * The ledger answers "claimed" for any event it does not hold. It cannot hold events committed
+   * before it started (a restart of the embedded store, a Redis that lost its data), nor those
+   * whose entry expired with the dedupe window. A reading observed early enough to be one of those
+   * is looked up in history instead; in steady state fresh readings skip this entirely.
+   */
+  private async findStoredOutsideLedger(
+    claimed: readonly Candidate[],
+    ledgerSinceMs: number,
+    receivedAtMs: number,
+    token: string,
+  ): Promise<Candidate[]> {
+    const { limits, stored, liveStore, log } = this.deps;
+    // A reading is committed no earlier than it was observed minus the allowed clock skew.
+    const rememberedFromMs = Math.max(ledgerSinceMs, receivedAtMs - limits.dedupeWindowMs) + limits.maxClockSkewMs;
+    const unsure = claimed.filter((c) => c.value.row.observed_at < rememberedFromMs);
+    if (unsure.length === 0) return [];
+    try {
+      const found = new Set<string>();
+      for (const [kind, rows] of Object.entries(groupByKind(unsure)) as [DeviceKind, RowIdentity[]][]) {
+        for (const key of await stored.findStored(kind, rows)) found.add(key);
+      }
+      return unsure.filter((c) => found.has(storedEventKey(c.key.deviceId, c.key.eventId)));
+    } catch (error) {
+      await liveStore.releaseEvents(claimed.map((c) => c.key), token).catch(() => undefined);
+      log.error({ err: error }, "history lookup failed; the batch is answered retryable");
+      throw unavailable("history storage", error);
+    }
   }
 }
 

@@ -39,15 +39,27 @@ export class GrpcIngestClient {
     this.client = new IngestClientConstructor(target, grpc.credentials.createInsecure()) as never;
   }
 
+  /** Opens a StreamReadings call: write messages as you go, then end() resolves its summary. */
+  openStream(): { write(readings: Reading[]): void; end(): Promise<StreamReadingsResponse> } {
+    let settle!: { resolve: (r: StreamReadingsResponse) => void; reject: (e: Error) => void };
+    const response = new Promise<StreamReadingsResponse>((resolve, reject) => (settle = { resolve, reject }));
+    const call = this.client.streamReadings((error: grpc.ServiceError | null, reply: StreamReadingsResponse) =>
+      error ? settle.reject(error) : settle.resolve(reply),
+    ) as grpc.ClientWritableStream<StreamReadingsRequest>;
+    return {
+      write: (readings) => call.write(create(StreamReadingsRequestSchema, { readings })),
+      end: () => {
+        call.end();
+        return response;
+      },
+    };
+  }
+
   /** Streams the messages over one StreamReadings call and resolves its summary. */
   streamReadings(messages: readonly Reading[][]): Promise<StreamReadingsResponse> {
-    return new Promise((resolve, reject) => {
-      const call = this.client.streamReadings((error: grpc.ServiceError | null, response: StreamReadingsResponse) =>
-        error ? reject(error) : resolve(response),
-      ) as grpc.ClientWritableStream<StreamReadingsRequest>;
-      for (const readings of messages) call.write(create(StreamReadingsRequestSchema, { readings }));
-      call.end();
-    });
+    const stream = this.openStream();
+    for (const readings of messages) stream.write(readings);
+    return stream.end();
   }
 
   ingestReadings(readings: readonly Reading[]): Promise<IngestReadingsResponse> {

@@ -25,8 +25,8 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("claims new events once; a second claimer sees them in flight", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }, { deviceId: d, eventId: "e2" }];
-      expect(await store.claimEvents(keys, "batch-a", LEASE_MS)).toEqual(["claimed", "claimed"]);
-      expect(await store.claimEvents(keys, "batch-b", LEASE_MS)).toEqual(["in_flight", "in_flight"]);
+      expect((await store.claimEvents(keys, "batch-a", LEASE_MS)).statuses).toEqual(["claimed", "claimed"]);
+      expect((await store.claimEvents(keys, "batch-b", LEASE_MS)).statuses).toEqual(["in_flight", "in_flight"]);
     });
 
     it("counts committed events as duplicates", async () => {
@@ -34,7 +34,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const keys = [{ deviceId: d, eventId: "e1" }];
       await store.claimEvents(keys, "a", LEASE_MS);
       await store.commitEvents(keys, WINDOW_MS);
-      expect(await store.claimEvents(keys, "b", LEASE_MS)).toEqual(["duplicate"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["duplicate"]);
     });
 
     it("lets a resend claim released events at once", async () => {
@@ -42,7 +42,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const keys = [{ deviceId: d, eventId: "e1" }];
       await store.claimEvents(keys, "a", LEASE_MS);
       await store.releaseEvents(keys, "a");
-      expect(await store.claimEvents(keys, "b", LEASE_MS)).toEqual(["claimed"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("does not release another batch's claim", async () => {
@@ -50,7 +50,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const keys = [{ deviceId: d, eventId: "e1" }];
       await store.claimEvents(keys, "a", LEASE_MS);
       await store.releaseEvents(keys, "someone-else");
-      expect(await store.claimEvents(keys, "b", LEASE_MS)).toEqual(["in_flight"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["in_flight"]);
     });
 
     it("frees a claim when its lease runs out", async () => {
@@ -58,14 +58,14 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const keys = [{ deviceId: d, eventId: "e1" }];
       await store.claimEvents(keys, "a", 50);
       await new Promise((resolve) => setTimeout(resolve, 120));
-      expect(await store.claimEvents(keys, "b", LEASE_MS)).toEqual(["claimed"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("keeps event ids apart per device", async () => {
       const [d1, d2] = [device(), device()];
       await store.claimEvents([{ deviceId: d1, eventId: "1" }], "a", LEASE_MS);
       await store.commitEvents([{ deviceId: d1, eventId: "1" }], WINDOW_MS);
-      expect(await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS)).toEqual(["claimed"]);
+      expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("keeps the newest reading by observed_at, while last_seen follows arrival", async () => {
@@ -88,6 +88,15 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const [after] = await store.getLiveState([d]);
       expect(after?.observedAtMs).toBe(5_000);
       expect(after?.values).toEqual({ voltage: 240 });
+    });
+
+    it("says since when its ledger is complete, and keeps saying the same", async () => {
+      const before = Date.now();
+      const d = device();
+      const first = await store.claimEvents([{ deviceId: d, eventId: "x" }], "a", LEASE_MS);
+      const second = await store.claimEvents([{ deviceId: d, eventId: "y" }], "a", LEASE_MS);
+      expect(first.ledgerSinceMs).toBeLessThanOrEqual(before);
+      expect(second.ledgerSinceMs).toBe(first.ledgerSinceMs);
     });
 
     it("answers undefined for a device never seen", async () => {

@@ -18,6 +18,18 @@ export interface EventKey {
  */
 export type ClaimStatus = "claimed" | "duplicate" | "in_flight";
 
+export interface ClaimResult {
+  /** One status per key, in order. */
+  readonly statuses: ClaimStatus[];
+  /**
+   * Since when the dedupe ledger is complete, epoch ms: when this store started remembering (an
+   * in-process store's start, a Redis that lost its data). Events committed before then are not
+   * in the ledger, so a "claimed" answer for one observed before then must be checked against
+   * the history store.
+   */
+  readonly ledgerSinceMs: number;
+}
+
 export interface LiveStateUpdate {
   readonly deviceId: string;
   readonly kind: DeviceKind;
@@ -41,8 +53,8 @@ export interface LiveState {
 }
 
 export interface LiveStore {
-  /** Claims each event for leaseMs under token (unique per batch). Answers one status per key. */
-  claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimStatus[]>;
+  /** Claims each event for leaseMs under token (unique per batch). */
+  claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult>;
   /** Marks events stored: they count as duplicates for windowMs. */
   commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
   /** Gives up claims still held under token, so a resend can claim them at once. */

@@ -1,6 +1,6 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
-import type { ClaimStatus, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type { ClaimResult, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { newestPerDevice } from "./live-store.js";
 
 interface EventEntry {
@@ -21,24 +21,28 @@ export class MemoryLiveStore implements LiveStore {
   private readonly live = new Map<string, LiveState>();
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout;
+  /** This process remembers nothing from before it started. */
+  private readonly ledgerSinceMs: number;
 
   constructor(options: MemoryLiveStoreOptions = {}) {
     this.now = options.now ?? Date.now;
+    this.ledgerSinceMs = this.now();
     this.sweepTimer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
   }
 
-  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimStatus[]> {
+  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult> {
     const now = this.now();
-    return keys.map((key) => {
+    const statuses = keys.map((key) => {
       const id = eventKey(key);
       const entry = this.events.get(id);
       if (entry !== undefined && entry.expiresAtMs > now) {
         return entry.claimedBy === undefined ? "duplicate" : "in_flight";
       }
       this.events.set(id, { claimedBy: token, expiresAtMs: now + leaseMs });
-      return "claimed";
+      return "claimed" as const;
     });
+    return { statuses, ledgerSinceMs: this.ledgerSinceMs };
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {

@@ -3,16 +3,20 @@
 // costs the client ~2 µs per id against ~16 µs per pipelined command.
 import { Redis } from "ioredis";
 import type { DeviceKind } from "../../process/history-rows.js";
-import type { ClaimStatus, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type { ClaimResult, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { newestPerDevice } from "./live-store.js";
 
 /** The value of an event key once its reading is stored; any other value is a claim token. */
 const COMMITTED = "=";
 
-// KEYS: event keys. ARGV: token, lease ms. Answers 0 claimed, 1 duplicate, 2 in flight.
+// KEYS: the ledger-since key, then event keys. ARGV: token, lease ms, now ms.
+// Answers the ledger's start (set now if Redis lost it), then per event 0 claimed, 1 duplicate,
+// 2 in flight.
 const CLAIM_EVENTS = `
-local out = {}
-for i, key in ipairs(KEYS) do
+redis.call('SET', KEYS[1], ARGV[3], 'NX')
+local out = { tonumber(redis.call('GET', KEYS[1])) }
+for i = 2, #KEYS do
+  local key = KEYS[i]
   if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
     out[i] = 0
   elseif redis.call('GET', key) == '${COMMITTED}' then
@@ -98,10 +102,20 @@ export class RedisLiveStore implements LiveStore {
     await this.redis.ping();
   }
 
-  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimStatus[]> {
-    if (keys.length === 0) return [];
-    const answers = await this.commands.claimEvents(keys.length, ...keys.map((k) => this.eventKey(k)), token, leaseMs);
-    return answers.map((answer) => (answer === 0 ? "claimed" : answer === 1 ? "duplicate" : "in_flight"));
+  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult> {
+    const eventKeys = keys.map((k) => this.eventKey(k));
+    const [ledgerSinceMs, ...answers] = await this.commands.claimEvents(
+      eventKeys.length + 1,
+      `${this.prefix}ledger-since`,
+      ...eventKeys,
+      token,
+      leaseMs,
+      Date.now(),
+    );
+    return {
+      ledgerSinceMs: ledgerSinceMs!,
+      statuses: answers.map((answer) => (answer === 0 ? "claimed" : answer === 1 ? "duplicate" : "in_flight")),
+    };
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {

@@ -1,0 +1,58 @@
+// What survives a restart of the embedded service: the history in DATA_DIR, and with it the
+// dedupe answer — a reading resent after the restart is still a duplicate, not stored twice.
+import { afterAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
+import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
+import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+
+const env = testEnv();
+let running: TestService | undefined;
+
+afterAll(async () => {
+  await running?.service.stop();
+});
+
+async function send(target: string, readings: Parameters<GrpcIngestClient["streamReadings"]>[0]) {
+  const client = new GrpcIngestClient(target);
+  try {
+    return await client.streamReadings(readings);
+  } finally {
+    client.close();
+  }
+}
+
+describe("restarting the embedded service", () => {
+  it("keeps the data, and still counts resent readings as duplicates", async () => {
+    const now = Date.now();
+    const readings = [
+      meterReading("meter-r", "r-1", now - 3_000, 1.1),
+      vehicleReading("ev-r", "r-2", now - 2_000, 0.9),
+      batteryReading("bbu-r", "r-3", now - 1_000, 51.2, 30, ["E12"]),
+    ];
+
+    running = await startTestService(env);
+    expect((await send(running.target, [readings])).accepted).toBe(3n);
+    await running.service.stop();
+
+    running = await startTestService(env);
+    const resent = await send(running.target, [[...readings, meterReading("meter-r", "r-4", Date.now(), 0.4)]]);
+    expect(resent.duplicates).toBe(3n);
+    expect(resent.accepted).toBe(1n);
+    // Once found in history, the ids are back in the ledger: a third send is answered from it.
+    expect((await send(running.target, [readings])).duplicates).toBe(3n);
+    await running.service.stop();
+    running = undefined;
+
+    const probe = new HistoryProbe(loadConfig(env));
+    try {
+      expect(await probe.count("meter_readings")).toBe(2);
+      expect(await probe.count("vehicle_readings")).toBe(1);
+      expect(await probe.rows("SELECT device_id, voltage, temperature, error_codes FROM {db}.battery_readings")).toEqual([
+        { device_id: "bbu-r", voltage: 51.2, temperature: 30, error_codes: ["E12"] },
+      ]);
+    } finally {
+      await probe.close();
+    }
+  });
+});

@@ -1,0 +1,118 @@
+// The service with its production parts: TLS on the one port (HTTP/2 by ALPN for gRPC, HTTP/1.1
+// for plain HTTPS clients), and Redis as the live store shared by two service instances.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import https from "node:https";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { meterReading } from "./support/readings.js";
+import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
+import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+
+describe("TLS", () => {
+  let app: TestService;
+  let ca: Buffer;
+  beforeAll(async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "wattstream-tls-"));
+    const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
+    ], { stdio: "ignore" });
+    ca = readFileSync(cert);
+    app = await startTestService(testEnv({ TLS_CERT: cert, TLS_KEY: key }));
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+  });
+
+  it("serves gRPC over HTTP/2 negotiated by ALPN", async () => {
+    const client = createClient(
+      IngestService,
+      createGrpcTransport({ baseUrl: `https://127.0.0.1:${app.service.port}`, nodeOptions: { ca } }),
+    );
+    const response = await client.ingestReadings({ readings: [meterReading("meter-tls", "t-1", Date.now(), 1)] });
+    expect(response.accepted).toBe(1n);
+  });
+
+  it("serves HTTP/1.1 clients on the same port", async () => {
+    const body = await new Promise<string>((resolve, reject) => {
+      https
+        .get(`https://127.0.0.1:${app.service.port}/healthz`, { ca }, (res) => {
+          let text = "";
+          res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+          res.on("end", () => resolve(`${res.httpVersion} ${text}`));
+        })
+        .on("error", reject);
+    });
+    expect(body).toBe('1.1 {"status":"ok"}');
+  });
+});
+
+const haveRedis = redisServerAvailable();
+describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
+  let redis: RedisServer;
+  let a: TestService;
+  let b: TestService;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    // Both instances share the embedded history (one engine per process) and one Redis, as two
+    // processes behind a load balancer share a ClickHouse server and a Redis.
+    const env = testEnv({ REDIS_URL: redis.url });
+    a = await startTestService(env);
+    b = await startTestService(env);
+  });
+  afterAll(async () => {
+    await a?.service.stop();
+    await b?.service.stop();
+    await redis?.stop();
+  });
+
+  it("stores a reading sent to both once, counting the other as duplicate or in flight", async () => {
+    const now = Date.now();
+    const readings = Array.from({ length: 200 }, (_, i) => meterReading(`meter-${i % 10}`, `shared-${i}`, now - i, 0.1));
+    const [ca, cb] = [new GrpcIngestClient(a.target), new GrpcIngestClient(b.target)];
+    const [ra, rb] = await Promise.all([ca.streamReadings([readings]), cb.streamReadings([readings])]);
+    ca.close();
+    cb.close();
+
+    const inFlight = [...ra.rejected, ...rb.rejected].filter((r) => r.retryable).length;
+    expect(ra.accepted + rb.accepted).toBe(200n);
+    expect(ra.accepted + rb.accepted + ra.duplicates + rb.duplicates + BigInt(inFlight)).toBe(400n);
+
+    const probe = new HistoryProbe(a.config);
+    try {
+      const [row] = await probe.rows<{ n: number; distinct: number }>(
+        "SELECT count() AS n, uniqExact(event_id) AS distinct FROM {db}.meter_readings WHERE event_id LIKE 'shared-%'",
+      );
+      expect(row).toEqual({ n: 200, distinct: 200 });
+    } finally {
+      await probe.close();
+    }
+  });
+
+  it("keeps each device's live state in Redis, newest reading first", async () => {
+    const client = new GrpcIngestClient(a.target);
+    const now = Date.now();
+    await client.streamReadings([[meterReading("meter-live", "l-2", now, 0.2, 231)]]);
+    // A backlog reading observed earlier arrives later and must not replace the state.
+    await client.streamReadings([[meterReading("meter-live", "l-1", now - 60_000, 0.1, 229)]]);
+    client.close();
+
+    const inspect = new Redis(redis.url);
+    try {
+      const state = await inspect.hgetall("ws:{meter-live}:live");
+      expect(state.kind).toBe("meter");
+      expect(Number(state.observed_at)).toBe(now);
+      expect(JSON.parse(state.values!)).toMatchObject({ event_id: "l-2", voltage: 231 });
+    } finally {
+      inspect.disconnect();
+    }
+  });
+});
