@@ -63,6 +63,11 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** The longest delay a Node timer honours; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Horizons that are compared against timestamps, never waited on. */
+const MAX_HORIZON_MS = 3650 * 86_400_000;
+
 /** Reads and validates the configuration; throws ConfigError naming every bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
@@ -95,9 +100,9 @@ export function loadConfig(env: Env = process.env): Config {
     },
     redisUrl: read.url("REDIS_URL", ["redis:", "rediss:"]),
     ingest: {
-      maxReadingAgeMs: read.duration("MAX_READING_AGE", "30d"),
+      maxReadingAgeMs: read.duration("MAX_READING_AGE", "30d", MAX_HORIZON_MS),
       maxClockSkewMs: read.duration("MAX_CLOCK_SKEW", "5m"),
-      dedupeWindowMs: read.duration("DEDUPE_WINDOW", "7d"),
+      dedupeWindowMs: read.duration("DEDUPE_WINDOW", "7d", MAX_HORIZON_MS),
       claimLeaseMs: read.duration("CLAIM_LEASE", "30s"),
       maxBatchReadings: read.integer("MAX_BATCH_READINGS", 10_000, 1, 1_000_000),
     },
@@ -132,12 +137,18 @@ class EnvReader {
     return value;
   }
 
-  /** A duration such as "250ms", "30s", "5m", "7d"; a bare number means milliseconds. */
-  duration(name: string, fallback: string): number {
+  /**
+   * A duration such as "250ms", "30s", "5m", "7d"; a bare number means milliseconds. Rounded to
+   * whole milliseconds and capped at maxMs (by default what a Node timer can wait, ~24.8 days).
+   */
+  duration(name: string, fallback: string, maxMs: number = MAX_TIMER_MS): number {
     const raw = this.string(name) ?? fallback;
-    const value = /^\d+$/.test(raw) ? Number(raw) : ms(raw as ms.StringValue);
-    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-      this.problems.push(`${name}=${JSON.stringify(raw)} must be a duration such as 500ms, 30s, 5m or 7d`);
+    const parsed = /^\d+$/.test(raw) ? Number(raw) : ms(raw as ms.StringValue);
+    const value = typeof parsed === "number" ? Math.round(parsed) : NaN;
+    if (!Number.isFinite(value) || value < 0 || value > maxMs) {
+      this.problems.push(
+        `${name}=${JSON.stringify(raw)} must be a duration from 0 to ${ms(maxMs, { long: true })}, such as 500ms, 30s, 5m or 7d`,
+      );
       return ms(fallback as ms.StringValue);
     }
     return value;

@@ -10,6 +10,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../clickhouse/", import.meta.url));
 
 export interface Migration {
+  readonly file: string;
   readonly version: number;
   readonly name: string;
   readonly checksum: string;
@@ -24,6 +25,7 @@ export async function loadMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
     if (!match) throw new Error(`migration file ${file} must be named NNNN_name.sql`);
     const sql = await readFile(path.join(dir, file), "utf8");
     migrations.push({
+      file,
       version: Number(match[1]),
       name: match[2]!,
       checksum: createHash("sha256").update(sql).digest("hex"),
@@ -54,7 +56,7 @@ export async function applyMigrations(client: ClickHouseClient, migrations: read
     if (checksum !== undefined) {
       if (checksum !== migration.checksum) {
         throw new Error(
-          `migration ${migration.version}_${migration.name} was changed after it was applied; add a new migration instead`,
+          `migration ${migration.file} was changed after it was applied; add a new migration instead`,
         );
       }
       continue;
@@ -72,7 +74,10 @@ export async function applyMigrations(client: ClickHouseClient, migrations: read
   return done;
 }
 
-/** Splits a file into statements at semicolons that end a line, dropping comment-only pieces. */
+/**
+ * Splits a file into statements at semicolons that end a line, dropping comment lines. Migrations
+ * are written to that rule: one statement per `;` at a line's end, no `;` + newline in a string.
+ */
 export function splitStatements(sql: string): string[] {
   return sql
     .split(/;\s*(?:\n|$)/)
