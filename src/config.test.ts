@@ -31,8 +31,8 @@ describe("loadConfig defaults", () => {
     expect(config.ingest.maxReadingAgeMs).toBe(30 * DAY);
     expect(config.ingest.maxClockSkewMs).toBe(5 * MINUTE);
     expect(config.ingest.dedupeWindowMs).toBe(7 * DAY);
-    expect(config.ingest.claimLeaseMs).toBe(30_000);
-    expect(config.ingest.maxBatchReadings).toBe(10_000);
+    expect(config.ingest.claimLeaseMs).toBe(60_000);
+    expect(config.ingest.maxBatchReadings).toBe(5_000);
     expect(config.server).toEqual({
       maxMessageBytes: 4 * 1024 * 1024,
       maxConcurrentStreams: 1000,
@@ -260,6 +260,6 @@ describe("duration bounds", () => {
   });
 
   it("rounds to whole milliseconds", () => {
-    expect(loadConfig({ CLAIM_LEASE: "1.5" }).ingest.claimLeaseMs).toBe(2);
+    expect(loadConfig({ SHUTDOWN_GRACE: "1.5" }).server.shutdownGraceMs).toBe(2);
   });
 });

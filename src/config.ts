@@ -1,6 +1,7 @@
 // The service's whole configuration, read once from the environment and validated at start-up.
 // Every other module gets its settings passed in; none reads process.env itself.
 import ms from "ms";
+import os from "node:os";
 import path from "node:path";
 
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -52,8 +53,31 @@ export interface IngestConfig {
   readonly dedupeWindowMs: number;
   /** How long a claim on an event_id lives while its batch is in flight, in ms. */
   readonly claimLeaseMs: number;
-  /** Readings of one stream gathered before they are stored together. */
+  /** Most readings per batch handed to a worker; larger messages are split. */
   readonly maxBatchReadings: number;
+  /** Batches of one stream being stored at once; beyond it the stream is not read. */
+  readonly maxBatchesInFlightPerStream: number;
+  /** Readings admitted and not yet answered, across all calls; beyond it new calls get UNAVAILABLE. */
+  readonly maxRowsInFlight: number;
+  readonly workers: WorkerConfig;
+  readonly inserts: InsertConfig;
+}
+
+export interface WorkerConfig {
+  readonly minThreads: number;
+  readonly maxThreads: number;
+  /** Batches waiting for a worker beyond this are refused retryably. */
+  readonly maxQueue: number;
+  readonly idleTimeoutMs: number;
+}
+
+export interface InsertConfig {
+  /** Most rows one history insert carries. */
+  readonly maxRowsPerInsert: number;
+  /** How long one insert attempt may take, in ms. */
+  readonly timeoutMs: number;
+  /** Attempts per block (same dedupe token) before its calls fail retryably. */
+  readonly maxAttempts: number;
 }
 
 /** A configuration problem, naming the variable at fault. */
@@ -103,10 +127,34 @@ export function loadConfig(env: Env = process.env): Config {
       maxReadingAgeMs: read.duration("MAX_READING_AGE", "30d", MAX_HORIZON_MS),
       maxClockSkewMs: read.duration("MAX_CLOCK_SKEW", "5m"),
       dedupeWindowMs: read.duration("DEDUPE_WINDOW", "7d", MAX_HORIZON_MS),
-      claimLeaseMs: read.duration("CLAIM_LEASE", "30s"),
-      maxBatchReadings: read.integer("MAX_BATCH_READINGS", 10_000, 1, 1_000_000),
+      claimLeaseMs: read.duration("CLAIM_LEASE", "60s"),
+      maxBatchReadings: read.integer("MAX_BATCH_READINGS", 5_000, 1, 1_000_000),
+      maxBatchesInFlightPerStream: read.integer("MAX_BATCHES_IN_FLIGHT_PER_STREAM", 4, 1, 1024),
+      maxRowsInFlight: read.integer("MAX_ROWS_IN_FLIGHT", 200_000, 1, 100_000_000),
+      workers: {
+        minThreads: read.integer("WORKER_MIN_THREADS", 1, 1, 256),
+        maxThreads: read.integer("WORKER_THREADS", Math.max(1, os.availableParallelism()), 1, 256),
+        maxQueue: read.integer("WORKER_MAX_QUEUE", 10_000, 1, 1_000_000),
+        idleTimeoutMs: read.duration("WORKER_IDLE_TIMEOUT", "60s"),
+      },
+      inserts: {
+        maxRowsPerInsert: read.integer("MAX_ROWS_PER_INSERT", 100_000, 1, 10_000_000),
+        timeoutMs: read.duration("INSERT_TIMEOUT", "10s"),
+        maxAttempts: read.integer("INSERT_ATTEMPTS", 3, 1, 100),
+      },
     },
   };
+  const { ingest } = config;
+  if (ingest.workers.minThreads > ingest.workers.maxThreads) {
+    problems.push("WORKER_MIN_THREADS must not exceed WORKER_THREADS");
+  }
+  // A claim must outlive every attempt to store its batch, or a resend could be stored twice.
+  const worstStoreMs = ingest.inserts.timeoutMs * ingest.inserts.maxAttempts + 5_000;
+  if (ingest.claimLeaseMs < worstStoreMs) {
+    problems.push(
+      `CLAIM_LEASE (${ingest.claimLeaseMs} ms) must exceed INSERT_TIMEOUT × INSERT_ATTEMPTS + 5 s (${worstStoreMs} ms)`,
+    );
+  }
 
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);

@@ -9,11 +9,15 @@ import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
 import { registerReflection } from "./api/reflection-service.js";
 import type { Config } from "./config.js";
-import { IngestPipeline } from "./pipeline/ingest-pipeline.js";
+import { IngestMetrics } from "./observe/metrics.js";
+import { IngestEngine } from "./pipeline/ingest-engine.js";
+import { ProcessPool } from "./process/process-pool.js";
+import type { DeviceKind } from "./process/history-rows.js";
 import { Listener } from "./server/listener.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient } from "./store/history/clickhouse-client.js";
-import { ClickHouseHistoryWriter } from "./store/history/history-writer.js";
+import { createHistorySink } from "./store/history/history-sink.js";
+import { TableBatcher } from "./store/history/table-batcher.js";
 import { applyMigrations, loadMigrations } from "./store/history/migrations.js";
 import { ClickHouseStoredEventFinder } from "./store/history/stored-events.js";
 import type { LiveStore } from "./store/live/live-store.js";
@@ -36,12 +40,27 @@ export async function startService(config: Config, log: Logger): Promise<Running
   );
 
   const liveStore = await openLiveStore(config, log);
-  const pipeline = new IngestPipeline({
+  const metrics = new IngestMetrics();
+  const sink = createHistorySink(history);
+  const { inserts, workers } = config.ingest;
+  const batcherOptions = { maxRowsPerInsert: inserts.maxRowsPerInsert, insertTimeoutMs: inserts.timeoutMs, maxAttempts: inserts.maxAttempts };
+  const batcher = (kind: DeviceKind) => new TableBatcher(kind, sink, batcherOptions, (record) => metrics.recordFlush(record));
+  const batchers = { meter: batcher("meter"), vehicle: batcher("vehicle"), battery: batcher("battery") };
+  const pool = new ProcessPool(workers);
+  const engine = new IngestEngine({
+    process: (task) => pool.run(task),
     liveStore,
-    history: new ClickHouseHistoryWriter(history.client, history.embedded),
+    batchers,
     stored: new ClickHouseStoredEventFinder(history.client),
     limits: config.ingest,
     log,
+    metrics,
+  });
+  metrics.observeGauges({
+    rowsInFlight: () => engine.inFlight.inFlight,
+    rowsWaiting: () => Object.values(batchers).reduce((sum, b) => sum + b.pendingRows, 0),
+    workerQueue: () => pool.queueSize,
+    workers: () => pool.threads,
   });
 
   const isReady = async () => {
@@ -50,11 +69,11 @@ export async function startService(config: Config, log: Logger): Promise<Running
     await liveStore.ping();
   };
   const routes = (router: ConnectRouter) => {
-    router.service(IngestService, new IngestHandler(pipeline, config.ingest.maxBatchReadings));
+    router.service(IngestService, new IngestHandler(engine, config.ingest, metrics));
     registerHealth(
       router,
       new HealthChecker({
-        services: [IngestService.typeName],
+        services: [IngestService.typeName, Health.typeName],
         isReady: () => isReady().then(() => true, () => false),
       }),
     );
@@ -68,7 +87,7 @@ export async function startService(config: Config, log: Logger): Promise<Running
     writeMaxBytes: config.server.maxMessageBytes,
     maxTimeoutMs: config.server.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
-    fallback: probeHandler(isReady),
+    fallback: probeHandler(isReady, metrics.registry),
   });
   const listener = new Listener(handler, { limits: config.server, tls: config.tls });
   const port = await listener.listen(config.port, config.host);
@@ -84,6 +103,8 @@ export async function startService(config: Config, log: Logger): Promise<Running
         const cancel = setTimeout(() => shutdown.abort(), config.server.shutdownGraceMs);
         await listener.close(config.server.shutdownGraceMs + 1_000);
         clearTimeout(cancel);
+        await Promise.all(Object.values(batchers).map((b) => b.drain()));
+        await pool.close();
         await liveStore.close();
         await history.client.close();
         log.info("stopped");

@@ -94,6 +94,7 @@ describe("buf curl", () => {
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         "wattstream.telemetry.v1.IngestService/IngestReadings",
         "wattstream.telemetry.v1.IngestService/StreamReadings",
+        "wattstream.telemetry.v1.IngestService/SyncReadings",
       ].sort(),
     );
   });

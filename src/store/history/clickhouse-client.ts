@@ -8,9 +8,22 @@ import type { ClickHouseConfig } from "../../config.js";
 
 export interface HistoryClient {
   readonly client: ClickHouseClient;
-  /** True for the in-process engine, which runs one statement at a time per session. */
+  /** True for the in-process engine. */
   readonly embedded: boolean;
   readonly database: string;
+  /**
+   * The embedded engine's raw insert: the payload buffer goes to the engine without becoming a JS
+   * string, and settings stay in the INSERT's own SETTINGS clause (the client's clickhouse_settings
+   * would become session-wide SETs there). Undefined for a server.
+   */
+  readonly rawInsert: ((params: RawInsertParams) => Promise<unknown>) | undefined;
+}
+
+export interface RawInsertParams {
+  readonly table: string;
+  readonly values: Buffer;
+  readonly format: "JSONEachRow" | "TSV";
+  readonly settings: Record<string, string | number>;
 }
 
 export async function openHistoryClient(config: ClickHouseConfig): Promise<HistoryClient> {
@@ -27,16 +40,21 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
       password: config.password,
       database: config.database,
     });
-    return { client, embedded: false, database: config.database };
+    return { client, embedded: false, database: config.database, rawInsert: undefined };
   }
 
   mkdirSync(config.dataDir, { recursive: true });
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
   // identically in a newer patch release; the shapes match, only the nominal imports differ.
-  const connection = createChdbConnection({ path: config.dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
-  const client = createClient({ connection });
+  const chdb = createChdbConnection({ path: config.dataDir });
+  const client = createClient({ connection: chdb as unknown as ClickHouseClientConfigOptions["connection"] });
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
-  return { client, embedded: true, database: config.database };
+  return {
+    client,
+    embedded: true,
+    database: config.database,
+    rawInsert: (params) => chdb.chdb.rawInsert({ ...params, values: params.values, settings: { ...params.settings } }),
+  };
 }

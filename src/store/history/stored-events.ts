@@ -3,7 +3,7 @@
 // — device_id, then observed_at — so the check reads a few granules, never the whole history.
 import type { ClickHouseClient } from "@clickhouse/client";
 import type { DeviceKind, RowIdentity } from "../../process/history-rows.js";
-import { HISTORY_TABLES } from "./history-writer.js";
+import { HISTORY_TABLES } from "./history-sink.js";
 
 export interface StoredEventFinder {
   /** The identities among `rows` whose event is already stored, as storedEventKey strings. */

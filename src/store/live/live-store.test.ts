@@ -99,6 +99,15 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(second.ledgerSinceMs).toBe(first.ledgerSinceMs);
     });
 
+    it("keeps a scorer's trend with the newest reading", async () => {
+      const d = device();
+      const base = { deviceId: d, kind: "battery" as const, receivedAtMs: 1, values: { voltage: 48 } };
+      await store.applyLiveState([{ ...base, observedAtMs: 2_000, trend: { baselineVoltage: 48.5, samples: 3 } }]);
+      await store.applyLiveState([{ ...base, observedAtMs: 1_000, trend: { baselineVoltage: 40, samples: 1 } }]);
+      const [state] = await store.getLiveState([d]);
+      expect(state?.trend).toEqual({ baselineVoltage: 48.5, samples: 3 });
+    });
+
     it("answers undefined for a device never seen", async () => {
       expect(await store.getLiveState([device()])).toEqual([undefined]);
     });

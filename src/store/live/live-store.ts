@@ -39,6 +39,8 @@ export interface LiveStateUpdate {
   readonly receivedAtMs: number;
   /** The reading's values, as stored. */
   readonly values: Readonly<Record<string, unknown>>;
+  /** State a scorer carries from one reading of the device to the next (a battery's trend). */
+  readonly trend?: Readonly<Record<string, number>> | undefined;
 }
 
 export interface LiveState {
@@ -50,6 +52,8 @@ export interface LiveState {
   readonly lastSeenMs: number;
   /** The newest reading's values. */
   readonly values: Readonly<Record<string, unknown>>;
+  /** The scorer's state as of the newest reading, if it keeps one. */
+  readonly trend?: Readonly<Record<string, number>> | undefined;
 }
 
 export interface LiveStore {

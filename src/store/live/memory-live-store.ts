@@ -68,6 +68,7 @@ export class MemoryLiveStore implements LiveStore {
           observedAtMs: update.observedAtMs,
           lastSeenMs,
           values: update.values,
+          ...(update.trend !== undefined ? { trend: update.trend } : {}),
         });
       } else {
         this.live.set(update.deviceId, { ...current, lastSeenMs });

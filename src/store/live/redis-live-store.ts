@@ -41,11 +41,12 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS`;
 
-// KEYS: live-state hashes. ARGV: per key kind, observed_at, received_at, values JSON.
+// KEYS: live-state hashes. ARGV: per key kind, observed_at, received_at, values JSON, trend JSON
+// (empty when the device's scorer keeps none).
 // Newest observed_at wins; last_seen only moves forward.
 const APPLY_LIVE_STATE = `
 for i, key in ipairs(KEYS) do
-  local at = (i - 1) * 4
+  local at = (i - 1) * 5
   local observed = tonumber(ARGV[at + 2])
   local received = tonumber(ARGV[at + 3])
   local current = redis.call('HMGET', key, 'observed_at', 'last_seen')
@@ -54,6 +55,7 @@ for i, key in ipairs(KEYS) do
   if received > lastSeen then lastSeen = received end
   if currentObserved == nil or observed >= currentObserved then
     redis.call('HSET', key, 'kind', ARGV[at + 1], 'observed_at', ARGV[at + 2], 'values', ARGV[at + 4], 'last_seen', lastSeen)
+    if ARGV[at + 5] ~= '' then redis.call('HSET', key, 'trend', ARGV[at + 5]) end
   else
     redis.call('HSET', key, 'last_seen', lastSeen)
   end
@@ -132,7 +134,9 @@ export class RedisLiveStore implements LiveStore {
     const newest = newestPerDevice(updates);
     if (newest.length === 0) return;
     const args: (string | number)[] = newest.map((u) => this.liveKey(u.deviceId));
-    for (const u of newest) args.push(u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values));
+    for (const u of newest) {
+      args.push(u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "");
+    }
     await this.commands.applyLiveState(newest.length, ...args);
   }
 
@@ -151,6 +155,7 @@ export class RedisLiveStore implements LiveStore {
         observedAtMs: Number(hash.observed_at),
         lastSeenMs: Number(hash.last_seen),
         values: JSON.parse(hash.values ?? "{}") as Record<string, unknown>,
+        ...(hash.trend !== undefined ? { trend: JSON.parse(hash.trend) as Record<string, number> } : {}),
       };
     });
   }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wattstream/telemetry/v1/ingest_service.proto.
  */
 export const file_wattstream_telemetry_v1_ingest_service: GenFile = /*@__PURE__*/
-  fileDesc("Cix3YXR0c3RyZWFtL3RlbGVtZXRyeS92MS9pbmdlc3Rfc2VydmljZS5wcm90bxIXd2F0dHN0cmVhbS50ZWxlbWV0cnkudjEiSwoVU3RyZWFtUmVhZGluZ3NSZXF1ZXN0EjIKCHJlYWRpbmdzGAEgAygLMiAud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVhZGluZyJ6ChZTdHJlYW1SZWFkaW5nc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSOgoIcmVqZWN0ZWQYAyADKAsyKC53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5SZWplY3RlZFJlYWRpbmciSwoVSW5nZXN0UmVhZGluZ3NSZXF1ZXN0EjIKCHJlYWRpbmdzGAEgAygLMiAud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVhZGluZyJ6ChZJbmdlc3RSZWFkaW5nc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSOgoIcmVqZWN0ZWQYAyADKAsyKC53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5SZWplY3RlZFJlYWRpbmcijQEKD1JlamVjdGVkUmVhZGluZxINCgVpbmRleBgBIAEoDRIQCghldmVudF9pZBgCIAEoCRI1CgZyZWFzb24YAyABKA4yJS53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5SZWplY3RSZWFzb24SDwoHbWVzc2FnZRgEIAEoCRIRCglyZXRyeWFibGUYBSABKAgq3AMKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeUkVKRUNUX1JFQVNPTl9NSVNTSU5HX0VWRU5UX0lEEAESIwofUkVKRUNUX1JFQVNPTl9FVkVOVF9JRF9UT09fTE9ORxACEiMKH1JFSkVDVF9SRUFTT05fTUlTU0lOR19ERVZJQ0VfSUQQAxIkCiBSRUpFQ1RfUkVBU09OX0RFVklDRV9JRF9UT09fTE9ORxAEEiUKIVJFSkVDVF9SRUFTT05fTUlTU0lOR19PQlNFUlZFRF9BVBAFEiUKIVJFSkVDVF9SRUFTT05fT0JTRVJWRURfQVRfVE9PX09MRBAGEicKI1JFSkVDVF9SRUFTT05fT0JTRVJWRURfQVRfSU5fRlVUVVJFEAcSIAocUkVKRUNUX1JFQVNPTl9NSVNTSU5HX1NBTVBMRRAIEhwKGFJFSkVDVF9SRUFTT05fTk9UX0ZJTklURRAJEh4KGlJFSkVDVF9SRUFTT05fT1VUX09GX1JBTkdFEAoSJQohUkVKRUNUX1JFQVNPTl9JTlZBTElEX0VSUk9SX0NPREVTEAsSGwoXUkVKRUNUX1JFQVNPTl9JTl9GTElHSFQQDDL3AQoNSW5nZXN0U2VydmljZRJzCg5TdHJlYW1SZWFkaW5ncxIuLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLlN0cmVhbVJlYWRpbmdzUmVxdWVzdBovLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLlN0cmVhbVJlYWRpbmdzUmVzcG9uc2UoARJxCg5Jbmdlc3RSZWFkaW5ncxIuLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLkluZ2VzdFJlYWRpbmdzUmVxdWVzdBovLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLkluZ2VzdFJlYWRpbmdzUmVzcG9uc2ViBnByb3RvMw", [file_wattstream_telemetry_v1_reading]);
+  fileDesc("Cix3YXR0c3RyZWFtL3RlbGVtZXRyeS92MS9pbmdlc3Rfc2VydmljZS5wcm90bxIXd2F0dHN0cmVhbS50ZWxlbWV0cnkudjEiSwoVU3RyZWFtUmVhZGluZ3NSZXF1ZXN0EjIKCHJlYWRpbmdzGAEgAygLMiAud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVhZGluZyJ6ChZTdHJlYW1SZWFkaW5nc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSOgoIcmVqZWN0ZWQYAyADKAsyKC53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5SZWplY3RlZFJlYWRpbmciSwoVSW5nZXN0UmVhZGluZ3NSZXF1ZXN0EjIKCHJlYWRpbmdzGAEgAygLMiAud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVhZGluZyJ6ChZJbmdlc3RSZWFkaW5nc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSOgoIcmVqZWN0ZWQYAyADKAsyKC53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5SZWplY3RlZFJlYWRpbmciSQoTU3luY1JlYWRpbmdzUmVxdWVzdBIyCghyZWFkaW5ncxgBIAMoCzIgLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLlJlYWRpbmcijgEKFFN5bmNSZWFkaW5nc1Jlc3BvbnNlEhQKDGFja25vd2xlZGdlZBgBIAEoBBIQCghhY2NlcHRlZBgCIAEoBBISCgpkdXBsaWNhdGVzGAMgASgEEjoKCHJlamVjdGVkGAQgAygLMigud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVqZWN0ZWRSZWFkaW5nIo0BCg9SZWplY3RlZFJlYWRpbmcSDQoFaW5kZXgYASABKA0SEAoIZXZlbnRfaWQYAiABKAkSNQoGcmVhc29uGAMgASgOMiUud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuUmVqZWN0UmVhc29uEg8KB21lc3NhZ2UYBCABKAkSEQoJcmV0cnlhYmxlGAUgASgIKtwDCgxSZWplY3RSZWFzb24SHQoZUkVKRUNUX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlJFSkVDVF9SRUFTT05fTUlTU0lOR19FVkVOVF9JRBABEiMKH1JFSkVDVF9SRUFTT05fRVZFTlRfSURfVE9PX0xPTkcQAhIjCh9SRUpFQ1RfUkVBU09OX01JU1NJTkdfREVWSUNFX0lEEAMSJAogUkVKRUNUX1JFQVNPTl9ERVZJQ0VfSURfVE9PX0xPTkcQBBIlCiFSRUpFQ1RfUkVBU09OX01JU1NJTkdfT0JTRVJWRURfQVQQBRIlCiFSRUpFQ1RfUkVBU09OX09CU0VSVkVEX0FUX1RPT19PTEQQBhInCiNSRUpFQ1RfUkVBU09OX09CU0VSVkVEX0FUX0lOX0ZVVFVSRRAHEiAKHFJFSkVDVF9SRUFTT05fTUlTU0lOR19TQU1QTEUQCBIcChhSRUpFQ1RfUkVBU09OX05PVF9GSU5JVEUQCRIeChpSRUpFQ1RfUkVBU09OX09VVF9PRl9SQU5HRRAKEiUKIVJFSkVDVF9SRUFTT05fSU5WQUxJRF9FUlJPUl9DT0RFUxALEhsKF1JFSkVDVF9SRUFTT05fSU5fRkxJR0hUEAwy6AIKDUluZ2VzdFNlcnZpY2UScwoOU3RyZWFtUmVhZGluZ3MSLi53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5TdHJlYW1SZWFkaW5nc1JlcXVlc3QaLy53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5TdHJlYW1SZWFkaW5nc1Jlc3BvbnNlKAEScQoOSW5nZXN0UmVhZGluZ3MSLi53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5Jbmdlc3RSZWFkaW5nc1JlcXVlc3QaLy53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5Jbmdlc3RSZWFkaW5nc1Jlc3BvbnNlEm8KDFN5bmNSZWFkaW5ncxIsLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLlN5bmNSZWFkaW5nc1JlcXVlc3QaLS53YXR0c3RyZWFtLnRlbGVtZXRyeS52MS5TeW5jUmVhZGluZ3NSZXNwb25zZSgBMAFiBnByb3RvMw", [file_wattstream_telemetry_v1_reading]);
 
 /**
  * StreamReadingsRequest is one message of a StreamReadings stream.
@@ -129,6 +129,72 @@ export const IngestReadingsResponseSchema: GenMessage<IngestReadingsResponse> = 
   messageDesc(file_wattstream_telemetry_v1_ingest_service, 3);
 
 /**
+ * SyncReadingsRequest is one message of a SyncReadings stream.
+ *
+ * @generated from message wattstream.telemetry.v1.SyncReadingsRequest
+ */
+export type SyncReadingsRequest = Message<"wattstream.telemetry.v1.SyncReadingsRequest"> & {
+  /**
+   * readings are the readings this message carries, one or many. They are numbered across the
+   * stream from 0 in the order sent.
+   *
+   * @generated from field: repeated wattstream.telemetry.v1.Reading readings = 1;
+   */
+  readings: Reading[];
+};
+
+/**
+ * Describes the message wattstream.telemetry.v1.SyncReadingsRequest.
+ * Use `create(SyncReadingsRequestSchema)` to create a new message.
+ */
+export const SyncReadingsRequestSchema: GenMessage<SyncReadingsRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_telemetry_v1_ingest_service, 4);
+
+/**
+ * SyncReadingsResponse acknowledges a prefix of the stream's readings.
+ *
+ * @generated from message wattstream.telemetry.v1.SyncReadingsResponse
+ */
+export type SyncReadingsResponse = Message<"wattstream.telemetry.v1.SyncReadingsResponse"> & {
+  /**
+   * acknowledged is how many of the stream's readings, counted from the first, are settled: each
+   * is stored, a duplicate, or listed in a rejected entry of this or an earlier response. The
+   * device may drop them, except rejected entries marked retryable, which it should resend.
+   *
+   * @generated from field: uint64 acknowledged = 1;
+   */
+  acknowledged: bigint;
+
+  /**
+   * accepted is the number of readings stored by this stream so far.
+   *
+   * @generated from field: uint64 accepted = 2;
+   */
+  accepted: bigint;
+
+  /**
+   * duplicates is the number of readings of this stream so far that were already stored.
+   *
+   * @generated from field: uint64 duplicates = 3;
+   */
+  duplicates: bigint;
+
+  /**
+   * rejected lists the readings newly settled by this response that were not stored.
+   *
+   * @generated from field: repeated wattstream.telemetry.v1.RejectedReading rejected = 4;
+   */
+  rejected: RejectedReading[];
+};
+
+/**
+ * Describes the message wattstream.telemetry.v1.SyncReadingsResponse.
+ * Use `create(SyncReadingsResponseSchema)` to create a new message.
+ */
+export const SyncReadingsResponseSchema: GenMessage<SyncReadingsResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_telemetry_v1_ingest_service, 5);
+
+/**
  * RejectedReading says why one reading of a call was not stored.
  *
  * @generated from message wattstream.telemetry.v1.RejectedReading
@@ -176,7 +242,7 @@ export type RejectedReading = Message<"wattstream.telemetry.v1.RejectedReading">
  * Use `create(RejectedReadingSchema)` to create a new message.
  */
 export const RejectedReadingSchema: GenMessage<RejectedReading> = /*@__PURE__*/
-  messageDesc(file_wattstream_telemetry_v1_ingest_service, 4);
+  messageDesc(file_wattstream_telemetry_v1_ingest_service, 6);
 
 /**
  * RejectReason is the stable cause of a rejected reading.
@@ -312,6 +378,18 @@ export const IngestService: GenService<{
     methodKind: "unary";
     input: typeof IngestReadingsRequestSchema;
     output: typeof IngestReadingsResponseSchema;
+  },
+  /**
+   * SyncReadings is for firmware that keeps one stream open for hours: it sends readings as they
+   * come, and the server answers with cumulative acknowledgements as they become durable, so the
+   * device can drop what is acknowledged without closing the stream.
+   *
+   * @generated from rpc wattstream.telemetry.v1.IngestService.SyncReadings
+   */
+  syncReadings: {
+    methodKind: "bidi_streaming";
+    input: typeof SyncReadingsRequestSchema;
+    output: typeof SyncReadingsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_wattstream_telemetry_v1_ingest_service, 0);

@@ -1,0 +1,78 @@
+// Prometheus metrics, served as text at GET /metrics: what was accepted, duplicated and rejected
+// (by reason), how inserts go, how full the engine is, and how long calls take.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { FlushRecord } from "../store/history/table-batcher.js";
+
+export interface OutcomeCounts {
+  readonly accepted: number;
+  readonly duplicates: number;
+  readonly rejected: readonly { readonly reason: RejectReason }[];
+}
+
+export class IngestMetrics {
+  readonly registry = new Registry();
+  readonly readings = new Counter({
+    name: "wattstream_readings_total",
+    help: "Readings by outcome (accepted, duplicate, rejected) and, for rejections, reason.",
+    labelNames: ["outcome", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly refusedCalls = new Counter({
+    name: "wattstream_calls_refused_total",
+    help: "Calls refused with UNAVAILABLE because the engine was at capacity.",
+    registers: [this.registry],
+  });
+  readonly flushRows = new Histogram({
+    name: "wattstream_insert_rows",
+    help: "Rows per history insert.",
+    labelNames: ["table"] as const,
+    buckets: [1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000],
+    registers: [this.registry],
+  });
+  readonly flushSeconds = new Histogram({
+    name: "wattstream_insert_duration_seconds",
+    help: "Duration of history inserts, by table and result.",
+    labelNames: ["table", "result"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly callSeconds = new Histogram({
+    name: "wattstream_call_duration_seconds",
+    help: "Duration of ingest calls, from start to answer, by method and code.",
+    labelNames: ["method", "code"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly openStreams = new Gauge({
+    name: "wattstream_open_streams",
+    help: "Ingest streams currently open.",
+    labelNames: ["method"] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "wattstream_" });
+  }
+
+  countOutcome(outcome: OutcomeCounts): void {
+    if (outcome.accepted > 0) this.readings.inc({ outcome: "accepted", reason: "" }, outcome.accepted);
+    if (outcome.duplicates > 0) this.readings.inc({ outcome: "duplicate", reason: "" }, outcome.duplicates);
+    for (const r of outcome.rejected) this.readings.inc({ outcome: "rejected", reason: RejectReason[r.reason] ?? String(r.reason) });
+  }
+
+  recordFlush(record: FlushRecord): void {
+    this.flushSeconds.observe({ table: record.kind, result: record.ok ? "ok" : "error" }, record.durationMs / 1000);
+    if (record.ok) this.flushRows.observe({ table: record.kind }, record.rows);
+  }
+
+  /** Gauges read at scrape time from the parts that own the numbers. */
+  observeGauges(read: { rowsInFlight: () => number; rowsWaiting: () => number; workerQueue: () => number; workers: () => number }): void {
+    const gauge = (name: string, help: string, value: () => number) =>
+      new Gauge({ name, help, registers: [this.registry], collect() { this.set(value()); } });
+    gauge("wattstream_rows_in_flight", "Readings admitted and not yet answered.", read.rowsInFlight);
+    gauge("wattstream_rows_waiting_for_insert", "Encoded rows queued for the next history inserts.", read.rowsWaiting);
+    gauge("wattstream_worker_queue_depth", "Batches waiting for a worker thread.", read.workerQueue);
+    gauge("wattstream_worker_threads", "Worker threads running.", read.workers);
+  }
+}

@@ -1,0 +1,332 @@
+// One batch of readings through the engine:
+//   admit (bounded rows in flight) → process in a worker (validate, score, encode) → claim event
+//   ids → check history for ids the ledger cannot vouch for → queue rows with the table batchers
+//   (group commit across all calls) → once durable: commit ids, update live state → count.
+// A reading is counted accepted only after the insert carrying it was acknowledged. When storage
+// fails, the batch's claims are released and the call fails retryably, so the device resends and
+// nothing it was told is stored is lost.
+import { randomUUID } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { IngestReadingsRequestSchema, RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import type { IngestConfig } from "../config.js";
+import type { DeviceKind, RowIdentity } from "../process/history-rows.js";
+import type { ProcessedBatch, TablePayload } from "../process/process-batch.js";
+import type { BatteryTrend } from "../process/scoring/battery-health.js";
+import { storedEventKey, type StoredEventFinder } from "../store/history/stored-events.js";
+import { InsertFailedError, type TableBatcher } from "../store/history/table-batcher.js";
+import type { EventKey, LiveStore } from "../store/live/live-store.js";
+import type { IngestMetrics } from "../observe/metrics.js";
+import { InFlightLimit } from "./in-flight-limit.js";
+
+export interface ReadingRejection {
+  /** Position of the reading in its call, counting across all messages of a stream. */
+  readonly index: number;
+  readonly eventId: string;
+  readonly reason: RejectReason;
+  readonly message: string;
+  readonly retryable: boolean;
+}
+
+export interface IngestOutcome {
+  accepted: number;
+  duplicates: number;
+  readonly rejected: ReadingRejection[];
+}
+
+export function emptyOutcome(): IngestOutcome {
+  return { accepted: 0, duplicates: 0, rejected: [] };
+}
+
+/** Adds a batch's counts to a call's running total. */
+export function addOutcome(total: IngestOutcome, batch: IngestOutcome): void {
+  total.accepted += batch.accepted;
+  total.duplicates += batch.duplicates;
+  total.rejected.push(...batch.rejected);
+}
+
+/** How long a device should wait before resending after a retryable failure, in ms. */
+export const RETRY_DELAY_MS = 1_000;
+
+/**
+ * A retryable failure carrying its retry delay both ways a client may look for it: the gRPC
+ * retry pushback trailer and an HTTP-style Retry-After.
+ */
+export function unavailable(what: string, cause?: unknown): ConnectError {
+  return new ConnectError(
+    `${what}: resend the readings not yet confirmed in ${RETRY_DELAY_MS / 1000} s (those already stored will count as duplicates)`,
+    Code.Unavailable,
+    { "grpc-retry-pushback-ms": String(RETRY_DELAY_MS), "retry-after": String(Math.ceil(RETRY_DELAY_MS / 1000)) },
+    undefined,
+    cause,
+  );
+}
+
+/** Runs a batch's CPU work; the worker pool in production. */
+export type BatchProcessor = (task: Parameters<typeof import("../process/process-batch.js").processBatch>[0]) => Promise<ProcessedBatch>;
+
+export interface IngestEngineDeps {
+  readonly process: BatchProcessor;
+  readonly liveStore: LiveStore;
+  readonly batchers: Readonly<Record<DeviceKind, TableBatcher>>;
+  readonly stored: StoredEventFinder;
+  readonly limits: IngestConfig;
+  readonly log: Logger;
+  readonly metrics: IngestMetrics;
+  readonly now?: () => number;
+}
+
+interface Candidate {
+  readonly kind: DeviceKind;
+  /** Position in the batch. */
+  readonly offset: number;
+  /** Row number within its table payload. */
+  readonly row: number;
+  readonly key: EventKey;
+  readonly observedAtMs: number;
+}
+
+export class IngestEngine {
+  readonly inFlight: InFlightLimit;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: IngestEngineDeps) {
+    this.now = deps.now ?? Date.now;
+    this.inFlight = new InFlightLimit(deps.limits.maxRowsInFlight);
+  }
+
+  /**
+   * Admits one batch, then ingests it. Resolves once the batch is admitted, with a promise of its
+   * outcome, so a stream can keep reading while earlier batches are stored. firstIndex is the
+   * call-wide index of readings[0]. `opening` marks a call's first batch: while the engine is full
+   * it is refused at once (UNAVAILABLE with a retry delay), whereas a later batch of an open
+   * stream waits for room — the stream is not read meanwhile, and HTTP/2 flow control slows the
+   * sender.
+   */
+  async submit(
+    readings: readonly Reading[],
+    firstIndex: number,
+    options: { opening: boolean; signal?: AbortSignal },
+  ): Promise<{ readonly outcome: Promise<IngestOutcome> }> {
+    // (Wrapped: a promise resolved with a promise would wait for the inner one.)
+    if (readings.length === 0) return { outcome: Promise.resolve(emptyOutcome()) };
+    if (options.opening) {
+      if (!this.inFlight.tryAcquire(readings.length)) {
+        this.deps.metrics.refusedCalls.inc();
+        throw unavailable("the service is at capacity (storage is behind)");
+      }
+    } else {
+      await this.inFlight.acquire(readings.length, options.signal);
+    }
+    const outcome = this.ingestAdmitted(readings, firstIndex)
+      .finally(() => this.inFlight.release(readings.length))
+      .then((value) => {
+        this.deps.metrics.countOutcome(value);
+        return value;
+      });
+    return { outcome };
+  }
+
+  /** Admits and ingests one batch, resolving with its outcome. */
+  async ingest(
+    readings: readonly Reading[],
+    firstIndex: number,
+    options: { opening: boolean; signal?: AbortSignal },
+  ): Promise<IngestOutcome> {
+    return (await this.submit(readings, firstIndex, options)).outcome;
+  }
+
+  private async ingestAdmitted(readings: readonly Reading[], firstIndex: number): Promise<IngestOutcome> {
+    const { limits, liveStore, log } = this.deps;
+    const receivedAtMs = this.now();
+    const outcome = emptyOutcome();
+
+    const processed = await this.process(readings, receivedAtMs);
+    for (const r of processed.rejected) {
+      outcome.rejected.push({
+        index: firstIndex + r.offset,
+        eventId: readings[r.offset]!.eventId,
+        reason: r.reason as RejectReason,
+        message: r.message,
+        retryable: false,
+      });
+    }
+
+    // Valid rows, first occurrence of each (device, event) in the batch; later ones are duplicates.
+    const candidates: Candidate[] = [];
+    const seen = new Set<string>();
+    for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
+      table.offsets.forEach((offset, row) => {
+        const reading = readings[offset]!;
+        const id = storedEventKey(reading.deviceId, reading.eventId);
+        if (seen.has(id)) {
+          outcome.duplicates++;
+          return;
+        }
+        seen.add(id);
+        const observedAtMs = Number(reading.observedAt!.seconds) * 1000 + Math.floor(reading.observedAt!.nanos / 1e6);
+        candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId }, observedAtMs });
+      });
+    }
+    if (candidates.length === 0) return sortRejected(outcome);
+
+    const token = randomUUID();
+    let claim;
+    try {
+      claim = await liveStore.claimEvents(candidates.map((c) => c.key), token, limits.claimLeaseMs);
+    } catch (error) {
+      log.error({ err: error }, "live store failed; the batch is answered retryable");
+      throw unavailable("the live store is unavailable", error);
+    }
+
+    let claimed: Candidate[] = [];
+    candidates.forEach((candidate, i) => {
+      const status = claim.statuses[i];
+      if (status === "claimed") claimed.push(candidate);
+      else if (status === "duplicate") outcome.duplicates++;
+      else {
+        outcome.rejected.push({
+          index: firstIndex + candidate.offset,
+          eventId: candidate.key.eventId,
+          reason: RejectReason.IN_FLIGHT,
+          message: `event_id ${JSON.stringify(candidate.key.eventId)} is being stored by another call; resend it later`,
+          retryable: true,
+        });
+      }
+    });
+
+    const alreadyStored = await this.findStoredOutsideLedger(claimed, claim.ledgerSinceMs, receivedAtMs, token);
+    if (alreadyStored.size > 0) {
+      outcome.duplicates += alreadyStored.size;
+      const known = claimed.filter((c) => alreadyStored.has(c));
+      claimed = claimed.filter((c) => !alreadyStored.has(c));
+      // Remember them, so the next resend is answered from the ledger.
+      await liveStore.commitEvents(known.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+        log.warn({ err: error }, "could not commit event ids found in history");
+      });
+    }
+    if (claimed.length === 0) return sortRejected(outcome);
+
+    await this.store(claimed, processed, token);
+    outcome.accepted += claimed.length;
+
+    // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
+    // resend after the lease could be stored again, which the history tables collapse on merge.
+    await liveStore.commitEvents(claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+      log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
+    });
+    await liveStore
+      .applyLiveState(processed.live.map((u) => ({ ...u, receivedAtMs, trend: u.trend as Record<string, number> | undefined })))
+      .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
+    return sortRejected(outcome);
+  }
+
+  private async process(readings: readonly Reading[], receivedAtMs: number): Promise<ProcessedBatch> {
+    const { limits, liveStore } = this.deps;
+    const batteryUnits = [...new Set(readings.filter((r) => r.sample.case === "battery").map((r) => r.deviceId))];
+    const batteryTrends: Record<string, BatteryTrend> = {};
+    if (batteryUnits.length > 0) {
+      // The scorer needs each unit's trend; live state is a cache, so without it units score fresh.
+      const states = await liveStore.getLiveState(batteryUnits).catch(() => []);
+      states.forEach((state, i) => {
+        if (state?.trend !== undefined) batteryTrends[batteryUnits[i]!] = state.trend as unknown as BatteryTrend;
+      });
+    }
+    const encoded = toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: [...readings] }));
+    try {
+      return await this.deps.process({
+        encoded,
+        receivedAtMs,
+        batteryTrends,
+        window: { nowMs: receivedAtMs, maxReadingAgeMs: limits.maxReadingAgeMs, maxClockSkewMs: limits.maxClockSkewMs },
+      });
+    } catch (error) {
+      this.deps.log.error({ err: error }, "processing failed; the batch is answered retryable");
+      throw unavailable("processing is unavailable", error);
+    }
+  }
+
+  /**
+   * Queues the claimed rows with each table's batcher and waits until they are durable. Tables
+   * that were stored keep their claims committed even if another table failed, so the resend
+   * counts them as duplicates; the failed tables' claims are released (or, if the insert may yet
+   * land, left to lapse with their lease).
+   */
+  private async store(claimed: readonly Candidate[], processed: ProcessedBatch, token: string): Promise<void> {
+    const { batchers, liveStore, limits, log } = this.deps;
+    const byKind = new Map<DeviceKind, Candidate[]>();
+    for (const c of claimed) {
+      const list = byKind.get(c.kind);
+      if (list) list.push(c);
+      else byKind.set(c.kind, [c]);
+    }
+    const kinds = [...byKind.keys()];
+    const results = await Promise.allSettled(
+      kinds.map((kind) => {
+        const rows = byKind.get(kind)!;
+        return batchers[kind].add(selectRows(processed.tables[kind]!, rows), rows.length);
+      }),
+    );
+    const failures = results.flatMap((r, i) => (r.status === "rejected" ? [{ kind: kinds[i]!, error: r.reason as unknown }] : []));
+    if (failures.length === 0) return;
+
+    const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
+    await liveStore.commitEvents(stored.map((c) => c.key), limits.dedupeWindowMs).catch(() => undefined);
+    const releasable = failures
+      .filter((f) => !(f.error instanceof InsertFailedError && f.error.uncertain))
+      .flatMap((f) => byKind.get(f.kind)!);
+    await liveStore.releaseEvents(releasable.map((c) => c.key), token).catch((error: unknown) => {
+      // The claims then lapse with their lease; the resend waits at most that long.
+      log.warn({ err: error }, "could not release claims after a failed insert");
+    });
+    log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
+    throw unavailable("history storage is unavailable", failures[0]!.error);
+  }
+
+  /**
+   * The ledger answers "claimed" for any event it does not hold. It cannot hold events committed
+   * before it started (a restart of the embedded store, a Redis that lost its data), nor those
+   * whose entry expired with the dedupe window. A reading observed early enough to be one of those
+   * is looked up in history instead; in steady state fresh readings skip this entirely.
+   */
+  private async findStoredOutsideLedger(
+    claimed: readonly Candidate[],
+    ledgerSinceMs: number,
+    receivedAtMs: number,
+    token: string,
+  ): Promise<Set<Candidate>> {
+    const { limits, stored, liveStore, log } = this.deps;
+    // A reading is committed no earlier than it was observed minus the allowed clock skew.
+    const rememberedFromMs = Math.max(ledgerSinceMs, receivedAtMs - limits.dedupeWindowMs) + limits.maxClockSkewMs;
+    const unsure = claimed.filter((c) => c.observedAtMs < rememberedFromMs);
+    if (unsure.length === 0) return new Set();
+    try {
+      const found = new Set<string>();
+      for (const kind of new Set(unsure.map((c) => c.kind))) {
+        const rows: RowIdentity[] = unsure
+          .filter((c) => c.kind === kind)
+          .map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
+        for (const key of await stored.findStored(kind, rows)) found.add(key);
+      }
+      return new Set(unsure.filter((c) => found.has(storedEventKey(c.key.deviceId, c.key.eventId))));
+    } catch (error) {
+      await liveStore.releaseEvents(claimed.map((c) => c.key), token).catch(() => undefined);
+      log.error({ err: error }, "history lookup failed; the batch is answered retryable");
+      throw unavailable("history storage is unavailable", error);
+    }
+  }
+}
+
+/** The encoded rows of a table payload that are still to be stored, without re-encoding. */
+function selectRows(table: TablePayload, rows: readonly Candidate[]): Buffer {
+  const all = Buffer.from(table.payload.buffer, table.payload.byteOffset, table.payload.byteLength);
+  if (rows.length === table.offsets.length) return all;
+  return Buffer.concat(rows.map((c) => all.subarray(c.row === 0 ? 0 : table.rowEnds[c.row - 1]!, table.rowEnds[c.row]!)));
+}
+
+function sortRejected(outcome: IngestOutcome): IngestOutcome {
+  outcome.rejected.sort((a, b) => a.index - b.index);
+  return outcome;
+}

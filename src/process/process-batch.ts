@@ -1,0 +1,153 @@
+// The CPU work of one batch, done in a worker thread: decode the readings, validate them, score
+// them, and encode the accepted ones as insert payloads — one per history table, with the byte
+// ends and batch offsets of its rows so the caller can drop rows (duplicates) without re-encoding.
+// Pure and synchronous: no I/O, no shared state.
+import { fromBinary } from "@bufbuild/protobuf";
+import { IngestReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { DeviceKind, HistoryRow } from "./history-rows.js";
+import { encodeRow } from "./insert-encoding.js";
+import { scoreBattery, type BatteryTrend } from "./scoring/battery-health.js";
+import { VEHICLE_SCORE_VERSION, vehicleTemperatureRisk } from "./scoring/vehicle-temperature.js";
+import { validateReading, type TimeWindow } from "./validate-reading.js";
+
+export interface ProcessTask {
+  /** The batch as an encoded IngestReadingsRequest (moved, not copied, to the worker). */
+  readonly encoded: Uint8Array;
+  readonly window: TimeWindow;
+  /** When the batch was received, epoch ms; stored as received_at. */
+  readonly receivedAtMs: number;
+  /** Each battery unit's trend so far, by device id (units in this batch only). */
+  readonly batteryTrends: Readonly<Record<string, BatteryTrend>>;
+}
+
+export interface TablePayload {
+  /** Encoded rows, back to back. */
+  readonly payload: Uint8Array;
+  /** rowEnds[i] is the byte offset where row i ends (row i starts at rowEnds[i - 1], or 0). */
+  readonly rowEnds: Uint32Array;
+  /** offsets[i] is row i's position in the batch. */
+  readonly offsets: Uint32Array;
+}
+
+export interface ProcessedRejection {
+  readonly offset: number;
+  readonly reason: number;
+  readonly message: string;
+}
+
+export interface LiveUpdate {
+  readonly deviceId: string;
+  readonly kind: DeviceKind;
+  readonly observedAtMs: number;
+  readonly values: Record<string, unknown>;
+  /** A battery unit's trend after this batch. */
+  readonly trend?: BatteryTrend;
+}
+
+export interface ProcessedBatch {
+  readonly count: number;
+  readonly rejected: ProcessedRejection[];
+  readonly tables: Partial<Record<DeviceKind, TablePayload>>;
+  /** The newest valid reading per device (ties: the later in the batch). */
+  readonly live: LiveUpdate[];
+}
+
+export function processBatch(task: ProcessTask): ProcessedBatch {
+  const { readings } = fromBinary(IngestReadingsRequestSchema, task.encoded);
+  const rejected: ProcessedRejection[] = [];
+  const builders = new Map<DeviceKind, TableBuilder>();
+  const live = new Map<string, LiveUpdate>();
+  const trends = new Map(Object.entries(task.batteryTrends));
+
+  // Battery trends move forward in observed order, so score each unit's readings oldest first.
+  const validated = readings.map((reading, offset) => ({ offset, result: validateReading(reading, task.window) }));
+  const order = validated
+    .filter((v) => v.result.ok)
+    .sort((a, b) => observedAt(a.result) - observedAt(b.result) || a.offset - b.offset);
+  for (const { offset, result } of validated) {
+    if (!result.ok) rejected.push({ offset, reason: result.rejection.reason, message: result.rejection.message });
+  }
+
+  for (const { offset, result } of order) {
+    if (!result.ok) continue;
+    const value = result.value;
+    const scored = score(value, trends);
+    let builder = builders.get(value.kind);
+    if (builder === undefined) builders.set(value.kind, (builder = new TableBuilder()));
+    builder.add(offset, encodeRow(value.kind, scored.row, task.receivedAtMs));
+
+    const current = live.get(value.row.device_id);
+    if (current === undefined || value.row.observed_at >= current.observedAtMs) {
+      const { device_id, observed_at, ...values } = scored.row;
+      live.set(device_id, {
+        deviceId: device_id,
+        kind: value.kind,
+        observedAtMs: observed_at,
+        values,
+        ...(value.kind === "battery" ? { trend: trends.get(device_id) } : {}),
+      });
+    } else if (value.kind === "battery") {
+      // An older reading of the same unit still moved nothing; keep the newest's values.
+      live.set(current.deviceId, { ...current, trend: trends.get(current.deviceId) });
+    }
+  }
+
+  const tables: Partial<Record<DeviceKind, TablePayload>> = {};
+  for (const [kind, builder] of builders) tables[kind] = builder.finish();
+  return { count: readings.length, rejected, tables, live: [...live.values()] };
+}
+
+function observedAt(result: ReturnType<typeof validateReading>): number {
+  return result.ok ? result.value.row.observed_at : 0;
+}
+
+/** Adds the derived columns: a battery's health score, a vehicle's temperature risk. */
+function score(value: HistoryRow, trends: Map<string, BatteryTrend>): { row: Record<string, unknown> & { device_id: string; observed_at: number } } {
+  switch (value.kind) {
+    case "battery": {
+      const { row } = value;
+      const result = scoreBattery(
+        { voltage: row.voltage, temperature: row.temperature, errorCodes: row.error_codes, observedAtMs: row.observed_at },
+        trends.get(row.device_id),
+      );
+      trends.set(row.device_id, result.trend);
+      return {
+        row: {
+          ...row,
+          health_score: result.score,
+          health_level: result.level,
+          recommendation: result.recommendation,
+          score_version: result.version,
+        },
+      };
+    }
+    case "vehicle":
+      return {
+        row: { ...value.row, temp_risk: vehicleTemperatureRisk(value.row.battery_temp), score_version: VEHICLE_SCORE_VERSION },
+      };
+    case "meter":
+      return { row: { ...value.row } };
+  }
+}
+
+const utf8 = new TextEncoder();
+
+class TableBuilder {
+  private readonly lines: string[] = [];
+  private readonly ends: number[] = [];
+  private readonly offsets: number[] = [];
+  private size = 0;
+
+  add(offset: number, line: string): void {
+    this.lines.push(line);
+    this.size += Buffer.byteLength(line);
+    this.ends.push(this.size);
+    this.offsets.push(offset);
+  }
+
+  finish(): TablePayload {
+    // A fresh buffer of its own (TextEncoder never pools), so it can be transferred whole.
+    const payload = utf8.encode(this.lines.join(""));
+    return { payload, rowEnds: Uint32Array.from(this.ends), offsets: Uint32Array.from(this.offsets) };
+  }
+}

@@ -1,0 +1,50 @@
+// The worker pool that validates, scores and encodes batches off the event loop. The main thread
+// moves each batch in as one encoded buffer and gets payloads back as moved buffers; no object
+// graph is cloned either way beyond the small rejection and live-state lists.
+import { fileURLToPath } from "node:url";
+import { Piscina } from "piscina";
+import type { ProcessTask, ProcessedBatch } from "./process-batch.js";
+
+export interface ProcessPoolOptions {
+  readonly minThreads: number;
+  readonly maxThreads: number;
+  /** Tasks waiting for a worker beyond this are refused (the caller answers retryably). */
+  readonly maxQueue: number;
+  /** An idle worker above minThreads exits after this, in ms. */
+  readonly idleTimeoutMs: number;
+}
+
+const workerFile = new URL(import.meta.url.endsWith(".ts") ? "./process-worker.ts" : "./process-worker.js", import.meta.url);
+
+export class ProcessPool {
+  private readonly piscina: Piscina<ProcessTask, ProcessedBatch>;
+
+  constructor(options: ProcessPoolOptions) {
+    this.piscina = new Piscina({
+      filename: fileURLToPath(workerFile),
+      minThreads: options.minThreads,
+      maxThreads: options.maxThreads,
+      maxQueue: options.maxQueue,
+      idleTimeout: options.idleTimeoutMs,
+      // Run from TypeScript sources, the workers need the same loader as the main thread.
+      execArgv: workerFile.pathname.endsWith(".ts") ? ["--import", "tsx"] : [],
+    });
+  }
+
+  run(task: ProcessTask): Promise<ProcessedBatch> {
+    return this.piscina.run(task, { transferList: [task.encoded.buffer as ArrayBuffer] });
+  }
+
+  /** Tasks waiting for a worker. */
+  get queueSize(): number {
+    return this.piscina.queueSize;
+  }
+
+  get threads(): number {
+    return this.piscina.threads.length;
+  }
+
+  close(): Promise<void> {
+    return this.piscina.destroy();
+  }
+}
