@@ -16,7 +16,7 @@ import type { DeviceKind } from "./process/history-rows.js";
 import { Listener } from "./server/listener.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient } from "./store/history/clickhouse-client.js";
-import { createHistorySink } from "./store/history/history-sink.js";
+import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
 import { TableBatcher } from "./store/history/table-batcher.js";
 import { applyMigrations, loadMigrations } from "./store/history/migrations.js";
 import { ClickHouseStoredEventFinder } from "./store/history/stored-events.js";
@@ -31,7 +31,13 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function startService(config: Config, log: Logger): Promise<RunningService> {
+/** Seams for tests that must inject a fault a real part cannot produce on demand. */
+export interface ServiceFaults {
+  /** Wraps the real history sink, e.g. to fail or stall inserts. */
+  readonly wrapHistorySink?: (sink: HistorySink) => HistorySink;
+}
+
+export async function startService(config: Config, log: Logger, faults: ServiceFaults = {}): Promise<RunningService> {
   const history = await openHistoryClient(config.clickhouse);
   const applied = await applyMigrations(history.client, await loadMigrations());
   log.info(
@@ -41,7 +47,8 @@ export async function startService(config: Config, log: Logger): Promise<Running
 
   const liveStore = await openLiveStore(config, log);
   const metrics = new IngestMetrics();
-  const sink = createHistorySink(history);
+  const realSink = createHistorySink(history);
+  const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
   const { inserts, workers } = config.ingest;
   const batcherOptions = { maxRowsPerInsert: inserts.maxRowsPerInsert, insertTimeoutMs: inserts.timeoutMs, maxAttempts: inserts.maxAttempts };
   const batcher = (kind: DeviceKind) => new TableBatcher(kind, sink, batcherOptions, (record) => metrics.recordFlush(record));

@@ -274,13 +274,21 @@ export class IngestEngine {
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), limits.dedupeWindowMs).catch(() => undefined);
-    const releasable = failures
-      .filter((f) => !(f.error instanceof InsertFailedError && f.error.uncertain))
-      .flatMap((f) => byKind.get(f.kind)!);
-    await liveStore.releaseEvents(releasable.map((c) => c.key), token).catch((error: unknown) => {
-      // The claims then lapse with their lease; the resend waits at most that long.
-      log.warn({ err: error }, "could not release claims after a failed insert");
-    });
+    for (const { kind, error } of failures) {
+      const keys = byKind.get(kind)!.map((c) => c.key);
+      // An attempt that timed out may still land. Until every attempt has settled the claims are
+      // kept (a resend is answered in flight); then they are committed if the rows landed, or
+      // released so the resend can store them.
+      const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
+      void landed.then((yes) =>
+        (yes ? liveStore.commitEvents(keys, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
+          (settleError: unknown) => {
+            // The claims then lapse with their lease; the resend waits at most that long.
+            log.warn({ err: settleError }, "could not settle claims after a failed insert");
+          },
+        ),
+      );
+    }
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);
   }

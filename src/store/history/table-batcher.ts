@@ -21,12 +21,16 @@ export interface TableBatcherOptions {
   readonly retryDelayMs?: number;
 }
 
-/** A block could not be stored. `uncertain` means an attempt timed out: it may yet land. */
+/**
+ * A block could not be stored in time. When an attempt timed out it may still land: `landed`
+ * settles once every attempt has, true if any of them stored the block (they share one dedupe
+ * token, so at most one copy exists).
+ */
 export class InsertFailedError extends Error {
   override readonly name = "InsertFailedError";
   constructor(
     message: string,
-    readonly uncertain: boolean,
+    readonly landed: Promise<boolean>,
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -122,25 +126,27 @@ export class TableBatcher {
     // One token for every attempt at this block: a retry after an unanswered attempt that did
     // land is recognised by ClickHouse and written once.
     const token = randomUUID();
-    let uncertain = false;
+    const attempts: Promise<void>[] = [];
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
       const started = performance.now();
       try {
-        await withTimeout(this.sink.insert(this.kind, payload, token), this.insertTimeoutMs);
+        const insert = this.sink.insert(this.kind, payload, token);
+        attempts.push(insert);
+        await withTimeout(insert, this.insertTimeoutMs);
         this.onFlush({ kind: this.kind, rows, bytes: payload.length, durationMs: performance.now() - started, ok: true });
         for (const waiter of block) waiter.resolve();
         return;
       } catch (error) {
         this.onFlush({ kind: this.kind, rows, bytes: payload.length, durationMs: performance.now() - started, ok: false });
         lastError = error;
-        if (error instanceof InsertTimeoutError) uncertain = true;
         if (attempt < this.maxAttempts) await sleep(this.retryDelayMs * 2 ** (attempt - 1));
       }
     }
+    const landed = Promise.allSettled(attempts).then((results) => results.some((r) => r.status === "fulfilled"));
     const failure = new InsertFailedError(
       `insert of ${rows} rows into ${this.kind} history failed after ${this.maxAttempts} attempts`,
-      uncertain,
+      landed,
       { cause: lastError },
     );
     for (const waiter of block) waiter.reject(failure);

@@ -1,0 +1,239 @@
+// The engine's promises under concurrency and faults, through real clients and the embedded
+// engine: every reading stored once however it is resent, claims released when an insert fails,
+// and, with storage stalled, bounded memory and UNAVAILABLE instead of queueing without end.
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IngestService, RejectReason } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import type { HistorySink } from "../src/store/history/history-sink.js";
+import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
+import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  let state = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+describe("concurrent streams resending overlapping event ids", () => {
+  let app: TestService;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    app = await startTestService();
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  it("stores every id once and counts every other copy as a duplicate", async () => {
+    const now = Date.now();
+    const readings: Reading[] = Array.from({ length: 3000 }, (_, i) => {
+      const at = now - (3000 - i) * 100;
+      if (i % 3 === 0) return meterReading(`meter-${i % 40}`, `ev-${i}`, at, 0.01 * (i % 7));
+      if (i % 3 === 1) return vehicleReading(`ev-${i % 40}`, `ev-${i}`, at, 0.02, 10 + (i % 80));
+      return batteryReading(`bbu-${i % 40}`, `ev-${i}`, at, 48 + (i % 5) * 0.1, 25, i % 10 === 0 ? ["E1"] : []);
+    });
+
+    // Eight streams at once, each sending the whole set in its own order, in frames of 100; a
+    // reading answered "in flight" is resent until it is settled, as firmware would.
+    const streams = 8;
+    let accepted = 0n;
+    let duplicates = 0n;
+    let rejectedFinal = 0;
+    await Promise.all(
+      Array.from({ length: streams }, async (_, s) => {
+        const client = new GrpcIngestClient(app.target);
+        try {
+          let outbox = shuffled(readings, s + 1);
+          while (outbox.length > 0) {
+            const response = await client.streamReadings(chunk(outbox, 100));
+            accepted += response.accepted;
+            duplicates += response.duplicates;
+            rejectedFinal += response.rejected.filter((r) => !r.retryable).length;
+            const retry = new Set(response.rejected.filter((r) => r.retryable).map((r) => r.index));
+            for (const r of response.rejected.filter((r) => r.retryable)) expect(r.reason).toBe(RejectReason.IN_FLIGHT);
+            outbox = outbox.filter((_, i) => retry.has(i));
+            if (outbox.length > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        } finally {
+          client.close();
+        }
+      }),
+    );
+
+    expect(rejectedFinal).toBe(0);
+    expect(accepted).toBe(3000n);
+    expect(accepted + duplicates).toBe(BigInt(3000 * streams));
+    for (const table of ["meter_readings", "vehicle_readings", "battery_readings"]) {
+      const [row] = await probe.rows<{ n: number; ids: number }>(`SELECT count() AS n, uniqExact(event_id) AS ids FROM {db}.${table}`);
+      expect(row).toEqual({ n: 1000, ids: 1000 });
+    }
+  });
+
+  it("stores battery health scores and vehicle temperature risk with their algorithm version", async () => {
+    const client = new GrpcIngestClient(app.target);
+    const now = Date.now();
+    try {
+      await client.streamReadings([
+        [
+          batteryReading("bbu-hot", "h-1", now - 2000, 48, 25),
+          batteryReading("bbu-hot", "h-2", now - 1000, 48, 62, ["E7"]),
+          vehicleReading("ev-hot", "t-1", now, 1, 50, 52),
+        ],
+      ]);
+    } finally {
+      client.close();
+    }
+    expect(
+      await probe.rows("SELECT event_id, health_score, health_level, score_version FROM {db}.battery_readings WHERE device_id = 'bbu-hot' ORDER BY event_id"),
+    ).toEqual([
+      { event_id: "h-1", health_score: 100, health_level: "OK", score_version: 1 },
+      // 62 °C costs 60 points, one error code 10: 30, CRITICAL.
+      { event_id: "h-2", health_score: 30, health_level: "CRITICAL", score_version: 1 },
+    ]);
+    expect(await probe.rows("SELECT temp_risk, score_version FROM {db}.vehicle_readings WHERE device_id = 'ev-hot'")).toEqual([
+      { temp_risk: "CRITICAL", score_version: 1 },
+    ]);
+  });
+});
+
+/** Wraps the real sink: fails or stalls inserts while told to. */
+class FaultySink implements HistorySink {
+  failing = false;
+  private stalled: { release: () => void; promise: Promise<void> } | undefined;
+  attempts = 0;
+
+  constructor(private readonly real: HistorySink) {}
+
+  stall(): void {
+    let release!: () => void;
+    const promise = new Promise<void>((resolve) => (release = resolve));
+    this.stalled = { release, promise };
+  }
+
+  unstall(): void {
+    this.stalled?.release();
+    this.stalled = undefined;
+  }
+
+  async insert(...args: Parameters<HistorySink["insert"]>): Promise<void> {
+    this.attempts++;
+    if (this.stalled) await this.stalled.promise;
+    if (this.failing) throw new Error("injected: ClickHouse refused the insert");
+    return this.real.insert(...args);
+  }
+}
+
+describe("an insert that fails", () => {
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    app = await startTestService(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" }), {
+      wrapHistorySink: (real) => (sink = new FaultySink(real)),
+    });
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  it("fails the call retryably, releases the claims, and the device's retry stores the readings once", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const now = Date.now();
+    const readings = Array.from({ length: 20 }, (_, i) => meterReading("meter-f", `f-${i}`, now + i, 0.5));
+
+    sink.failing = true;
+    const error = await client.ingestReadings({ readings }).catch((e: unknown) => ConnectError.from(e));
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    expect((error as ConnectError).metadata.get("grpc-retry-pushback-ms")).toBe("1000");
+    expect(sink.attempts).toBeGreaterThanOrEqual(2);
+    expect(await probe.count("meter_readings")).toBe(0);
+
+    sink.failing = false;
+    // The claims are released as soon as every attempt has settled; resend until all are settled.
+    let response = await client.ingestReadings({ readings });
+    for (let tries = 0; response.rejected.some((r) => r.retryable) && tries < 20; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      response = await client.ingestReadings({ readings });
+    }
+    expect(response.rejected).toEqual([]);
+    expect(Number(response.accepted + response.duplicates)).toBe(20);
+    const [row] = await probe.rows<{ n: number; ids: number }>("SELECT count() AS n, uniqExact(event_id) AS ids FROM {db}.meter_readings");
+    expect(row).toEqual({ n: 20, ids: 20 });
+  });
+});
+
+describe("with storage stalled", () => {
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    app = await startTestService(
+      testEnv({ MAX_ROWS_IN_FLIGHT: "2000", INSERT_TIMEOUT: "20s", INSERT_ATTEMPTS: "1", CLAIM_LEASE: "30s" }),
+      { wrapHistorySink: (real) => (sink = new FaultySink(real)) },
+    );
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    sink?.unstall();
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  it("refuses new calls with UNAVAILABLE while memory stays flat, then recovers when storage returns", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const now = Date.now();
+    const batch = (call: number) => Array.from({ length: 1000 }, (_, i) => meterReading(`meter-${i % 50}`, `s-${call}-${i}`, now - i, 0.1));
+
+    sink.stall();
+    // Two calls fill the engine (2,000 readings in flight) and wait on the stalled insert.
+    const stuck = [client.ingestReadings({ readings: batch(0) }), client.ingestReadings({ readings: batch(1) })];
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    global.gc?.();
+    const heapBefore = process.memoryUsage().heapUsed;
+    let refused = 0;
+    const extra = batch(2);
+    for (let call = 2; call < 202; call++) {
+      const error = await client.ingestReadings({ readings: extra }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      if (error?.code === Code.Unavailable) refused++;
+    }
+    global.gc?.();
+    const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
+    // 200 more calls of 1,000 readings each were refused, not queued: 200,000 readings held would
+    // take tens of megabytes; the heap may move by a few for garbage not yet collected.
+    expect(refused).toBe(200);
+    expect(heapGrowth).toBeLessThan(24 * 1024 * 1024);
+    const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^wattstream_rows_in_flight 2000$/m);
+    expect(metrics).toMatch(/^wattstream_calls_refused_total 200$/m);
+
+    sink.unstall();
+    const answers = await Promise.all(stuck);
+    expect(answers.map((a) => a.accepted)).toEqual([1000n, 1000n]);
+    const after = await client.ingestReadings({ readings: batch(500) });
+    expect(after.accepted).toBe(1000n);
+    expect(await probe.count("meter_readings")).toBe(3000);
+  });
+});
