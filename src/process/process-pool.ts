@@ -16,6 +16,10 @@ export interface ProcessPoolOptions {
 
 const workerFile = new URL(import.meta.url.endsWith(".ts") ? "./process-worker.ts" : "./process-worker.js", import.meta.url);
 
+function needsLoader(file: URL): boolean {
+  return file.pathname.endsWith(".ts") && !process.execArgv.some((arg) => arg.includes("tsx"));
+}
+
 export class ProcessPool {
   private readonly piscina: Piscina<ProcessTask, ProcessedBatch>;
 
@@ -26,8 +30,9 @@ export class ProcessPool {
       maxThreads: options.maxThreads,
       maxQueue: options.maxQueue,
       idleTimeout: options.idleTimeoutMs,
-      // Run from TypeScript sources, the workers need the same loader as the main thread.
-      execArgv: workerFile.pathname.endsWith(".ts") ? ["--import", "tsx"] : [],
+      // Workers take the process's own flags (e.g. --cpu-prof), and, run from TypeScript sources,
+      // the same loader as the main thread.
+      execArgv: [...process.execArgv, ...(needsLoader(workerFile) ? ["--import", "tsx"] : [])],
     });
   }
 

@@ -3,7 +3,6 @@
 // @clickhouse/client and reads the same tables.
 import { mkdirSync } from "node:fs";
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
-import { createChdbConnection } from "chdb/connection";
 import type { ClickHouseConfig } from "../../config.js";
 
 export interface HistoryClient {
@@ -44,6 +43,8 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   }
 
   mkdirSync(config.dataDir, { recursive: true });
+  // Loaded only here: the engine's native library is large, and a server deployment never needs it.
+  const { createChdbConnection } = await import("chdb/connection");
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
   // identically in a newer patch release; the shapes match, only the nominal imports differ.
   const chdb = createChdbConnection({ path: config.dataDir });

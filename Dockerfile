@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+#
+# wattstream service image. TypeScript runs through tsx at start (no build step), so the image
+# holds the sources, the generated code and the production dependencies.
+#
+# Debian slim, not alpine: chdb's native library (@chdb/lib-linux-<arch>-gnu, ~550 MB) needs
+# glibc, and it is loaded on import even when CLICKHOUSE_URL points at a server.
+# Production pins the base by digest (node:24-bookworm-slim@sha256:...) for reproducible builds.
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+# --- dependencies: only package*.json, so this layer is rebuilt only when they change ---
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+# tsx is a runtime dependency, so --omit=dev keeps everything `npm start` needs. No install
+# script is needed (chdb's is a no-op, esbuild's and protobufjs's only check), so none runs.
+RUN --mount=type=cache,target=/root/.npm \
+    npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+# --- runtime: no npm invocations, no build tools, nothing writable but DATA_DIR and /tmp ---
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production \
+    PORT=8080 \
+    HOST=0.0.0.0 \
+    DATA_DIR=/var/lib/wattstream
+WORKDIR /app
+
+# Owned by root and read-only to the `node` user that runs the service.
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json package-lock.json tsconfig.json ./
+COPY gen ./gen
+# Migrations are read at start from clickhouse/*.sql beside src/.
+COPY clickhouse ./clickhouse
+COPY src ./src
+
+# The embedded engine's data (used only when CLICKHOUSE_URL is unset). Created and chowned before
+# VOLUME so a fresh volume starts out owned by `node`.
+RUN mkdir -p /var/lib/wattstream && chown node:node /var/lib/wattstream
+VOLUME ["/var/lib/wattstream"]
+
+# The `node` user (uid 1000) ships with the base image; nothing here needs root.
+USER node
+EXPOSE 8080
+
+# node itself, exec form (not `npm start`, not a shell): SIGTERM reaches the process, which
+# drains in-flight calls for SHUTDOWN_GRACE (default 10s) before exiting. Give the orchestrator's
+# stop timeout a few seconds more than that.
+# No HEALTHCHECK here: PORT and TLS are configurable, so the probe belongs to the deployment
+# (docker-compose.yml checks GET /readyz; Kubernetes would probe /healthz and /readyz).
+CMD ["node", "--import", "tsx", "src/main.ts"]

@@ -1,0 +1,122 @@
+// A load generator for the ingest path, run as its own process so its CPU is not the service's:
+// N concurrent StreamReadings calls over @grpc/grpc-js, each sending frames of readings as fast as
+// the service takes them, for a fixed time. Prints one JSON line of what it saw.
+//   node --import tsx bench/load-generator.ts --target 127.0.0.1:8080 --streams 8 --seconds 20
+import { parseArgs } from "node:util";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import {
+  StreamReadingsRequestSchema,
+  StreamReadingsResponseSchema,
+  type StreamReadingsResponse,
+} from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { ReadingSchema, type Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+
+const { values } = parseArgs({
+  options: {
+    target: { type: "string", default: "127.0.0.1:8080" },
+    streams: { type: "string", default: "8" },
+    seconds: { type: "string", default: "20" },
+    frame: { type: "string", default: "100" },
+    "frames-per-call": { type: "string", default: "50" },
+    devices: { type: "string", default: "20000" },
+    worker: { type: "string", default: "0" },
+  },
+});
+const streams = Number(values.streams);
+const seconds = Number(values.seconds);
+const frameSize = Number(values.frame);
+const framesPerCall = Number(values["frames-per-call"]);
+const devices = Number(values.devices);
+const workerId = Number(values.worker);
+
+// Messages are pre-encoded: the generator should spend its CPU on the wire, not on protobuf.
+const serialize = (bytes: Buffer) => bytes;
+const client = new grpc.Client(values.target!, grpc.credentials.createInsecure(), {
+  "grpc.max_send_message_length": 64 * 1024 * 1024,
+});
+
+let sequence = 0;
+function frame(): Buffer {
+  const now = Date.now();
+  const readings: Reading[] = [];
+  for (let i = 0; i < frameSize; i++) {
+    const n = sequence++;
+    const device = n % devices;
+    const kind = device % 3;
+    readings.push(
+      create(ReadingSchema, {
+        eventId: `w${workerId}-${n}`,
+        deviceId: `${["meter", "ev", "bbu"][kind]}-${device}`,
+        observedAt: timestampFromMs(now - (n % 1000)),
+        sample:
+          kind === 0
+            ? { case: "meter", value: { kwhConsumedAc: 0.1 + (n % 10) / 100, voltage: 229 + (n % 5) } }
+            : kind === 1
+              ? { case: "vehicle", value: { soc: n % 100, kwhDeliveredDc: 0.09, batteryTemp: 25 + (n % 10) } }
+              : { case: "battery", value: { voltage: 48 + (n % 3) / 10, temperature: 30, errorCodes: [] } },
+      }),
+    );
+  }
+  return Buffer.from(toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings })));
+}
+
+function call(): Promise<{ response: StreamReadingsResponse; latencyMs: number; sent: number }> {
+  return new Promise((resolve, reject) => {
+    const frames = Array.from({ length: framesPerCall }, frame);
+    const started = performance.now();
+    const stream = client.makeClientStreamRequest<Buffer, StreamReadingsResponse>(
+      "/wattstream.telemetry.v1.IngestService/StreamReadings",
+      serialize,
+      (bytes: Buffer) => fromBinary(StreamReadingsResponseSchema, bytes),
+      (error, response) =>
+        error ? reject(error) : resolve({ response: response!, latencyMs: performance.now() - started, sent: frameSize * framesPerCall }),
+    );
+    for (const bytes of frames) stream.write(bytes);
+    stream.end();
+  });
+}
+
+const deadline = Date.now() + seconds * 1000;
+const latencies: number[] = [];
+let sent = 0;
+let accepted = 0;
+let duplicates = 0;
+let rejected = 0;
+let errors = 0;
+const started = performance.now();
+await Promise.all(
+  Array.from({ length: streams }, async () => {
+    while (Date.now() < deadline) {
+      try {
+        const result = await call();
+        sent += result.sent;
+        accepted += Number(result.response.accepted);
+        duplicates += Number(result.response.duplicates);
+        rejected += result.response.rejected.length;
+        latencies.push(result.latencyMs);
+      } catch {
+        errors++;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }),
+);
+const elapsedS = (performance.now() - started) / 1000;
+latencies.sort((a, b) => a - b);
+const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+client.close();
+console.log(
+  JSON.stringify({
+    sent,
+    accepted,
+    duplicates,
+    rejected,
+    errors,
+    elapsed_s: elapsedS,
+    readings_per_second: accepted / elapsedS,
+    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+  }),
+);
