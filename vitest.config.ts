@@ -5,6 +5,8 @@ export default defineConfig({
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     // The embedded ClickHouse engine is a process singleton: each test file gets a process.
     pool: "forks",
+    // Memory assertions collect garbage first, so they measure what is held, not what is pending.
+    execArgv: ["--expose-gc"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },

@@ -104,14 +104,20 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     const inFlight: Submitted[] = [];
     let nextIndex = 0;
     let failure: unknown;
+    // Wakes the read loop when a batch fails, so a device that holds its stream open (waiting for
+    // acknowledgements) hears of the failure at once, not with its next message.
+    let wakeOnFailure!: (value: typeof FAILED) => void;
+    const failed = new Promise<typeof FAILED>((resolve) => (wakeOnFailure = resolve));
 
     // Reports settled batches from the front, so outcomes (and sync acknowledgements) keep
     // stream order; after a failure nothing later is reported, as nothing later is acknowledged.
     const reportSettled = () => {
       while (inFlight[0]?.settled) {
         const batch = inFlight.shift()!;
-        if (batch.error !== undefined) failure ??= batch.error;
-        else if (failure === undefined) onSettled(batch.outcome!, batch.count);
+        if (batch.error !== undefined) {
+          failure ??= batch.error;
+          wakeOnFailure(FAILED);
+        } else if (failure === undefined) onSettled(batch.outcome!, batch.count);
       }
     };
     const submit = async (readings: Reading[]) => {
@@ -137,7 +143,8 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       let next = iterator.next();
       while (failure === undefined) {
         // Take every message that has already arrived; once none is waiting, store what we have.
-        const result = pending.length === 0 ? await next : await Promise.race([next, nothingQueued()]);
+        const result = await Promise.race(pending.length === 0 ? [next, failed] : [next, failed, nothingQueued()]);
+        if (result === FAILED) break;
         if (result === NOTHING_QUEUED) {
           await submit(pending);
           pending = [];
@@ -166,6 +173,7 @@ interface Submitted {
 }
 
 const NOTHING_QUEUED = Symbol("nothing queued");
+const FAILED = Symbol("a batch failed");
 
 /** Resolves after the messages already received have been delivered to the reader. */
 function nothingQueued(): Promise<typeof NOTHING_QUEUED> {

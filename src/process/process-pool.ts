@@ -16,6 +16,18 @@ export interface ProcessPoolOptions {
 
 const workerFile = new URL(import.meta.url.endsWith(".ts") ? "./process-worker.ts" : "./process-worker.js", import.meta.url);
 
+/** The process's flags a worker thread accepts and should share: profiling and module loaders. */
+function workerFlags(argv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (/^--(cpu|heap)-prof/.test(arg)) kept.push(arg);
+    else if (arg === "--import" && i + 1 < argv.length) kept.push(arg, argv[++i]!);
+    else if (arg.startsWith("--import=")) kept.push(arg);
+  }
+  return kept;
+}
+
 function needsLoader(file: URL): boolean {
   return file.pathname.endsWith(".ts") && !process.execArgv.some((arg) => arg.includes("tsx"));
 }
@@ -32,7 +44,7 @@ export class ProcessPool {
       idleTimeout: options.idleTimeoutMs,
       // Workers take the process's own flags (e.g. --cpu-prof), and, run from TypeScript sources,
       // the same loader as the main thread.
-      execArgv: [...process.execArgv, ...(needsLoader(workerFile) ? ["--import", "tsx"] : [])],
+      execArgv: [...workerFlags(process.execArgv), ...(needsLoader(workerFile) ? ["--import", "tsx"] : [])],
     });
   }
 
