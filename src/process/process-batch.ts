@@ -5,7 +5,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { IngestReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { DeviceKind, HistoryRow } from "./history-rows.js";
-import { encodeRow } from "./insert-encoding.js";
+import { encodeRow, RowBinaryWriter } from "./insert-encoding.js";
 import { scoreBattery, type BatteryTrend } from "./scoring/battery-health.js";
 import { VEHICLE_SCORE_VERSION, vehicleTemperatureRisk } from "./scoring/vehicle-temperature.js";
 import { validateReading, type TimeWindow } from "./validate-reading.js";
@@ -74,7 +74,7 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
     const scored = score(value, trends);
     let builder = builders.get(value.kind);
     if (builder === undefined) builders.set(value.kind, (builder = new TableBuilder()));
-    builder.add(offset, encodeRow(value.kind, scored.row, task.receivedAtMs));
+    builder.add(offset, (out) => encodeRow(value.kind, scored.row, task.receivedAtMs, out));
 
     const current = live.get(value.row.device_id);
     if (current === undefined || value.row.observed_at >= current.observedAtMs) {
@@ -130,24 +130,18 @@ function score(value: HistoryRow, trends: Map<string, BatteryTrend>): { row: Rec
   }
 }
 
-const utf8 = new TextEncoder();
-
 class TableBuilder {
-  private readonly lines: string[] = [];
+  private readonly out = new RowBinaryWriter();
   private readonly ends: number[] = [];
   private readonly offsets: number[] = [];
-  private size = 0;
 
-  add(offset: number, line: string): void {
-    this.lines.push(line);
-    this.size += Buffer.byteLength(line);
-    this.ends.push(this.size);
+  add(offset: number, write: (out: RowBinaryWriter) => void): void {
+    write(this.out);
+    this.ends.push(this.out.length);
     this.offsets.push(offset);
   }
 
   finish(): TablePayload {
-    // A fresh buffer of its own (TextEncoder never pools), so it can be transferred whole.
-    const payload = utf8.encode(this.lines.join(""));
-    return { payload, rowEnds: Uint32Array.from(this.ends), offsets: Uint32Array.from(this.offsets) };
+    return { payload: this.out.finish(), rowEnds: Uint32Array.from(this.ends), offsets: Uint32Array.from(this.offsets) };
   }
 }

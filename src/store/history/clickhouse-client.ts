@@ -7,22 +7,12 @@ import type { ClickHouseConfig } from "../../config.js";
 
 export interface HistoryClient {
   readonly client: ClickHouseClient;
-  /** True for the in-process engine. */
+  /**
+   * True for the in-process engine. Its connection turns the client's clickhouse_settings into
+   * session-wide SETs, so per-query settings belong in the statement's own SETTINGS clause.
+   */
   readonly embedded: boolean;
   readonly database: string;
-  /**
-   * The embedded engine's raw insert: the payload buffer goes to the engine without becoming a JS
-   * string, and settings stay in the INSERT's own SETTINGS clause (the client's clickhouse_settings
-   * would become session-wide SETs there). Undefined for a server.
-   */
-  readonly rawInsert: ((params: RawInsertParams) => Promise<unknown>) | undefined;
-}
-
-export interface RawInsertParams {
-  readonly table: string;
-  readonly values: Buffer;
-  readonly format: "JSONEachRow" | "TSV";
-  readonly settings: Record<string, string | number>;
 }
 
 export async function openHistoryClient(config: ClickHouseConfig): Promise<HistoryClient> {
@@ -39,7 +29,7 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
       password: config.password,
       database: config.database,
     });
-    return { client, embedded: false, database: config.database, rawInsert: undefined };
+    return { client, embedded: false, database: config.database };
   }
 
   mkdirSync(config.dataDir, { recursive: true });
@@ -47,15 +37,10 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   const { createChdbConnection } = await import("chdb/connection");
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
   // identically in a newer patch release; the shapes match, only the nominal imports differ.
-  const chdb = createChdbConnection({ path: config.dataDir });
-  const client = createClient({ connection: chdb as unknown as ClickHouseClientConfigOptions["connection"] });
+  const connection = createChdbConnection({ path: config.dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
+  const client = createClient({ connection });
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
-  return {
-    client,
-    embedded: true,
-    database: config.database,
-    rawInsert: (params) => chdb.chdb.rawInsert({ ...params, values: params.values, settings: { ...params.settings } }),
-  };
+  return { client, embedded: true, database: config.database };
 }

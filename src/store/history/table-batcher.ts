@@ -1,8 +1,9 @@
 // Group commit for one history table: rows from every call and stream wait here together and go
-// to ClickHouse as one insert. While no insert is running, a block is flushed at once (a lone
-// device gets a fast answer); while one runs, the next block gathers, so under load inserts grow
-// large (ClickHouse wants few large inserts) without any timer. Each waiter's promise settles
-// only when the insert that carried its rows is acknowledged.
+// to ClickHouse as one insert. When the table is idle, a block is flushed at once (a lone device
+// gets a fast answer). Under load — the previous insert ended less than a linger ago — the next
+// block gathers until it holds minRowsPerInsert rows or lingerMs has passed, so inserts grow large
+// (ClickHouse wants few large inserts; each costs a new part and later merges). Each waiter's
+// promise settles only when the insert that carried its rows is acknowledged.
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DeviceKind } from "../../process/history-rows.js";
@@ -11,6 +12,10 @@ import type { HistorySink } from "./history-sink.js";
 export interface TableBatcherOptions {
   /** Most rows one insert carries. */
   readonly maxRowsPerInsert?: number;
+  /** Under load, a block waits for this many rows... */
+  readonly minRowsPerInsert?: number;
+  /** ...or for this long after the previous insert ended, in ms. */
+  readonly lingerMs?: number;
   /** Most bytes of encoded rows one insert carries. */
   readonly maxBytesPerInsert?: number;
   /** How long one insert attempt may take before it counts as failed, in ms. */
@@ -54,6 +59,10 @@ interface Waiter {
 
 export class TableBatcher {
   private readonly maxRows: number;
+  private readonly minRows: number;
+  private readonly lingerMs: number;
+  private lastInsertEndedAt = -Infinity;
+  private lingerTimer: NodeJS.Timeout | undefined;
   private readonly maxBytes: number;
   private readonly insertTimeoutMs: number;
   private readonly maxAttempts: number;
@@ -69,6 +78,8 @@ export class TableBatcher {
     private readonly onFlush: (record: FlushRecord) => void = () => {},
   ) {
     this.maxRows = options.maxRowsPerInsert ?? 100_000;
+    this.minRows = Math.min(options.minRowsPerInsert ?? 10_000, this.maxRows);
+    this.lingerMs = options.lingerMs ?? 200;
     this.maxBytes = options.maxBytesPerInsert ?? 64 * 1024 * 1024;
     this.insertTimeoutMs = options.insertTimeoutMs ?? 10_000;
     this.maxAttempts = options.maxAttempts ?? 3;
@@ -90,15 +101,31 @@ export class TableBatcher {
     });
   }
 
-  /** Resolves when everything queued so far has been flushed (or failed). */
+  /** Flushes everything queued, without lingering; resolves when all of it has settled. */
   async drain(): Promise<void> {
-    while (this.flushing !== undefined) await this.flushing;
+    this.lastInsertEndedAt = -Infinity;
+    this.startFlush();
+    while (this.flushing !== undefined) {
+      await this.flushing;
+      this.lastInsertEndedAt = -Infinity;
+    }
   }
 
   private startFlush(): void {
     if (this.flushing !== undefined || this.waiting.length === 0) return;
+    const lingerLeft = this.lastInsertEndedAt + this.lingerMs - performance.now();
+    if (this.waitingRows < this.minRows && lingerLeft > 0) {
+      this.lingerTimer ??= setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.startFlush();
+      }, lingerLeft);
+      return;
+    }
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
     const block = this.takeBlock();
     this.flushing = this.flush(block).finally(() => {
+      this.lastInsertEndedAt = performance.now();
       this.flushing = undefined;
       this.startFlush();
     });
