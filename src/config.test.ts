@@ -152,6 +152,19 @@ describe("loadConfig values", () => {
   });
 });
 
+describe("EFFICIENCY_ALERT_THRESHOLD", () => {
+  it("defaults to 0.85 and takes a fraction from 0 to 1", () => {
+    expect(loadConfig({}).fleet.efficiencyAlertThreshold).toBe(0.85);
+    expect(loadConfig({ EFFICIENCY_ALERT_THRESHOLD: "0.9" }).fleet.efficiencyAlertThreshold).toBe(0.9);
+    expect(loadConfig({ EFFICIENCY_ALERT_THRESHOLD: " " }).fleet.efficiencyAlertThreshold).toBe(0.85);
+  });
+
+  it("refuses a value outside 0 to 1 or not a number, naming the variable", () => {
+    expect(configError({ EFFICIENCY_ALERT_THRESHOLD: "85" }).message).toContain("EFFICIENCY_ALERT_THRESHOLD");
+    expect(configError({ EFFICIENCY_ALERT_THRESHOLD: "abc" }).message).toContain("EFFICIENCY_ALERT_THRESHOLD");
+  });
+});
+
 describe("loadConfig errors", () => {
   it.each([
     ["PORT", "80a"],

@@ -19,6 +19,12 @@ export interface Config {
   /** Redis URL; unset means the embedded in-process live store. */
   readonly redisUrl: string | undefined;
   readonly ingest: IngestConfig;
+  readonly fleet: FleetConfig;
+}
+
+export interface FleetConfig {
+  /** Vehicle performance alerts LOW_EFFICIENCY below this DC/AC ratio (a fraction, 0.85 = 85 %). */
+  readonly efficiencyAlertThreshold: number;
 }
 
 export interface ServerLimits {
@@ -74,6 +80,9 @@ export interface WorkerConfig {
 export interface InsertConfig {
   /** Most rows one history insert carries. */
   readonly maxRowsPerInsert: number;
+  /** Under load, an insert waits for this many rows or for `lingerMs` after the previous one. */
+  readonly minRowsPerInsert: number;
+  readonly lingerMs: number;
   /** How long one insert attempt may take, in ms. */
   readonly timeoutMs: number;
   /** Attempts per block (same dedupe token) before its calls fail retryably. */
@@ -139,9 +148,14 @@ export function loadConfig(env: Env = process.env): Config {
       },
       inserts: {
         maxRowsPerInsert: read.integer("MAX_ROWS_PER_INSERT", 100_000, 1, 10_000_000),
+        minRowsPerInsert: read.integer("MIN_ROWS_PER_INSERT", 10_000, 1, 10_000_000),
+        lingerMs: read.duration("INSERT_LINGER", "50ms"),
         timeoutMs: read.duration("INSERT_TIMEOUT", "10s"),
         maxAttempts: read.integer("INSERT_ATTEMPTS", 3, 1, 100),
       },
+    },
+    fleet: {
+      efficiencyAlertThreshold: read.decimal("EFFICIENCY_ALERT_THRESHOLD", 0.85, 0, 1),
     },
   };
   const { ingest } = config;
@@ -180,6 +194,17 @@ class EnvReader {
     const value = Number(raw);
     if (!/^-?\d+$/.test(raw) || value < min || value > max) {
       this.problems.push(`${name}=${JSON.stringify(raw)} must be an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return value;
+  }
+
+  decimal(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw) || value < min || value > max) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be a number from ${min} to ${max}`);
       return fallback;
     }
     return value;

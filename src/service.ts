@@ -4,7 +4,9 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
 import { registerReflection } from "./api/reflection-service.js";
@@ -50,7 +52,13 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const realSink = createHistorySink(history);
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
   const { inserts, workers } = config.ingest;
-  const batcherOptions = { maxRowsPerInsert: inserts.maxRowsPerInsert, insertTimeoutMs: inserts.timeoutMs, maxAttempts: inserts.maxAttempts };
+  const batcherOptions = {
+    maxRowsPerInsert: inserts.maxRowsPerInsert,
+    minRowsPerInsert: inserts.minRowsPerInsert,
+    lingerMs: inserts.lingerMs,
+    insertTimeoutMs: inserts.timeoutMs,
+    maxAttempts: inserts.maxAttempts,
+  };
   const batcher = (kind: DeviceKind) => new TableBatcher(kind, sink, batcherOptions, (record) => metrics.recordFlush(record));
   const batchers = { meter: batcher("meter"), vehicle: batcher("vehicle"), battery: batcher("battery") };
   const pool = new ProcessPool(workers);
@@ -77,14 +85,15 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   };
   const routes = (router: ConnectRouter) => {
     router.service(IngestService, new IngestHandler(engine, config.ingest, metrics));
+    router.service(FleetService, new FleetHandler(history.client, config.fleet));
     registerHealth(
       router,
       new HealthChecker({
-        services: [IngestService.typeName, Health.typeName],
+        services: [IngestService.typeName, FleetService.typeName, Health.typeName],
         isReady: () => isReady().then(() => true, () => false),
       }),
     );
-    registerReflection(router, { services: [IngestService, Health] });
+    registerReflection(router, { services: [IngestService, FleetService, Health] });
   };
 
   const shutdown = new AbortController();
@@ -112,6 +121,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         clearTimeout(cancel);
         await Promise.all(Object.values(batchers).map((b) => b.drain()));
         await pool.close();
+        await realSink.close();
         await liveStore.close();
         await history.client.close();
         log.info("stopped");

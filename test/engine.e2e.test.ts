@@ -238,3 +238,45 @@ describe("with storage stalled", () => {
     expect(await probe.count("meter_readings")).toBe(3000);
   });
 });
+
+describe("an insert that lands but is not acknowledged", () => {
+  let app: TestService;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    // The first attempt at every block stores it and then reports a failure, as a connection
+    // dropped after the server wrote the block would; the retry carries the same dedupe token.
+    const seen = new Set<string>();
+    app = await startTestService(testEnv(), {
+      wrapHistorySink: (real) => ({
+        async insert(kind, payload, token) {
+          await real.insert(kind, payload, token);
+          if (!seen.has(token)) {
+            seen.add(token);
+            throw new Error("injected: connection reset after the insert was written");
+          }
+        },
+      }),
+    });
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  it("writes the block once, in history and in the rollups the views keep", async () => {
+    const client = new GrpcIngestClient(app.target);
+    const now = Date.now();
+    try {
+      const response = await client.streamReadings([Array.from({ length: 50 }, (_, i) => meterReading("meter-g", `g-${i}`, now - i * 1000, 0.5))]);
+      expect(response.accepted).toBe(50n);
+    } finally {
+      client.close();
+    }
+    expect(await probe.count("meter_readings")).toBe(50);
+    const [rollup] = await probe.rows<{ kwh: number; n: number }>(
+      "SELECT sum(kwh_consumed_ac) AS kwh, sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-g'",
+    );
+    expect(rollup).toEqual({ kwh: 25, n: 50 });
+  });
+});

@@ -9,6 +9,15 @@ import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
 import { applyMigrations, loadMigrations, MIGRATIONS_DIR, splitStatements } from "./migrations.js";
 
 const HISTORY_TABLES = ["battery_readings", "meter_readings", "vehicle_readings"];
+// Every table the shipped migrations create (views included: system.tables lists them).
+const SHIPPED_TABLES = [
+  ...HISTORY_TABLES,
+  "meter_minutes",
+  "meter_minutes_mv",
+  "vehicle_meter_links",
+  "vehicle_minutes",
+  "vehicle_minutes_mv",
+];
 
 let dataDir: string;
 const opened: HistoryClient[] = [];
@@ -214,7 +223,7 @@ describe("applyMigrations on the embedded engine", () => {
     expect(perVersion.map(({ version, n }) => ({ version, n: Number(n) }))).toEqual(
       migrations.map((m) => ({ version: m.version, n: 1 })),
     );
-    expect(await tableNames(history)).toEqual([...HISTORY_TABLES, "schema_migrations"].sort());
+    expect(await tableNames(history)).toEqual([...SHIPPED_TABLES, "schema_migrations"].sort());
   });
 
   it("applies only the migrations added since the last run, in order", async () => {
@@ -235,13 +244,29 @@ describe("applyMigrations on the embedded engine", () => {
     expect(await rows(history, "SELECT x FROM t3")).toEqual([{ x: 7 }]);
   });
 
+  it("backfills the minute rollups from history stored before 0003, counting duplicates once", async () => {
+    const history = await freshDatabase();
+    const migrations = await loadMigrations();
+    await applyMigrations(history.client, migrations.filter((m) => m.version < 3));
+    // The same event twice (a leftover duplicate) and one more in the same minute.
+    await history.client.command({
+      query: `INSERT INTO meter_readings (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage)
+              VALUES ('m', 'e1', '2026-01-01 00:00:10', now64(3), 1.5, 230), ('m', 'e1', '2026-01-01 00:00:10', now64(3), 1.5, 230),
+                     ('m', 'e2', '2026-01-01 00:00:50', now64(3), 2, 230)`,
+    });
+    expect(await applyMigrations(history.client, migrations)).toEqual([3]);
+    expect(await rows(history, "SELECT device_id, toString(minute) AS minute, sum(kwh_consumed_ac) AS kwh, toUInt32(sum(readings)) AS n FROM meter_minutes GROUP BY device_id, minute")).toEqual([
+      { device_id: "m", minute: "2026-01-01 00:00:00", kwh: 3.5, n: 2 },
+    ]);
+  });
+
   it("repairs a run that created the tables but did not record the migration", async () => {
     const history = await freshDatabase();
     const migrations = await loadMigrations();
     // As if the process died after the statements and before the schema_migrations insert.
     for (const statement of migrations[0]!.statements) await history.client.command({ query: statement });
     expect(await applyMigrations(history.client, migrations)).toEqual(migrations.map((m) => m.version));
-    expect(await tableNames(history)).toEqual([...HISTORY_TABLES, "schema_migrations"].sort());
+    expect(await tableNames(history)).toEqual([...SHIPPED_TABLES, "schema_migrations"].sort());
   });
 
   it("throws, naming the migration, when an applied migration's file has changed", async () => {
