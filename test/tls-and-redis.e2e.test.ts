@@ -97,6 +97,32 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     }
   });
 
+  it("still counts a resend as a duplicate after Redis lost its data", async () => {
+    const client = new GrpcIngestClient(a.target);
+    const now = Date.now();
+    const readings = Array.from({ length: 20 }, (_, i) => meterReading("meter-lost", `lost-${i}`, now - 1000 + i, 0.3));
+    try {
+      expect((await client.streamReadings([readings])).accepted).toBe(20n);
+      const admin = new Redis(redis.url);
+      await admin.flushall();
+      admin.disconnect();
+      // The ledger is empty now; the history answers for it.
+      const resent = await client.streamReadings([readings]);
+      expect(resent.duplicates).toBe(20n);
+      expect(resent.accepted).toBe(0n);
+      // A reading newer than anything stored before the loss is stored without a lookup.
+      expect((await client.streamReadings([[meterReading("meter-lost", "lost-new", Date.now() + 10, 0.3)]])).accepted).toBe(1n);
+    } finally {
+      client.close();
+    }
+    const probe = new HistoryProbe(a.config);
+    try {
+      expect(await probe.rows("SELECT count() AS n FROM {db}.meter_readings WHERE device_id = 'meter-lost'")).toEqual([{ n: 21 }]);
+    } finally {
+      await probe.close();
+    }
+  });
+
   it("keeps each device's live state in Redis, newest reading first", async () => {
     const client = new GrpcIngestClient(a.target);
     const now = Date.now();

@@ -91,6 +91,8 @@ interface Candidate {
 export class IngestEngine {
   readonly inFlight: InFlightLimit;
   private readonly now: () => number;
+  /** The newest observed_at stored before the ledger's start, looked up once per ledger start. */
+  private ledgerHorizon: { readonly sinceMs: number; readonly newestBeforeMs: Promise<number> } | undefined;
 
   constructor(private readonly deps: IngestEngineDeps) {
     this.now = deps.now ?? Date.now;
@@ -296,8 +298,9 @@ export class IngestEngine {
   /**
    * The ledger answers "claimed" for any event it does not hold. It cannot hold events committed
    * before it started (a restart of the embedded store, a Redis that lost its data), nor those
-   * whose entry expired with the dedupe window. A reading observed early enough to be one of those
-   * is looked up in history instead; in steady state fresh readings skip this entirely.
+   * whose entry expired with the dedupe window. A reading that could be one of those is looked up
+   * in history instead: one observed no later than the newest reading stored before the ledger
+   * started, or observed before the window. In steady state fresh readings skip this entirely.
    */
   private async findStoredOutsideLedger(
     claimed: readonly Candidate[],
@@ -306,11 +309,12 @@ export class IngestEngine {
     token: string,
   ): Promise<Set<Candidate>> {
     const { limits, stored, liveStore, log } = this.deps;
-    // A reading is committed no earlier than it was observed minus the allowed clock skew.
-    const rememberedFromMs = Math.max(ledgerSinceMs, receivedAtMs - limits.dedupeWindowMs) + limits.maxClockSkewMs;
-    const unsure = claimed.filter((c) => c.observedAtMs < rememberedFromMs);
-    if (unsure.length === 0) return new Set();
     try {
+      // A reading is committed no earlier than it was observed minus the allowed clock skew.
+      const expiredBeforeMs = receivedAtMs - limits.dedupeWindowMs + limits.maxClockSkewMs;
+      const newestBeforeLedgerMs = await this.newestStoredBeforeLedger(ledgerSinceMs);
+      const unsure = claimed.filter((c) => c.observedAtMs < expiredBeforeMs || c.observedAtMs <= newestBeforeLedgerMs);
+      if (unsure.length === 0) return new Set();
       const found = new Set<string>();
       for (const kind of new Set(unsure.map((c) => c.kind))) {
         const rows: RowIdentity[] = unsure
@@ -324,6 +328,18 @@ export class IngestEngine {
       log.error({ err: error }, "history lookup failed; the batch is answered retryable");
       throw unavailable("history storage is unavailable", error);
     }
+  }
+
+  private newestStoredBeforeLedger(ledgerSinceMs: number): Promise<number> {
+    if (this.ledgerHorizon?.sinceMs !== ledgerSinceMs) {
+      const newestBeforeMs = this.deps.stored.newestObservedReceivedBefore(ledgerSinceMs);
+      this.ledgerHorizon = { sinceMs: ledgerSinceMs, newestBeforeMs };
+      // A failed lookup is tried again by the next batch.
+      newestBeforeMs.catch(() => {
+        if (this.ledgerHorizon?.newestBeforeMs === newestBeforeMs) this.ledgerHorizon = undefined;
+      });
+    }
+    return this.ledgerHorizon.newestBeforeMs;
   }
 }
 

@@ -8,6 +8,8 @@ import { HISTORY_TABLES } from "./history-sink.js";
 export interface StoredEventFinder {
   /** The identities among `rows` whose event is already stored, as storedEventKey strings. */
   findStored(kind: DeviceKind, rows: readonly RowIdentity[]): Promise<Set<string>>;
+  /** The newest observed_at among rows received before the given time, epoch ms (-Infinity: none). */
+  newestObservedReceivedBefore(receivedBeforeMs: number): Promise<number>;
 }
 
 export function storedEventKey(deviceId: string, eventId: string): string {
@@ -42,5 +44,18 @@ export class ClickHouseStoredEventFinder implements StoredEventFinder {
     });
     const found = await result.json<{ device_id: string; event_id: string }>();
     return new Set(found.map((r) => storedEventKey(r.device_id, r.event_id)));
+  }
+
+  async newestObservedReceivedBefore(receivedBeforeMs: number): Promise<number> {
+    const before = "fromUnixTimestamp64Milli({before:Int64}, 'UTC')";
+    const result = await this.client.query({
+      query: `SELECT max(newest) AS newest, sum(n) AS n FROM (${Object.values(HISTORY_TABLES)
+        .map((table) => `SELECT toUnixTimestamp64Milli(max(observed_at)) AS newest, count() AS n FROM ${table} WHERE received_at < ${before}`)
+        .join(" UNION ALL ")})`,
+      query_params: { before: receivedBeforeMs },
+      format: "JSONEachRow",
+    });
+    const [row] = await result.json<{ newest: number | string; n: number | string }>();
+    return Number(row?.n ?? 0) === 0 ? -Infinity : Number(row!.newest);
   }
 }
