@@ -1,0 +1,113 @@
+// The `fleet` load: many devices, each sending one reading per interval (time-compressed), one
+// unary IngestReadings call per reading over a few shared HTTP/2 channels — what a large fleet of
+// slow, independent devices looks like. Reports each reading's acknowledgement latency.
+//   node --import tsx bench/fleet-load.ts --target 127.0.0.1:8080 --devices 20000 --interval 60 --compress 10 --seconds 20
+import { parseArgs } from "node:util";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import {
+  IngestReadingsRequestSchema,
+  IngestReadingsResponseSchema,
+  type IngestReadingsResponse,
+} from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+
+const { values } = parseArgs({
+  options: {
+    target: { type: "string", default: "127.0.0.1:8080" },
+    // Distinguishes the event ids of separate runs against one service, so none is a duplicate.
+    run: { type: "string", default: "r" },
+    devices: { type: "string", default: "20000" },
+    interval: { type: "string", default: "60" },
+    compress: { type: "string", default: "10" },
+    seconds: { type: "string", default: "20" },
+    channels: { type: "string", default: "8" },
+  },
+});
+const devices = Number(values.devices);
+const periodMs = (Number(values.interval) * 1000) / Number(values.compress);
+const seconds = Number(values.seconds);
+const channels = Array.from(
+  { length: Number(values.channels) },
+  // A distinct option per channel keeps grpc-js from sharing one subchannel between them.
+  (_, i) => new grpc.Client(values.target!, grpc.credentials.createInsecure(), { "wattstream.channel": i }),
+);
+
+function reading(device: number, n: number): Buffer {
+  const kind = device % 3;
+  const r = create(ReadingSchema, {
+    eventId: `${values.run}-${device}-${n}`,
+    deviceId: `${["meter", "ev", "bbu"][kind]}-${device}`,
+    observedAt: timestampFromMs(Date.now()),
+    sample:
+      kind === 0
+        ? { case: "meter", value: { kwhConsumedAc: 0.2, voltage: 230 } }
+        : kind === 1
+          ? { case: "vehicle", value: { soc: 50, kwhDeliveredDc: 0.18, batteryTemp: 28 } }
+          : { case: "battery", value: { voltage: 48.1, temperature: 27, errorCodes: [] } },
+  });
+  return Buffer.from(toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: [r] })));
+}
+
+function send(device: number, n: number): Promise<{ ok: boolean; latencyMs: number }> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    channels[device % channels.length]!.makeUnaryRequest<Buffer, IngestReadingsResponse>(
+      "/wattstream.telemetry.v1.IngestService/IngestReadings",
+      (b: Buffer) => b,
+      (b: Buffer) => fromBinary(IngestReadingsResponseSchema, b),
+      reading(device, n),
+      new grpc.Metadata(),
+      // A reading not acknowledged within 10 s counts as failed: the run must end on time.
+      { deadline: Date.now() + 10_000 },
+      (error, response) =>
+        resolve({ ok: !error && response?.accepted === 1n, latencyMs: performance.now() - started }),
+    );
+  });
+}
+
+// Each device's first reading falls at a random point of its first period, so load is even.
+const startAt = performance.now();
+const nextDue = Array.from({ length: devices }, () => startAt + Math.random() * periodMs);
+const sequence = new Array<number>(devices).fill(0);
+const deadline = startAt + seconds * 1000;
+const latencies: number[] = [];
+let sent = 0;
+let acknowledged = 0;
+let failed = 0;
+const pending = new Set<Promise<void>>();
+
+// Devices sorted by due time would be a heap; a 5 ms sweep over 20k entries is cheap enough.
+while (performance.now() < deadline) {
+  const now = performance.now();
+  for (let d = 0; d < devices; d++) {
+    if (nextDue[d]! > now) continue;
+    nextDue[d]! += periodMs;
+    sent++;
+    const p = send(d, sequence[d]!++).then((result) => {
+      if (result.ok) {
+        acknowledged++;
+        latencies.push(result.latencyMs);
+      } else failed++;
+      pending.delete(p);
+    });
+    pending.add(p);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 5));
+}
+await Promise.all(pending);
+const elapsedS = (performance.now() - startAt) / 1000;
+latencies.sort((a, b) => a - b);
+const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+for (const channel of channels) channel.close();
+console.log(
+  JSON.stringify({
+    sent,
+    accepted: acknowledged,
+    errors: failed,
+    elapsed_s: elapsedS,
+    readings_per_second: acknowledged / elapsedS,
+    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+  }),
+);

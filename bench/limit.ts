@@ -1,0 +1,90 @@
+// The limit a benchmark run is compared with, measured on the same machine and the same kind of
+// rows: how fast the embedded engine takes them when they are already built (one INSERT per
+// table of pre-encoded RowBinary, into the same tables and views the service writes), and how
+// fast protobuf-es decodes them. The service cannot beat either; the ratio says how close it gets.
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { IngestReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { ReadingSchema, type Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { processBatch } from "../src/process/process-batch.js";
+import { TABLE_COLUMNS, INSERT_FORMAT } from "../src/process/insert-encoding.js";
+import type { DeviceKind } from "../src/process/history-rows.js";
+import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
+import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
+import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
+
+export interface Limit {
+  readonly rows: number;
+  readonly insert_rows_per_second: number;
+  readonly insert_seconds: number;
+  readonly decode_readings_per_second: number;
+}
+
+/** The same mix the load generator sends: a third each meters, vehicles and battery units. */
+export function benchReading(n: number, devices: number, nowMs: number, prefix = "l"): Reading {
+  const device = n % devices;
+  const kind = device % 3;
+  return create(ReadingSchema, {
+    eventId: `${prefix}-${n}`,
+    deviceId: `${["meter", "ev", "bbu"][kind]}-${device}`,
+    observedAt: timestampFromMs(nowMs - (n % 1000)),
+    sample:
+      kind === 0
+        ? { case: "meter", value: { kwhConsumedAc: 0.1 + (n % 10) / 100, voltage: 229 + (n % 5) } }
+        : kind === 1
+          ? { case: "vehicle", value: { soc: n % 100, kwhDeliveredDc: 0.09, batteryTemp: 25 + (n % 10) } }
+          : { case: "battery", value: { voltage: 48 + (n % 3) / 10, temperature: 30, errorCodes: [] } },
+  });
+}
+
+export async function measureLimit(dataDir: string, rows: number): Promise<Limit> {
+  const now = Date.now();
+  const frames: Uint8Array[] = [];
+  for (let start = 0; start < rows; start += 100) {
+    const readings = Array.from({ length: Math.min(100, rows - start) }, (_, i) => benchReading(start + i, 20_000, now));
+    frames.push(toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings })));
+  }
+
+  const decodeStarted = performance.now();
+  let decoded = 0;
+  for (const frame of frames) decoded += fromBinary(IngestReadingsRequestSchema, frame).readings.length;
+  const decodeSeconds = (performance.now() - decodeStarted) / 1000;
+
+  // Build the insert payloads exactly as the service's workers do, untimed.
+  const window = { nowMs: now, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 };
+  const payloads: Record<DeviceKind, Uint8Array[]> = { meter: [], vehicle: [], battery: [] };
+  for (let start = 0; start < frames.length; start += 50) {
+    const batch = frames.slice(start, start + 50).flatMap((f) => fromBinary(IngestReadingsRequestSchema, f).readings);
+    const encoded = toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: batch }));
+    const processed = processBatch({ encoded, window, receivedAtMs: now, batteryTrends: {} });
+    for (const [kind, table] of Object.entries(processed.tables)) payloads[kind as DeviceKind].push(table.payload);
+  }
+
+  mkdirSync(dataDir, { recursive: true });
+  const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "bench_limit", dataDir });
+  try {
+    await applyMigrations(history.client, await loadMigrations());
+    const files = (Object.keys(payloads) as DeviceKind[]).map((kind) => {
+      const file = path.join(dataDir, `${kind}.bin`);
+      writeFileSync(file, Buffer.concat(payloads[kind]));
+      return { kind, file };
+    });
+    const insertStarted = performance.now();
+    for (const { kind, file } of files) {
+      await history.client.command({
+        query: `INSERT INTO ${HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}' FORMAT ${INSERT_FORMAT}`,
+      });
+    }
+    const insertSeconds = (performance.now() - insertStarted) / 1000;
+    return {
+      rows,
+      insert_rows_per_second: rows / insertSeconds,
+      insert_seconds: insertSeconds,
+      decode_readings_per_second: decoded / decodeSeconds,
+    };
+  } finally {
+    await history.client.close();
+  }
+}

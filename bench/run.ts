@@ -1,0 +1,161 @@
+// `npm run bench`: starts the service itself (embedded ClickHouse in a fresh DATA_DIR, a real
+// redis-server when one is installed), drives it from separate load-generator processes, and
+// measures in the same run the limit it is compared with: how fast the embedded engine takes the
+// same rows in one INSERT of pre-built data, and how fast protobuf decodes them. Prints and writes
+// JSON.
+//   npm run bench -- --scenario throughput --json out.json
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { measureLimit } from "./limit.js";
+import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
+import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
+
+/** A problem the user can act on: printed without a stack. */
+class BenchError extends Error {}
+
+const SCENARIOS = ["throughput", "fleet", "connections", "query"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const { values } = parseArgs({
+  options: {
+    scenario: { type: "string", default: "throughput" },
+    json: { type: "string" },
+    seconds: { type: "string" },
+    redis: { type: "string", default: "auto" },
+    "limit-rows": { type: "string", default: "300000" },
+  },
+});
+const scenario = values.scenario as Scenario;
+process.on("uncaughtException", (error) => {
+  console.error(`bench: ${error instanceof BenchError ? error.message : error.stack}`);
+  process.exit(2);
+});
+if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
+if (scenario === "query" || scenario === "connections") {
+  fail(`the ${scenario} scenario is not implemented yet (see docs/benchmarks.md); run throughput or fleet`);
+}
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-bench-"));
+let redis: RedisServer | undefined;
+let service: ServiceProcess | undefined;
+
+try {
+  const useRedis = values.redis === "on" || (values.redis === "auto" && redisServerAvailable());
+  if (useRedis) redis = await startRedisServer();
+
+  const env: Record<string, string> = {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    DATA_DIR: path.join(dataDir, "service"),
+    LOG_LEVEL: "info",
+    // Two cores: one worker leaves the other core to the main thread, the engine and the load.
+    WORKER_THREADS: "1",
+    ...(redis ? { REDIS_URL: redis.url } : {}),
+    // Throughput wants few large inserts; the fleet scenario wants fast acknowledgements.
+    INSERT_LINGER: scenario === "throughput" ? "200ms" : "20ms",
+  };
+  service = await startServiceProcess(env);
+  const pid = service.child.pid!;
+
+  const seconds = Number(values.seconds ?? (scenario === "throughput" ? 20 : 20));
+  const loadArgs =
+    scenario === "throughput"
+      ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
+      : ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", "10", "--channels", "8"];
+
+  // Warm up (JIT, worker start, first parts), then measure a clean window.
+  await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
+  const cpuBefore = cpuSeconds(pid);
+  const load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
+  const cpuAfter = cpuSeconds(pid);
+  const peakRss = peakRssBytes(pid);
+  const exit = await service.stop();
+  service = undefined;
+  if (exit !== 0) fail(`the service exited with ${exit}`);
+
+  // The limit, measured now on the same machine with the service stopped.
+  const limit = await measureLimit(path.join(dataDir, "limit"), Number(values["limit-rows"]));
+
+  const result = {
+    scenario,
+    readings_per_second: round(load.readings_per_second),
+    ack_latency_ms: {
+      p50: round(load.call_latency_ms.p50),
+      p99: round(load.call_latency_ms.p99),
+      max: round(load.call_latency_ms.max),
+    },
+    service_cpu_seconds: round(cpuAfter - cpuBefore),
+    service_peak_rss_bytes: peakRss,
+    limit_readings_per_second: round(limit.insert_rows_per_second),
+    limit_protobuf_decode_readings_per_second: round(limit.decode_readings_per_second),
+    ratio_to_limit: round(load.readings_per_second / limit.insert_rows_per_second, 3),
+    details: {
+      measured_seconds: round(load.elapsed_s),
+      readings_sent: load.sent,
+      readings_accepted: load.accepted,
+      load_errors: load.errors,
+      ack_latency_is: scenario === "throughput" ? "per StreamReadings call of 2,000 readings" : "per reading (one call each)",
+      live_store: redis ? "redis-server" : "embedded",
+      limit: limit,
+      machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
+      load_generator: loadArgs.join(" "),
+    },
+  };
+  const text = JSON.stringify(result, null, 2);
+  console.log(text);
+  if (values.json) writeFileSync(values.json, `${text}\n`);
+} finally {
+  service?.kill();
+  await redis?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+interface LoadResult {
+  sent: number;
+  accepted: number;
+  errors: number;
+  elapsed_s: number;
+  readings_per_second: number;
+  call_latency_ms: { p50: number; p99: number; max: number };
+}
+
+/** Runs one load generator as its own process and reads the JSON line it prints. */
+async function runLoad(args: string[], target: string, seconds: number): Promise<LoadResult> {
+  const child = spawn(process.execPath, ["--import", "tsx", ...args, "--target", target, "--seconds", String(seconds)], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  if (code !== 0) fail(`load generator exited with ${code}`);
+  return JSON.parse(out.trim().split("\n").at(-1)!) as LoadResult;
+}
+
+/** User + system CPU of a process, from /proc (clock ticks of 1/100 s on Linux). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+  return (Number(fields[11]) + Number(fields[12])) / ticks;
+}
+
+/** The process's peak resident set (VmHWM). */
+function peakRssBytes(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+function round(value: number, digits = 1): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
+
+function fail(message: string): never {
+  throw new BenchError(message);
+}
+
