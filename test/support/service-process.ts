@@ -15,6 +15,8 @@ export interface ServiceProcess {
   readonly logs: Record<string, unknown>[];
   /** Everything written to stderr so far. */
   stderr(): string;
+  /** Resolves with the exit code (null if killed by a signal) once the process has exited. */
+  readonly exited: Promise<number | null>;
   /** SIGTERM, then waits for the exit (SIGKILL after timeoutMs); resolves the exit code (null if killed). */
   stop(timeoutMs?: number): Promise<number | null>;
   /** SIGKILL if still running. */
@@ -55,6 +57,7 @@ export async function startServiceProcess(env: Record<string, string>, timeoutMs
     });
     return {
       child,
+      exited,
       port,
       target: `127.0.0.1:${port}`,
       logs,
