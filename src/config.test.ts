@@ -165,6 +165,18 @@ describe("EFFICIENCY_ALERT_THRESHOLD", () => {
   });
 });
 
+describe("OFFLINE_AFTER", () => {
+  it("defaults to 15 minutes and takes a duration", () => {
+    expect(loadConfig({}).fleet.offlineAfterMs).toBe(15 * 60_000);
+    expect(loadConfig({ OFFLINE_AFTER: "2h" }).fleet.offlineAfterMs).toBe(2 * 3_600_000);
+    expect(loadConfig({ OFFLINE_AFTER: "90s" }).fleet.offlineAfterMs).toBe(90_000);
+  });
+
+  it("refuses what is not a duration, naming the variable", () => {
+    expect(configError({ OFFLINE_AFTER: "later" }).message).toContain("OFFLINE_AFTER");
+  });
+});
+
 describe("loadConfig errors", () => {
   it.each([
     ["PORT", "80a"],

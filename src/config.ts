@@ -25,6 +25,8 @@ export interface Config {
 export interface FleetConfig {
   /** Vehicle performance alerts LOW_EFFICIENCY below this DC/AC ratio (a fraction, 0.85 = 85 %). */
   readonly efficiencyAlertThreshold: number;
+  /** A device not seen for longer than this is offline, in ms. */
+  readonly offlineAfterMs: number;
 }
 
 export interface ServerLimits {
@@ -156,6 +158,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     fleet: {
       efficiencyAlertThreshold: read.decimal("EFFICIENCY_ALERT_THRESHOLD", 0.85, 0, 1),
+      offlineAfterMs: read.duration("OFFLINE_AFTER", "15m", MAX_HORIZON_MS),
     },
   };
   const { ingest } = config;

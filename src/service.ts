@@ -77,6 +77,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     workerQueue: () => pool.queueSize,
     workers: () => pool.threads,
   });
+  metrics.observeLiveWatchers(() => liveStore.subscriberCount);
 
   const isReady = async () => {
     const ping = await history.client.ping();
@@ -85,7 +86,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   };
   const routes = (router: ConnectRouter) => {
     router.service(IngestService, new IngestHandler(engine, config.ingest, metrics));
-    router.service(FleetService, new FleetHandler(history.client, config.fleet));
+    router.service(FleetService, new FleetHandler(history.client, config.fleet, liveStore));
     registerHealth(
       router,
       new HealthChecker({

@@ -55,6 +55,35 @@ export async function listVehicleLinks(client: ClickHouseClient, vehicleId: stri
 }
 
 /**
+ * Every vehicle's links that start before endMs, by vehicle. Later links cannot affect the
+ * intervals within a window ending at endMs (they only end open links, after the window).
+ */
+export async function listLinksStartingBefore(client: ClickHouseClient, endMs: number): Promise<Map<string, StoredLink[]>> {
+  const result = await client.query({
+    query: `SELECT vehicle_id, meter_id, toUnixTimestamp64Milli(valid_from) AS from_ms, toUnixTimestamp64Milli(valid_until) AS until_ms
+            FROM vehicle_meter_links FINAL
+            WHERE valid_from < fromUnixTimestamp64Milli({end:Int64}, 'UTC')
+            ORDER BY vehicle_id, valid_from, meter_id`,
+    query_params: { end: endMs },
+    format: "JSONEachRow",
+  });
+  const rows = await result.json<{ vehicle_id: string; meter_id: string; from_ms: string | number; until_ms: string | number | null }>();
+  const byVehicle = new Map<string, StoredLink[]>();
+  for (const r of rows) {
+    const link: StoredLink = {
+      vehicleId: r.vehicle_id,
+      meterId: r.meter_id,
+      validFromMs: Number(r.from_ms),
+      validUntilMs: r.until_ms === null ? undefined : Number(r.until_ms),
+    };
+    const list = byVehicle.get(link.vehicleId);
+    if (list) list.push(link);
+    else byVehicle.set(link.vehicleId, [link]);
+  }
+  return byVehicle;
+}
+
+/**
  * The intervals, clipped to [windowStartMs, windowEndMs), during which each meter's readings count
  * for the vehicle. A link without valid_until ends where the vehicle's next link (by valid_from)
  * starts: a vehicle moving to another charger needs no explicit close. Overlapping or touching

@@ -1,40 +1,71 @@
-// FleetService: vehicle–meter links and vehicle charging performance. Translates between the wire
-// and the analytics queries (src/analytics/); the numbers are computed there and in ClickHouse.
+// FleetService: vehicle–meter links, vehicle charging performance, live state, battery health,
+// alerts and fleet totals. Translates between the wire and the analytics queries (src/analytics/)
+// and the live store; the numbers are computed there and in ClickHouse.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ClickHouseClient } from "@clickhouse/client";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   AlertKind,
   FleetService,
+  type GetDeviceHealthRequest,
+  type GetDeviceHealthResponseSchema,
+  type GetLiveStateRequest,
+  type GetLiveStateResponseSchema,
+  type GetFleetSummaryRequest,
+  type GetFleetSummaryResponseSchema,
   type GetVehiclePerformanceRequest,
   type GetVehiclePerformanceResponseSchema,
+  type ListAlertsRequest,
+  type ListAlertsResponseSchema,
   type LinkVehicleToMeterRequest,
   type LinkVehicleToMeterResponseSchema,
   type ListVehicleLinksRequest,
   type ListVehicleLinksResponseSchema,
   type VehicleLinkSchema,
+  type WatchLiveStateRequest,
+  type WatchLiveStateResponseSchema,
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
+import { allLiveStates, collectFleetAlerts, compareAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
+import { queryFleetEfficiency, queryFleetEnergy } from "../analytics/fleet-efficiency.js";
+import { summarizeFleet } from "../analytics/fleet-summary.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
 import { MAX_METER_INTERVALS, queryMeterTotals, queryVehicleTotals } from "../analytics/vehicle-performance.js";
 import type { FleetConfig } from "../config.js";
+import type { LiveState, LiveStore } from "../store/live/live-store.js";
+import { watchLiveState } from "../store/live/live-watch.js";
+import { batteryScore, deviceLiveState, healthLevel } from "./device-live-state.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
 
 /** window_hours 0 means this. */
 export const DEFAULT_WINDOW_HOURS = 24;
 /** Longest window GetVehiclePerformance answers, in hours (30 days, the ingest horizon). */
 export const MAX_WINDOW_HOURS = 720;
 const MAX_DEVICE_ID_BYTES = 128;
+/** page_size 0 means this. */
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1_000;
+/** Most device_ids one GetLiveState or WatchLiveState call may name. */
+export const MAX_DEVICE_IDS = 1_000;
 const HOUR_MS = 3_600_000;
 
 type LinkReply = MessageInitShape<typeof LinkVehicleToMeterResponseSchema>;
 type ListReply = MessageInitShape<typeof ListVehicleLinksResponseSchema>;
 type PerformanceReply = MessageInitShape<typeof GetVehiclePerformanceResponseSchema>;
 type LinkShape = MessageInitShape<typeof VehicleLinkSchema>;
+type LiveStateReply = MessageInitShape<typeof GetLiveStateResponseSchema>;
+type HealthReply = MessageInitShape<typeof GetDeviceHealthResponseSchema>;
+type AlertsReply = MessageInitShape<typeof ListAlertsResponseSchema>;
+type SummaryReply = MessageInitShape<typeof GetFleetSummaryResponseSchema>;
+type WatchReply = MessageInitShape<typeof WatchLiveStateResponseSchema>;
 
 export class FleetHandler implements ServiceImpl<typeof FleetService> {
   constructor(
     private readonly client: ClickHouseClient,
     private readonly config: FleetConfig,
+    private readonly live: LiveStore,
+    private readonly now: () => number = Date.now,
   ) {}
 
   async linkVehicleToMeter(request: LinkVehicleToMeterRequest): Promise<LinkReply> {
@@ -60,10 +91,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
   async getVehiclePerformance(request: GetVehiclePerformanceRequest): Promise<PerformanceReply> {
     const vehicleId = deviceId("vehicle_id", request.vehicleId);
     const meterId = request.meterId === undefined ? undefined : deviceId("meter_id", request.meterId);
-    if (request.windowHours > MAX_WINDOW_HOURS) {
-      throw invalid(`window_hours is ${request.windowHours}; it must be from 0 (meaning ${DEFAULT_WINDOW_HOURS}) to ${MAX_WINDOW_HOURS}`);
-    }
-    const hours = request.windowHours === 0 ? DEFAULT_WINDOW_HOURS : request.windowHours;
+    const hours = windowHours(request.windowHours);
     const endMs = request.windowEnd === undefined ? Date.now() : toMs(request.windowEnd);
     const startMs = endMs - hours * HOUR_MS;
 
@@ -115,6 +143,138 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
       alert,
     };
   }
+
+  async getLiveState(request: GetLiveStateRequest): Promise<LiveStateReply> {
+    const pageSize = pageSizeOf(request.pageSize);
+    if (request.deviceIds.length > 0) {
+      const ids = deviceIds(request.deviceIds);
+      if (request.pageToken !== "") throw invalid("page_token pages through the whole fleet; leave it empty when naming device_ids");
+      const states = await liveStorage(() => this.live.getLiveState(ids));
+      return { devices: this.shapes(states), nextPageToken: "" };
+    }
+    const after = request.pageToken === "" ? undefined : decodePageToken(request.pageToken, isDevicePage).after;
+    const ids = await liveStorage(() => this.live.listDevices(after, pageSize));
+    const states = await liveStorage(() => this.live.getLiveState(ids));
+    // A short page is the last; a full one may be followed by an empty last page.
+    const nextPageToken = ids.length === pageSize ? encodePageToken({ after: ids.at(-1)! }) : "";
+    return { devices: this.shapes(states), nextPageToken };
+  }
+
+  async *watchLiveState(request: WatchLiveStateRequest, context: HandlerContext): AsyncGenerator<WatchReply> {
+    const ids = request.deviceIds.length > 0 ? deviceIds(request.deviceIds) : undefined;
+    const states = watchLiveState(this.live, { deviceIds: ids, signal: context.signal });
+    try {
+      for await (const state of states) {
+        yield { device: deviceLiveState(state, this.now(), this.config.offlineAfterMs) };
+      }
+    } catch (error) {
+      if (context.signal.aborted) return;
+      throw liveStoreError(error);
+    }
+  }
+
+  async getDeviceHealth(request: GetDeviceHealthRequest): Promise<HealthReply> {
+    const id = deviceId("device_id", request.deviceId);
+    const hours = windowHours(request.windowHours);
+    const { startMs, endMs } = healthWindow(this.now(), hours);
+    const latest = await storage(() => queryLatestBatteryScore(this.client, id));
+    if (latest === undefined) throw new ConnectError(`battery unit ${id} has no stored readings`, Code.NotFound);
+    const trend = await storage(() => queryHealthTrend(this.client, id, latest.scoreVersion, startMs, endMs));
+    return {
+      deviceId: id,
+      latest: batteryScore({
+        health_score: latest.healthScore,
+        health_level: latest.healthLevel,
+        recommendation: latest.recommendation,
+        score_version: latest.scoreVersion,
+      }),
+      observedAt: timestampFromMs(latest.observedAtMs),
+      windowStart: timestampFromMs(startMs),
+      windowEnd: timestampFromMs(endMs),
+      trend: trend.map((p) => ({
+        hourStart: timestampFromMs(p.hourStartMs),
+        minHealthScore: p.minScore,
+        avgHealthScore: p.avgScore,
+        maxHealthScore: p.maxScore,
+        readingCount: BigInt(p.readings),
+      })),
+    };
+  }
+
+  async listAlerts(request: ListAlertsRequest): Promise<AlertsReply> {
+    const pageSize = pageSizeOf(request.pageSize);
+    // Later pages are evaluated as of the first page's time, so the order they page through holds.
+    const cursor = request.pageToken === "" ? undefined : decodePageToken(request.pageToken, isAlertPage);
+    const asked = request.windowHours === undefined ? undefined : windowHours(request.windowHours);
+    if (cursor !== undefined && asked !== undefined && asked !== cursor.windowHours) {
+      throw invalid(`window_hours is ${asked}, but the page_token pages through a ${cursor.windowHours} h window; leave it unset or the same`);
+    }
+    const hours = cursor?.windowHours ?? asked ?? DEFAULT_WINDOW_HOURS;
+    const asOfMs = cursor?.asOfMs ?? this.now();
+    const all = await storage(
+      () =>
+        collectFleetAlerts(this.client, this.live, {
+          asOfMs,
+          windowHours: hours,
+          efficiencyThreshold: this.config.efficiencyAlertThreshold,
+          offlineAfterMs: this.config.offlineAfterMs,
+        }),
+      BOTH_STORES,
+    );
+    const rest = cursor === undefined ? all : all.filter((a) => compareAlerts(a, cursor.last) > 0);
+    const page = rest.slice(0, pageSize);
+    const last = page.at(-1);
+    const nextPageToken =
+      rest.length > pageSize && last !== undefined
+        ? encodePageToken({ asOfMs, windowHours: hours, last: { kind: last.kind, deviceId: last.deviceId, detectedAtMs: last.detectedAtMs } })
+        : "";
+    return {
+      alerts: page.map((a) => ({
+        kind: ALERT_KINDS[a.kind],
+        deviceId: a.deviceId,
+        message: a.message,
+        detectedAt: timestampFromMs(a.detectedAtMs),
+        observedAt: a.observedAtMs === undefined ? undefined : timestampFromMs(a.observedAtMs),
+      })),
+      nextPageToken,
+    };
+  }
+
+  async getFleetSummary(request: GetFleetSummaryRequest): Promise<SummaryReply> {
+    const hours = windowHours(request.windowHours);
+    const endMs = this.now();
+    const startMs = endMs - hours * HOUR_MS;
+    const [energy, efficiency, states] = await storage(
+      () =>
+        Promise.all([
+          queryFleetEnergy(this.client, startMs, endMs),
+          queryFleetEfficiency(this.client, startMs, endMs),
+          allLiveStates(this.live),
+        ]),
+      BOTH_STORES,
+    );
+    const summary = summarizeFleet(efficiency, states, { nowMs: endMs, offlineAfterMs: this.config.offlineAfterMs });
+    return {
+      windowStart: timestampFromMs(startMs),
+      windowEnd: timestampFromMs(endMs),
+      totalKwhConsumedAc: energy.kwhConsumedAc,
+      totalKwhDeliveredDc: energy.kwhDeliveredDc,
+      efficiencyBuckets: summary.efficiencyBuckets.map((b) => ({
+        lowerBound: b.lowerBound,
+        upperBound: b.upperBound,
+        vehicles: BigInt(b.vehicles),
+      })),
+      vehiclesWithoutEfficiency: BigInt(summary.vehiclesWithoutEfficiency),
+      batteryLevels: summary.batteryLevels.map((l) => ({ level: healthLevel(l.level), devices: BigInt(l.devices) })),
+      onlineDevices: BigInt(summary.online),
+      offlineDevices: BigInt(summary.offline),
+    };
+  }
+
+  private shapes(states: readonly (LiveState | undefined)[]) {
+    const nowMs = this.now();
+    return states.filter((s): s is LiveState => s !== undefined).map((s) => deviceLiveState(s, nowMs, this.config.offlineAfterMs));
+  }
 }
 
 function linkShape(link: StoredLink): LinkShape {
@@ -138,18 +298,80 @@ function deviceId(field: string, value: string): string {
   return value;
 }
 
+function deviceIds(ids: readonly string[]): string[] {
+  if (ids.length > MAX_DEVICE_IDS) throw invalid(`device_ids names ${ids.length} devices; at most ${MAX_DEVICE_IDS} are allowed`);
+  return ids.map((id, i) => deviceId(`device_ids[${i}]`, id));
+}
+
+function windowHours(hours: number): number {
+  if (hours > MAX_WINDOW_HOURS) throw invalid(`window_hours is ${hours}; it must be from 0 (meaning ${DEFAULT_WINDOW_HOURS}) to ${MAX_WINDOW_HOURS}`);
+  return hours === 0 ? DEFAULT_WINDOW_HOURS : hours;
+}
+
+function pageSizeOf(pageSize: number): number {
+  if (pageSize > MAX_PAGE_SIZE) throw invalid(`page_size is ${pageSize}; it must be from 0 (meaning ${DEFAULT_PAGE_SIZE}) to ${MAX_PAGE_SIZE}`);
+  return pageSize === 0 ? DEFAULT_PAGE_SIZE : pageSize;
+}
+
+interface AlertPage {
+  readonly asOfMs: number;
+  readonly windowHours: number;
+  readonly last: { readonly kind: FleetAlertKind; readonly deviceId: string; readonly detectedAtMs: number };
+}
+
+function isAlertPage(value: unknown): value is AlertPage {
+  const page = value as Partial<AlertPage> | null;
+  return (
+    typeof page === "object" &&
+    page !== null &&
+    Number.isSafeInteger(page.asOfMs) &&
+    Number.isSafeInteger(page.windowHours) &&
+    typeof page.last === "object" &&
+    page.last !== null &&
+    typeof page.last.deviceId === "string" &&
+    Number.isSafeInteger(page.last.detectedAtMs) &&
+    Object.hasOwn(ALERT_KINDS, page.last.kind)
+  );
+}
+
+const ALERT_KINDS: Record<FleetAlertKind, AlertKind> = {
+  LOW_EFFICIENCY: AlertKind.LOW_EFFICIENCY,
+  BATTERY_CRITICAL: AlertKind.BATTERY_CRITICAL,
+  DEVICE_OFFLINE: AlertKind.DEVICE_OFFLINE,
+};
+
+function isDevicePage(value: unknown): value is { after: string } {
+  return typeof value === "object" && value !== null && typeof (value as { after?: unknown }).after === "string";
+}
+
 function invalid(message: string): ConnectError {
   return new ConnectError(message, Code.InvalidArgument);
 }
 
 /** Runs a storage call; a failure becomes INTERNAL without the store's own message, cause kept. */
-async function storage<T>(call: () => Promise<T>): Promise<T> {
+async function storage<T>(call: () => Promise<T>, what = "the history store"): Promise<T> {
   try {
     return await call();
   } catch (error) {
     if (error instanceof ConnectError) throw error;
-    throw new ConnectError("the history store failed to answer", Code.Internal, undefined, undefined, error);
+    throw new ConnectError(`${what} failed to answer`, Code.Internal, undefined, undefined, error);
   }
+}
+
+const BOTH_STORES = "the history store or the live store";
+
+/** Runs a live store call; a failure becomes UNAVAILABLE (the store may come back), cause kept. */
+async function liveStorage<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw liveStoreError(error);
+  }
+}
+
+function liveStoreError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  return new ConnectError("the live store failed to answer; retry shortly", Code.Unavailable, undefined, undefined, error);
 }
 
 const percent = (ratio: number) => `${(ratio * 100).toFixed(1)} %`;

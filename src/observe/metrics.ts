@@ -75,4 +75,16 @@ export class IngestMetrics {
     gauge("wattstream_worker_queue_depth", "Batches waiting for a worker thread.", read.workerQueue);
     gauge("wattstream_worker_threads", "Worker threads running.", read.workers);
   }
+
+  /** The live store's change-feed listeners: one per open WatchLiveState call. */
+  observeLiveWatchers(read: () => number): void {
+    new Gauge({
+      name: "wattstream_live_watchers",
+      help: "Listeners on the live state change feed (one per open WatchLiveState call).",
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
 }

@@ -51,6 +51,11 @@ export class HistoryProbe {
     return result.json<T>();
   }
 
+  /** Runs a statement that returns no rows (an INSERT, say) on the service's database. */
+  async command(sql: string): Promise<void> {
+    await this.client.command({ query: sql.replaceAll("{db}", this.config.clickhouse.database) });
+  }
+
   async count(table: string): Promise<number> {
     const [row] = await this.rows<{ n: number }>(`SELECT count() AS n FROM {db}.${table}`);
     return Number(row?.n ?? 0);

@@ -12,6 +12,8 @@ const HISTORY_TABLES = ["battery_readings", "meter_readings", "vehicle_readings"
 // Every table the shipped migrations create (views included: system.tables lists them).
 const SHIPPED_TABLES = [
   ...HISTORY_TABLES,
+  "battery_health_hours",
+  "battery_health_hours_mv",
   "meter_minutes",
   "meter_minutes_mv",
   "vehicle_meter_links",
@@ -254,10 +256,36 @@ describe("applyMigrations on the embedded engine", () => {
               VALUES ('m', 'e1', '2026-01-01 00:00:10', now64(3), 1.5, 230), ('m', 'e1', '2026-01-01 00:00:10', now64(3), 1.5, 230),
                      ('m', 'e2', '2026-01-01 00:00:50', now64(3), 2, 230)`,
     });
-    expect(await applyMigrations(history.client, migrations)).toEqual([3]);
+    expect(await applyMigrations(history.client, migrations.filter((m) => m.version <= 3))).toEqual([3]);
     expect(await rows(history, "SELECT device_id, toString(minute) AS minute, sum(kwh_consumed_ac) AS kwh, toUInt32(sum(readings)) AS n FROM meter_minutes GROUP BY device_id, minute")).toEqual([
       { device_id: "m", minute: "2026-01-01 00:00:00", kwh: 3.5, n: 2 },
     ]);
+  });
+
+  it("backfills the hourly battery health rollup from history stored before 0004, counting duplicates once", async () => {
+    const history = await freshDatabase();
+    const migrations = await loadMigrations();
+    await applyMigrations(history.client, migrations.filter((m) => m.version < 4));
+    // A leftover duplicate of e1, another reading in the same hour, one in the next hour.
+    await history.client.command({
+      query: `INSERT INTO battery_readings (device_id, event_id, observed_at, received_at, voltage, temperature, error_codes, health_score, health_level, recommendation, score_version)
+              VALUES ('b', 'e1', '2026-01-01 00:10:00', now64(3), 48, 25, [], 90, 'OK', 'NONE', 1),
+                     ('b', 'e1', '2026-01-01 00:10:00', now64(3), 48, 25, [], 90, 'OK', 'NONE', 1),
+                     ('b', 'e2', '2026-01-01 00:50:00', now64(3), 48, 50, [], 60, 'WARN', 'INSPECT', 1),
+                     ('b', 'e3', '2026-01-01 01:05:00', now64(3), 48, 25, [], 100, 'OK', 'NONE', 1)`,
+    });
+    expect(await applyMigrations(history.client, migrations)).toEqual([4]);
+    const hourly = `SELECT toString(hour) AS hour, toUInt32(sum(score_sum)) AS total, min(score_min) AS lo, max(score_max) AS hi,
+                           toUInt32(sum(readings)) AS n
+                    FROM battery_health_hours WHERE device_id = 'b' GROUP BY hour ORDER BY hour`;
+    const expected = [
+      { hour: "2026-01-01 00:00:00", total: 150, lo: 60, hi: 90, n: 2 },
+      { hour: "2026-01-01 01:00:00", total: 100, lo: 100, hi: 100, n: 1 },
+    ];
+    expect(await rows(history, hourly)).toEqual(expected);
+    // Running the file's statements again (a crash before its record) backfills nothing more.
+    for (const statement of migrations.find((m) => m.version === 4)!.statements) await history.client.command({ query: statement });
+    expect(await rows(history, hourly)).toEqual(expected);
   });
 
   it("repairs a run that created the tables but did not record the migration", async () => {

@@ -3,12 +3,20 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../../../test/support/redis-server.js";
-import type { LiveStateUpdate, LiveStore } from "./live-store.js";
+import { compareDeviceIds, type LiveState, type LiveStateUpdate, type LiveStore } from "./live-store.js";
 import { MemoryLiveStore } from "./memory-live-store.js";
 import { RedisLiveStore } from "./redis-live-store.js";
 
 const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
+
+async function waitFor(done: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for the change feed");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 function contract(name: string, open: () => Promise<LiveStore>) {
   describe(`LiveStore contract: ${name}`, () => {
@@ -106,6 +114,75 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       await store.applyLiveState([{ ...base, observedAtMs: 1_000, trend: { baselineVoltage: 40, samples: 1 } }]);
       const [state] = await store.getLiveState([d]);
       expect(state?.trend).toEqual({ baselineVoltage: 48.5, samples: 3 });
+    });
+
+    it("lists device ids in UTF-8 byte order, a page at a time", async () => {
+      const tag = randomUUID();
+      // "é" (U+00E9) sorts before "\u{1F600}" in UTF-8 bytes and in UTF-16 code units alike, but
+      // "\uFF5E" sorts after "\u{1F600}" only in UTF-16; byte order is what Redis keeps.
+      const ids = ["b", "a", "é", "\u{1F600}", "\uFF5E", "a0"].map((suffix) => `${tag}-${suffix}`);
+      for (const id of ids) {
+        await store.applyLiveState([{ deviceId: id, kind: "meter", observedAtMs: 1, receivedAtMs: 1, values: {} }]);
+      }
+      const expected = [...ids].sort(compareDeviceIds);
+      expect(expected.at(-2)).toBe(`${tag}-\uFF5E`);
+      // Other tests' devices share the store: collect everything, keep this test's.
+      const seen: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await store.listDevices(after, 4);
+        expect(page.length).toBeLessThanOrEqual(4);
+        if (page.length === 0) break;
+        seen.push(...page);
+        after = page.at(-1);
+      }
+      expect(seen.filter((id) => id.startsWith(tag))).toEqual(expected);
+      expect([...seen].sort(compareDeviceIds)).toEqual(seen);
+      expect(await store.listDevices(expected[1], 2).then((p) => p.slice(0, 2))).toEqual(expected.slice(2, 4));
+    });
+
+    it("a subscriber sees each applied newer reading, and stops seeing them once unsubscribed", async () => {
+      const d = device();
+      const seen: LiveState[] = [];
+      const unsubscribe = await store.subscribe((state) => {
+        if (state.deviceId === d) seen.push(state);
+      });
+      const countBefore = store.subscriberCount;
+      expect(countBefore).toBeGreaterThanOrEqual(1);
+      const update = (observedAtMs: number, receivedAtMs: number, voltage: number): LiveStateUpdate => ({
+        deviceId: d,
+        kind: "battery",
+        observedAtMs,
+        receivedAtMs,
+        values: { voltage, event_id: `e-${observedAtMs}` },
+      });
+      await store.applyLiveState([update(1_000, 10_000, 48)]);
+      await store.applyLiveState([update(2_000, 11_000, 49)]);
+      // A backlog reading changes only last_seen; a stale arrival changes nothing and is not sent.
+      await store.applyLiveState([update(500, 12_000, 40)]);
+      await store.applyLiveState([update(400, 5_000, 41)]);
+      // Within one batch only the newest is applied.
+      await store.applyLiveState([update(4_000, 13_000, 51), update(3_000, 13_000, 50)]);
+      await waitFor(() => seen.length >= 4);
+      expect(seen.map((s) => [s.observedAtMs, s.lastSeenMs, s.values.voltage])).toEqual([
+        [1_000, 10_000, 48],
+        [2_000, 11_000, 49],
+        [2_000, 12_000, 49],
+        [4_000, 13_000, 51],
+      ]);
+      expect(seen[0]).toMatchObject({ deviceId: d, kind: "battery", values: { voltage: 48, event_id: "e-1000" } });
+
+      unsubscribe();
+      unsubscribe();
+      expect(store.subscriberCount).toBe(countBefore - 1);
+      await store.applyLiveState([update(5_000, 14_000, 52)]);
+      // A later subscriber's delivery proves the unsubscribed one had its chance.
+      const later: LiveState[] = [];
+      const stop = await store.subscribe((state) => state.deviceId === d && later.push(state));
+      await store.applyLiveState([update(6_000, 15_000, 53)]);
+      await waitFor(() => later.length >= 1);
+      stop();
+      expect(seen).toHaveLength(4);
     });
 
     it("answers undefined for a device never seen", async () => {

@@ -56,6 +56,9 @@ export interface LiveState {
   readonly trend?: Readonly<Record<string, number>> | undefined;
 }
 
+/** Receives a device's live state after a change. */
+export type LiveStateListener = (state: LiveState) => void;
+
 export interface LiveStore {
   /** Claims each event for leaseMs under token (unique per batch). */
   claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult>;
@@ -70,6 +73,20 @@ export interface LiveStore {
   applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void>;
   /** Live state of each device, or undefined for a device never seen. */
   getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]>;
+  /**
+   * Ids of devices with live state, in UTF-8 byte order, each after afterId (exclusive; undefined
+   * for the first), at most limit of them: page through the fleet by passing the last id back.
+   */
+  listDevices(afterId: string | undefined, limit: number): Promise<string[]>;
+  /**
+   * The change feed: listener gets a device's new state each time applyLiveState changes it (a
+   * newer reading, or only last_seen for a backlog reading) — with Redis, in any process sharing
+   * it. Resolves once the feed is live, so a state read afterwards misses no change; the returned
+   * function unsubscribes (idempotent). A listener must not throw.
+   */
+  subscribe(listener: LiveStateListener): Promise<() => void>;
+  /** Listeners currently subscribed to the change feed. */
+  readonly subscriberCount: number;
   /** Resolves when the store answers. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -90,4 +107,9 @@ export function newestPerDevice(updates: readonly LiveStateUpdate[]): LiveStateU
     }
   }
   return [...newest.values()];
+}
+
+/** Orders device ids as Redis orders sorted-set members of one score: by their UTF-8 bytes. */
+export function compareDeviceIds(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }

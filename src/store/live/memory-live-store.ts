@@ -1,7 +1,7 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
-import type { ClaimResult, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
-import { newestPerDevice } from "./live-store.js";
+import type { ClaimResult, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
+import { compareDeviceIds, newestPerDevice } from "./live-store.js";
 
 interface EventEntry {
   /** The claiming batch's token, or undefined once committed. */
@@ -19,6 +19,9 @@ export interface MemoryLiveStoreOptions {
 export class MemoryLiveStore implements LiveStore {
   private readonly events = new Map<string, EventEntry>();
   private readonly live = new Map<string, LiveState>();
+  /** The keys of `live`, kept sorted (UTF-8 byte order) for paging through the fleet. */
+  private readonly deviceIds: string[] = [];
+  private readonly listeners = new Set<LiveStateListener>();
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout;
   /** This process remembers nothing from before it started. */
@@ -61,19 +64,56 @@ export class MemoryLiveStore implements LiveStore {
     for (const update of newestPerDevice(updates)) {
       const current = this.live.get(update.deviceId);
       const lastSeenMs = Math.max(update.receivedAtMs, current?.lastSeenMs ?? 0);
+      let next: LiveState;
       if (current === undefined || update.observedAtMs >= current.observedAtMs) {
-        this.live.set(update.deviceId, {
+        next = {
           deviceId: update.deviceId,
           kind: update.kind,
           observedAtMs: update.observedAtMs,
           lastSeenMs,
           values: update.values,
           ...(update.trend !== undefined ? { trend: update.trend } : {}),
-        });
+        };
       } else {
-        this.live.set(update.deviceId, { ...current, lastSeenMs });
+        if (lastSeenMs === current.lastSeenMs) continue;
+        next = { ...current, lastSeenMs };
       }
+      if (current === undefined) this.insertDeviceId(update.deviceId);
+      this.live.set(update.deviceId, next);
+      for (const listener of this.listeners) listener(next);
     }
+  }
+
+  async listDevices(afterId: string | undefined, limit: number): Promise<string[]> {
+    const from = afterId === undefined ? 0 : this.indexAfter(afterId);
+    return this.deviceIds.slice(from, from + limit);
+  }
+
+  async subscribe(listener: LiveStateListener): Promise<() => void> {
+    // A wrapper per subscription, so subscribing one function twice needs two unsubscribes.
+    const entry: LiveStateListener = (state) => listener(state);
+    this.listeners.add(entry);
+    return () => void this.listeners.delete(entry);
+  }
+
+  get subscriberCount(): number {
+    return this.listeners.size;
+  }
+
+  /** The index of the first id ordered after `id`. */
+  private indexAfter(id: string): number {
+    let low = 0;
+    let high = this.deviceIds.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (compareDeviceIds(this.deviceIds[mid]!, id) <= 0) low = mid + 1;
+      else high = mid;
+    }
+    return low;
+  }
+
+  private insertDeviceId(id: string): void {
+    this.deviceIds.splice(this.indexAfter(id), 0, id);
   }
 
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
@@ -84,6 +124,7 @@ export class MemoryLiveStore implements LiveStore {
 
   async close(): Promise<void> {
     clearInterval(this.sweepTimer);
+    this.listeners.clear();
   }
 
   private sweep(): void {

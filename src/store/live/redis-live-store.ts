@@ -3,7 +3,7 @@
 // costs the client ~2 µs per id against ~16 µs per pipelined command.
 import { Redis } from "ioredis";
 import type { DeviceKind } from "../../process/history-rows.js";
-import type { ClaimResult, EventKey, LiveState, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type { ClaimResult, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { newestPerDevice } from "./live-store.js";
 
 /** The value of an event key once its reading is stored; any other value is a claim token. */
@@ -41,26 +41,46 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS`;
 
-// KEYS: live-state hashes. ARGV: per key kind, observed_at, received_at, values JSON, trend JSON
-// (empty when the device's scorer keeps none).
-// Newest observed_at wins; last_seen only moves forward.
+// KEYS: the device set, then live-state hashes. ARGV: the change channel, then per hash device id,
+// kind, observed_at, received_at, values JSON, trend JSON (empty when the device's scorer keeps
+// none). Newest observed_at wins; last_seen only moves forward. Times stay strings end to end, so
+// epoch milliseconds never pass through a float format. Each change is published on the channel
+// as the device's whole new state, so a watcher needs no read of its own. (Like the hashes of
+// several devices, the device set is a key of its own slot: on Redis Cluster this script would
+// have to be split per slot.)
 const APPLY_LIVE_STATE = `
-for i, key in ipairs(KEYS) do
-  local at = (i - 1) * 5
-  local observed = tonumber(ARGV[at + 2])
-  local received = tonumber(ARGV[at + 3])
-  local current = redis.call('HMGET', key, 'observed_at', 'last_seen')
+local devices = KEYS[1]
+local channel = ARGV[1]
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local at = 1 + (i - 2) * 6
+  local id, kind, observed, received = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local values, trend = ARGV[at + 5], ARGV[at + 6]
+  local current = redis.call('HMGET', key, 'observed_at', 'last_seen', 'kind', 'values')
   local currentObserved = tonumber(current[1])
-  local lastSeen = tonumber(current[2]) or 0
-  if received > lastSeen then lastSeen = received end
-  if currentObserved == nil or observed >= currentObserved then
-    redis.call('HSET', key, 'kind', ARGV[at + 1], 'observed_at', ARGV[at + 2], 'values', ARGV[at + 4], 'last_seen', lastSeen)
-    if ARGV[at + 5] ~= '' then redis.call('HSET', key, 'trend', ARGV[at + 5]) end
-  else
+  local lastSeen = current[2] or '0'
+  local seenLater = tonumber(received) > tonumber(lastSeen)
+  if seenLater then lastSeen = received end
+  if currentObserved == nil or tonumber(observed) >= currentObserved then
+    redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen)
+    if trend ~= '' then redis.call('HSET', key, 'trend', trend) end
+    if currentObserved == nil then redis.call('ZADD', devices, 'NX', 0, id) end
+    redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = kind, observed_at = observed, last_seen = lastSeen, values = values }))
+  elseif seenLater then
     redis.call('HSET', key, 'last_seen', lastSeen)
+    redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = current[3], observed_at = current[1], last_seen = lastSeen, values = current[4] }))
   end
 end
-return #KEYS`;
+return #KEYS - 1`;
+
+/** A change as APPLY_LIVE_STATE publishes it. */
+interface PublishedChange {
+  readonly id: string;
+  readonly kind: DeviceKind;
+  readonly observed_at: string;
+  readonly last_seen: string;
+  readonly values: string;
+}
 
 interface LiveStoreCommands {
   claimEvents(numKeys: number, ...args: (string | number)[]): Promise<number[]>;
@@ -79,6 +99,10 @@ export class RedisLiveStore implements LiveStore {
   private readonly redis: Redis;
   private readonly commands: LiveStoreCommands;
   private readonly prefix: string;
+  private readonly listeners = new Set<LiveStateListener>();
+  /** The change feed's own connection (a subscribed connection can run no other command). */
+  private subscriber: Redis | undefined;
+  private subscribing: Promise<void> | undefined;
 
   constructor(options: RedisLiveStoreOptions) {
     this.prefix = options.keyPrefix ?? "ws:";
@@ -133,11 +157,64 @@ export class RedisLiveStore implements LiveStore {
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
     const newest = newestPerDevice(updates);
     if (newest.length === 0) return;
-    const args: (string | number)[] = newest.map((u) => this.liveKey(u.deviceId));
+    const args: (string | number)[] = [this.devicesKey(), ...newest.map((u) => this.liveKey(u.deviceId)), this.channel()];
     for (const u of newest) {
-      args.push(u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "");
+      args.push(u.deviceId, u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "");
     }
-    await this.commands.applyLiveState(newest.length, ...args);
+    await this.commands.applyLiveState(newest.length + 1, ...args);
+  }
+
+  async listDevices(afterId: string | undefined, limit: number): Promise<string[]> {
+    if (limit <= 0) return [];
+    // Every member has score 0, so the set is ordered by member bytes and BYLEX pages through it.
+    return this.redis.zrangebylex(this.devicesKey(), afterId === undefined ? "-" : `(${afterId}`, "+", "LIMIT", 0, limit);
+  }
+
+  async subscribe(listener: LiveStateListener): Promise<() => void> {
+    const entry: LiveStateListener = (state) => listener(state);
+    this.listeners.add(entry);
+    try {
+      await (this.subscribing ??= this.openSubscriber());
+    } catch (error) {
+      this.listeners.delete(entry);
+      this.subscribing = undefined;
+      throw error;
+    }
+    return () => void this.listeners.delete(entry);
+  }
+
+  get subscriberCount(): number {
+    return this.listeners.size;
+  }
+
+  /** One subscribed connection per store, shared by every listener of this process. */
+  private async openSubscriber(): Promise<void> {
+    // The same options (lazy connect, no offline queue); ioredis resubscribes after a reconnect.
+    // Changes published while it is disconnected are missed: watchers see the next one.
+    const subscriber = this.redis.duplicate();
+    subscriber.on("error", () => {});
+    subscriber.on("message", (_channel: string, message: string) => this.dispatch(message));
+    try {
+      await subscriber.connect();
+      await subscriber.subscribe(this.channel());
+    } catch (error) {
+      subscriber.disconnect();
+      throw error;
+    }
+    this.subscriber = subscriber;
+  }
+
+  private dispatch(message: string): void {
+    if (this.listeners.size === 0) return;
+    const change = JSON.parse(message) as PublishedChange;
+    const state: LiveState = {
+      deviceId: change.id,
+      kind: change.kind,
+      observedAtMs: Number(change.observed_at),
+      lastSeenMs: Number(change.last_seen),
+      values: JSON.parse(change.values) as Record<string, unknown>,
+    };
+    for (const listener of this.listeners) listener(state);
   }
 
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
@@ -165,11 +242,23 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async close(): Promise<void> {
+    this.listeners.clear();
+    await this.subscribing?.catch(() => undefined);
+    if (this.subscriber !== undefined) await this.subscriber.quit().catch(() => this.subscriber?.disconnect());
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
   private eventKey(key: EventKey): string {
     return `${this.prefix}{${key.deviceId}}:e:${key.eventId}`;
+  }
+
+  /** Every device with live state, as members of score 0. */
+  private devicesKey(): string {
+    return `${this.prefix}devices`;
+  }
+
+  private channel(): string {
+    return `${this.prefix}live-changes`;
   }
 
   private liveKey(deviceId: string): string {

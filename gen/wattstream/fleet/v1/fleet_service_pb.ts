@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { BatterySample, MeterSample, VehicleSample } from "../../telemetry/v1/reading_pb.js";
+import { file_wattstream_telemetry_v1_reading } from "../../telemetry/v1/reading_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file wattstream/fleet/v1/fleet_service.proto.
  */
 export const file_wattstream_fleet_v1_fleet_service: GenFile = /*@__PURE__*/
-  fileDesc("Cid3YXR0c3RyZWFtL2ZsZWV0L3YxL2ZsZWV0X3NlcnZpY2UucHJvdG8SE3dhdHRzdHJlYW0uZmxlZXQudjEiqQEKC1ZlaGljbGVMaW5rEhIKCnZlaGljbGVfaWQYASABKAkSEAoIbWV0ZXJfaWQYAiABKAkSLgoKdmFsaWRfZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCDgoMX3ZhbGlkX3VudGlsIrcBChlMaW5rVmVoaWNsZVRvTWV0ZXJSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkSEAoIbWV0ZXJfaWQYAiABKAkSLgoKdmFsaWRfZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCDgoMX3ZhbGlkX3VudGlsIkwKGkxpbmtWZWhpY2xlVG9NZXRlclJlc3BvbnNlEi4KBGxpbmsYASABKAsyIC53YXR0c3RyZWFtLmZsZWV0LnYxLlZlaGljbGVMaW5rIi0KF0xpc3RWZWhpY2xlTGlua3NSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkiSwoYTGlzdFZlaGljbGVMaW5rc1Jlc3BvbnNlEi8KBWxpbmtzGAEgAygLMiAud2F0dHN0cmVhbS5mbGVldC52MS5WZWhpY2xlTGluayKwAQocR2V0VmVoaWNsZVBlcmZvcm1hbmNlUmVxdWVzdBISCgp2ZWhpY2xlX2lkGAEgASgJEhQKDHdpbmRvd19ob3VycxgCIAEoDRIVCghtZXRlcl9pZBgDIAEoCUgAiAEBEjMKCndpbmRvd19lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAGIAQFCCwoJX21ldGVyX2lkQg0KC193aW5kb3dfZW5kIuYCCh1HZXRWZWhpY2xlUGVyZm9ybWFuY2VSZXNwb25zZRIdChV0b3RhbF9rd2hfY29uc3VtZWRfYWMYASABKAESHgoWdG90YWxfa3doX2RlbGl2ZXJlZF9kYxgCIAEoARIYChBlZmZpY2llbmN5X3JhdGlvGAMgASgBEhgKEGF2Z19iYXR0ZXJ5X3RlbXAYBCABKAESHQoVdmVoaWNsZV9yZWFkaW5nX2NvdW50GAUgASgEEhsKE21ldGVyX3JlYWRpbmdfY291bnQYBiABKAQSMAoMd2luZG93X3N0YXJ0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp3aW5kb3dfZW5kGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0CgVhbGVydBgJIAEoCzIlLndhdHRzdHJlYW0uZmxlZXQudjEuUGVyZm9ybWFuY2VBbGVydCJRChBQZXJmb3JtYW5jZUFsZXJ0EiwKBGtpbmQYASABKA4yHi53YXR0c3RyZWFtLmZsZWV0LnYxLkFsZXJ0S2luZBIPCgdtZXNzYWdlGAIgASgJKpEBCglBbGVydEtpbmQSGgoWQUxFUlRfS0lORF9VTlNQRUNJRklFRBAAEh0KGUFMRVJUX0tJTkRfTE9XX0VGRklDSUVOQ1kQARIZChVBTEVSVF9LSU5EX05PX0FDX0RBVEEQAhIWChJBTEVSVF9LSU5EX05PX0xJTksQAxIWChJBTEVSVF9LSU5EX05PX0RBVEEQBDL2AgoMRmxlZXRTZXJ2aWNlEnUKEkxpbmtWZWhpY2xlVG9NZXRlchIuLndhdHRzdHJlYW0uZmxlZXQudjEuTGlua1ZlaGljbGVUb01ldGVyUmVxdWVzdBovLndhdHRzdHJlYW0uZmxlZXQudjEuTGlua1ZlaGljbGVUb01ldGVyUmVzcG9uc2USbwoQTGlzdFZlaGljbGVMaW5rcxIsLndhdHRzdHJlYW0uZmxlZXQudjEuTGlzdFZlaGljbGVMaW5rc1JlcXVlc3QaLS53YXR0c3RyZWFtLmZsZWV0LnYxLkxpc3RWZWhpY2xlTGlua3NSZXNwb25zZRJ+ChVHZXRWZWhpY2xlUGVyZm9ybWFuY2USMS53YXR0c3RyZWFtLmZsZWV0LnYxLkdldFZlaGljbGVQZXJmb3JtYW5jZVJlcXVlc3QaMi53YXR0c3RyZWFtLmZsZWV0LnYxLkdldFZlaGljbGVQZXJmb3JtYW5jZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Cid3YXR0c3RyZWFtL2ZsZWV0L3YxL2ZsZWV0X3NlcnZpY2UucHJvdG8SE3dhdHRzdHJlYW0uZmxlZXQudjEiqQEKC1ZlaGljbGVMaW5rEhIKCnZlaGljbGVfaWQYASABKAkSEAoIbWV0ZXJfaWQYAiABKAkSLgoKdmFsaWRfZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCDgoMX3ZhbGlkX3VudGlsIrcBChlMaW5rVmVoaWNsZVRvTWV0ZXJSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkSEAoIbWV0ZXJfaWQYAiABKAkSLgoKdmFsaWRfZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoLdmFsaWRfdW50aWwYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSACIAQFCDgoMX3ZhbGlkX3VudGlsIkwKGkxpbmtWZWhpY2xlVG9NZXRlclJlc3BvbnNlEi4KBGxpbmsYASABKAsyIC53YXR0c3RyZWFtLmZsZWV0LnYxLlZlaGljbGVMaW5rIi0KF0xpc3RWZWhpY2xlTGlua3NSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkiSwoYTGlzdFZlaGljbGVMaW5rc1Jlc3BvbnNlEi8KBWxpbmtzGAEgAygLMiAud2F0dHN0cmVhbS5mbGVldC52MS5WZWhpY2xlTGluayKwAQocR2V0VmVoaWNsZVBlcmZvcm1hbmNlUmVxdWVzdBISCgp2ZWhpY2xlX2lkGAEgASgJEhQKDHdpbmRvd19ob3VycxgCIAEoDRIVCghtZXRlcl9pZBgDIAEoCUgAiAEBEjMKCndpbmRvd19lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAGIAQFCCwoJX21ldGVyX2lkQg0KC193aW5kb3dfZW5kIuYCCh1HZXRWZWhpY2xlUGVyZm9ybWFuY2VSZXNwb25zZRIdChV0b3RhbF9rd2hfY29uc3VtZWRfYWMYASABKAESHgoWdG90YWxfa3doX2RlbGl2ZXJlZF9kYxgCIAEoARIYChBlZmZpY2llbmN5X3JhdGlvGAMgASgBEhgKEGF2Z19iYXR0ZXJ5X3RlbXAYBCABKAESHQoVdmVoaWNsZV9yZWFkaW5nX2NvdW50GAUgASgEEhsKE21ldGVyX3JlYWRpbmdfY291bnQYBiABKAQSMAoMd2luZG93X3N0YXJ0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp3aW5kb3dfZW5kGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0CgVhbGVydBgJIAEoCzIlLndhdHRzdHJlYW0uZmxlZXQudjEuUGVyZm9ybWFuY2VBbGVydCJRChBQZXJmb3JtYW5jZUFsZXJ0EiwKBGtpbmQYASABKA4yHi53YXR0c3RyZWFtLmZsZWV0LnYxLkFsZXJ0S2luZBIPCgdtZXNzYWdlGAIgASgJIrABCgxCYXR0ZXJ5U2NvcmUSFAoMaGVhbHRoX3Njb3JlGAEgASgNEjYKDGhlYWx0aF9sZXZlbBgCIAEoDjIgLndhdHRzdHJlYW0uZmxlZXQudjEuSGVhbHRoTGV2ZWwSOwoOcmVjb21tZW5kYXRpb24YAyABKA4yIy53YXR0c3RyZWFtLmZsZWV0LnYxLlJlY29tbWVuZGF0aW9uEhUKDXNjb3JlX3ZlcnNpb24YBCABKA0iWgoMVmVoaWNsZVNjb3JlEjMKCXRlbXBfcmlzaxgBIAEoDjIgLndhdHRzdHJlYW0uZmxlZXQudjEuSGVhbHRoTGV2ZWwSFQoNc2NvcmVfdmVyc2lvbhgCIAEoDSKNBAoPRGV2aWNlTGl2ZVN0YXRlEhEKCWRldmljZV9pZBgBIAEoCRItCgRraW5kGAIgASgOMh8ud2F0dHN0cmVhbS5mbGVldC52MS5EZXZpY2VLaW5kEhAKCGV2ZW50X2lkGAMgASgJEi8KC29ic2VydmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBm9ubGluZRgGIAEoCBI1CgVtZXRlchgKIAEoCzIkLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLk1ldGVyU2FtcGxlSAASOQoHdmVoaWNsZRgLIAEoCzImLndhdHRzdHJlYW0udGVsZW1ldHJ5LnYxLlZlaGljbGVTYW1wbGVIABI5CgdiYXR0ZXJ5GAwgASgLMiYud2F0dHN0cmVhbS50ZWxlbWV0cnkudjEuQmF0dGVyeVNhbXBsZUgAEjoKDWJhdHRlcnlfc2NvcmUYDSABKAsyIS53YXR0c3RyZWFtLmZsZWV0LnYxLkJhdHRlcnlTY29yZUgBEjoKDXZlaGljbGVfc2NvcmUYDiABKAsyIS53YXR0c3RyZWFtLmZsZWV0LnYxLlZlaGljbGVTY29yZUgBQggKBnNhbXBsZUIHCgVzY29yZSJQChNHZXRMaXZlU3RhdGVSZXF1ZXN0EhIKCmRldmljZV9pZHMYASADKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZgoUR2V0TGl2ZVN0YXRlUmVzcG9uc2USNQoHZGV2aWNlcxgBIAMoCzIkLndhdHRzdHJlYW0uZmxlZXQudjEuRGV2aWNlTGl2ZVN0YXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIrChVXYXRjaExpdmVTdGF0ZVJlcXVlc3QSEgoKZGV2aWNlX2lkcxgBIAMoCSJOChZXYXRjaExpdmVTdGF0ZVJlc3BvbnNlEjQKBmRldmljZRgBIAEoCzIkLndhdHRzdHJlYW0uZmxlZXQudjEuRGV2aWNlTGl2ZVN0YXRlIkEKFkdldERldmljZUhlYWx0aFJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEhQKDHdpbmRvd19ob3VycxgCIAEoDSKoAgoXR2V0RGV2aWNlSGVhbHRoUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEjEKBmxhdGVzdBgCIAEoCzIhLndhdHRzdHJlYW0uZmxlZXQudjEuQmF0dGVyeVNjb3JlEi8KC29ic2VydmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgx3aW5kb3dfc3RhcnQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCndpbmRvd19lbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBXRyZW5kGAYgAygLMiUud2F0dHN0cmVhbS5mbGVldC52MS5IZWFsdGhUcmVuZFBvaW50IqcBChBIZWFsdGhUcmVuZFBvaW50Ei4KCmhvdXJfc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1pbl9oZWFsdGhfc2NvcmUYAiABKA0SGAoQYXZnX2hlYWx0aF9zY29yZRgDIAEoARIYChBtYXhfaGVhbHRoX3Njb3JlGAQgASgNEhUKDXJlYWRpbmdfY291bnQYBSABKAQiZgoRTGlzdEFsZXJ0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSGQoMd2luZG93X2hvdXJzGAMgASgNSACIAQFCDwoNX3dpbmRvd19ob3VycyJZChJMaXN0QWxlcnRzUmVzcG9uc2USKgoGYWxlcnRzGAEgAygLMhoud2F0dHN0cmVhbS5mbGVldC52MS5BbGVydBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiuwEKBUFsZXJ0EiwKBGtpbmQYASABKA4yHi53YXR0c3RyZWFtLmZsZWV0LnYxLkFsZXJ0S2luZBIRCglkZXZpY2VfaWQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIvCgtkZXRlY3RlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLb2JzZXJ2ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi4KFkdldEZsZWV0U3VtbWFyeVJlcXVlc3QSFAoMd2luZG93X2hvdXJzGAEgASgNIowDChdHZXRGbGVldFN1bW1hcnlSZXNwb25zZRIwCgx3aW5kb3dfc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCndpbmRvd19lbmQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFXRvdGFsX2t3aF9jb25zdW1lZF9hYxgDIAEoARIeChZ0b3RhbF9rd2hfZGVsaXZlcmVkX2RjGAQgASgBEkEKEmVmZmljaWVuY3lfYnVja2V0cxgFIAMoCzIlLndhdHRzdHJlYW0uZmxlZXQudjEuRWZmaWNpZW5jeUJ1Y2tldBIjCht2ZWhpY2xlc193aXRob3V0X2VmZmljaWVuY3kYBiABKAQSNwoOYmF0dGVyeV9sZXZlbHMYByADKAsyHy53YXR0c3RyZWFtLmZsZWV0LnYxLkxldmVsQ291bnQSFgoOb25saW5lX2RldmljZXMYCCABKAQSFwoPb2ZmbGluZV9kZXZpY2VzGAkgASgEImMKEEVmZmljaWVuY3lCdWNrZXQSEwoLbG93ZXJfYm91bmQYASABKAESGAoLdXBwZXJfYm91bmQYAiABKAFIAIgBARIQCgh2ZWhpY2xlcxgDIAEoBEIOCgxfdXBwZXJfYm91bmQiTgoKTGV2ZWxDb3VudBIvCgVsZXZlbBgBIAEoDjIgLndhdHRzdHJlYW0uZmxlZXQudjEuSGVhbHRoTGV2ZWwSDwoHZGV2aWNlcxgCIAEoBCrRAQoJQWxlcnRLaW5kEhoKFkFMRVJUX0tJTkRfVU5TUEVDSUZJRUQQABIdChlBTEVSVF9LSU5EX0xPV19FRkZJQ0lFTkNZEAESGQoVQUxFUlRfS0lORF9OT19BQ19EQVRBEAISFgoSQUxFUlRfS0lORF9OT19MSU5LEAMSFgoSQUxFUlRfS0lORF9OT19EQVRBEAQSHwobQUxFUlRfS0lORF9CQVRURVJZX0NSSVRJQ0FMEAUSHQoZQUxFUlRfS0lORF9ERVZJQ0VfT0ZGTElORRAGKnIKCkRldmljZUtpbmQSGwoXREVWSUNFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFERVZJQ0VfS0lORF9NRVRFUhABEhcKE0RFVklDRV9LSU5EX1ZFSElDTEUQAhIXChNERVZJQ0VfS0lORF9CQVRURVJZEAMqcgoLSGVhbHRoTGV2ZWwSHAoYSEVBTFRIX0xFVkVMX1VOU1BFQ0lGSUVEEAASEwoPSEVBTFRIX0xFVkVMX09LEAESFQoRSEVBTFRIX0xFVkVMX1dBUk4QAhIZChVIRUFMVEhfTEVWRUxfQ1JJVElDQUwQAyqdAQoOUmVjb21tZW5kYXRpb24SHgoaUkVDT01NRU5EQVRJT05fVU5TUEVDSUZJRUQQABIXChNSRUNPTU1FTkRBVElPTl9OT05FEAESGgoWUkVDT01NRU5EQVRJT05fSU5TUEVDVBACEhoKFlJFQ09NTUVOREFUSU9OX1NFUlZJQ0UQAxIaChZSRUNPTU1FTkRBVElPTl9SRVBMQUNFEAQygwcKDEZsZWV0U2VydmljZRJ1ChJMaW5rVmVoaWNsZVRvTWV0ZXISLi53YXR0c3RyZWFtLmZsZWV0LnYxLkxpbmtWZWhpY2xlVG9NZXRlclJlcXVlc3QaLy53YXR0c3RyZWFtLmZsZWV0LnYxLkxpbmtWZWhpY2xlVG9NZXRlclJlc3BvbnNlEm8KEExpc3RWZWhpY2xlTGlua3MSLC53YXR0c3RyZWFtLmZsZWV0LnYxLkxpc3RWZWhpY2xlTGlua3NSZXF1ZXN0Gi0ud2F0dHN0cmVhbS5mbGVldC52MS5MaXN0VmVoaWNsZUxpbmtzUmVzcG9uc2USfgoVR2V0VmVoaWNsZVBlcmZvcm1hbmNlEjEud2F0dHN0cmVhbS5mbGVldC52MS5HZXRWZWhpY2xlUGVyZm9ybWFuY2VSZXF1ZXN0GjIud2F0dHN0cmVhbS5mbGVldC52MS5HZXRWZWhpY2xlUGVyZm9ybWFuY2VSZXNwb25zZRJjCgxHZXRMaXZlU3RhdGUSKC53YXR0c3RyZWFtLmZsZWV0LnYxLkdldExpdmVTdGF0ZVJlcXVlc3QaKS53YXR0c3RyZWFtLmZsZWV0LnYxLkdldExpdmVTdGF0ZVJlc3BvbnNlEmsKDldhdGNoTGl2ZVN0YXRlEioud2F0dHN0cmVhbS5mbGVldC52MS5XYXRjaExpdmVTdGF0ZVJlcXVlc3QaKy53YXR0c3RyZWFtLmZsZWV0LnYxLldhdGNoTGl2ZVN0YXRlUmVzcG9uc2UwARJsCg9HZXREZXZpY2VIZWFsdGgSKy53YXR0c3RyZWFtLmZsZWV0LnYxLkdldERldmljZUhlYWx0aFJlcXVlc3QaLC53YXR0c3RyZWFtLmZsZWV0LnYxLkdldERldmljZUhlYWx0aFJlc3BvbnNlEl0KCkxpc3RBbGVydHMSJi53YXR0c3RyZWFtLmZsZWV0LnYxLkxpc3RBbGVydHNSZXF1ZXN0Gicud2F0dHN0cmVhbS5mbGVldC52MS5MaXN0QWxlcnRzUmVzcG9uc2USbAoPR2V0RmxlZXRTdW1tYXJ5Eisud2F0dHN0cmVhbS5mbGVldC52MS5HZXRGbGVldFN1bW1hcnlSZXF1ZXN0Giwud2F0dHN0cmVhbS5mbGVldC52MS5HZXRGbGVldFN1bW1hcnlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_wattstream_telemetry_v1_reading]);
 
 /**
  * VehicleLink says that a vehicle charged from a meter during an interval.
@@ -318,7 +320,720 @@ export const PerformanceAlertSchema: GenMessage<PerformanceAlert> = /*@__PURE__*
   messageDesc(file_wattstream_fleet_v1_fleet_service, 7);
 
 /**
- * AlertKind is the kind of a vehicle performance alert.
+ * BatteryScore is a battery unit's health as scored from one reading.
+ *
+ * @generated from message wattstream.fleet.v1.BatteryScore
+ */
+export type BatteryScore = Message<"wattstream.fleet.v1.BatteryScore"> & {
+  /**
+   * health_score is the health score, 0 (worst) to 100 (best), in points.
+   *
+   * @generated from field: uint32 health_score = 1;
+   */
+  healthScore: number;
+
+  /**
+   * health_level is the score's level.
+   *
+   * @generated from field: wattstream.fleet.v1.HealthLevel health_level = 2;
+   */
+  healthLevel: HealthLevel;
+
+  /**
+   * recommendation is what to do about the unit.
+   *
+   * @generated from field: wattstream.fleet.v1.Recommendation recommendation = 3;
+   */
+  recommendation: Recommendation;
+
+  /**
+   * score_version is the version of the scoring algorithm that computed the score (1 or later).
+   *
+   * @generated from field: uint32 score_version = 4;
+   */
+  scoreVersion: number;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.BatteryScore.
+ * Use `create(BatteryScoreSchema)` to create a new message.
+ */
+export const BatteryScoreSchema: GenMessage<BatteryScore> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 8);
+
+/**
+ * VehicleScore is a vehicle's battery temperature risk as scored from one reading.
+ *
+ * @generated from message wattstream.fleet.v1.VehicleScore
+ */
+export type VehicleScore = Message<"wattstream.fleet.v1.VehicleScore"> & {
+  /**
+   * temp_risk is the traction battery's temperature risk level.
+   *
+   * @generated from field: wattstream.fleet.v1.HealthLevel temp_risk = 1;
+   */
+  tempRisk: HealthLevel;
+
+  /**
+   * score_version is the version of the scoring algorithm that computed it (1 or later).
+   *
+   * @generated from field: uint32 score_version = 2;
+   */
+  scoreVersion: number;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.VehicleScore.
+ * Use `create(VehicleScoreSchema)` to create a new message.
+ */
+export const VehicleScoreSchema: GenMessage<VehicleScore> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 9);
+
+/**
+ * DeviceLiveState is a device's newest reading (by observed_at) and what the service knows of it.
+ *
+ * @generated from message wattstream.fleet.v1.DeviceLiveState
+ */
+export type DeviceLiveState = Message<"wattstream.fleet.v1.DeviceLiveState"> & {
+  /**
+   * device_id names the device (1 to 128 bytes).
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * kind is the device's kind.
+   *
+   * @generated from field: wattstream.fleet.v1.DeviceKind kind = 2;
+   */
+  kind: DeviceKind;
+
+  /**
+   * event_id is the event_id of the newest reading.
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * observed_at is when the device observed the newest reading (device clock, UTC, millisecond
+   * precision).
+   *
+   * @generated from field: google.protobuf.Timestamp observed_at = 4;
+   */
+  observedAt?: Timestamp | undefined;
+
+  /**
+   * last_seen is when the service last stored any reading of the device, even an older backlog
+   * reading (service clock, UTC, millisecond precision).
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen = 5;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * online is true when last_seen is within the service's inactivity timeout (OFFLINE_AFTER, by
+   * default 15 minutes) of the time of the answer.
+   *
+   * @generated from field: bool online = 6;
+   */
+  online: boolean;
+
+  /**
+   * sample is the newest reading's values; the case matches kind.
+   *
+   * @generated from oneof wattstream.fleet.v1.DeviceLiveState.sample
+   */
+  sample: {
+    /**
+     * meter is a meter's newest sample.
+     *
+     * @generated from field: wattstream.telemetry.v1.MeterSample meter = 10;
+     */
+    value: MeterSample;
+    case: "meter";
+  } | {
+    /**
+     * vehicle is a vehicle's newest sample.
+     *
+     * @generated from field: wattstream.telemetry.v1.VehicleSample vehicle = 11;
+     */
+    value: VehicleSample;
+    case: "vehicle";
+  } | {
+    /**
+     * battery is a battery unit's newest sample.
+     *
+     * @generated from field: wattstream.telemetry.v1.BatterySample battery = 12;
+     */
+    value: BatterySample;
+    case: "battery";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * score is what the service scored from the newest reading; unset for meters.
+   *
+   * @generated from oneof wattstream.fleet.v1.DeviceLiveState.score
+   */
+  score: {
+    /**
+     * battery_score is a battery unit's health as of the newest reading.
+     *
+     * @generated from field: wattstream.fleet.v1.BatteryScore battery_score = 13;
+     */
+    value: BatteryScore;
+    case: "batteryScore";
+  } | {
+    /**
+     * vehicle_score is a vehicle's temperature risk as of the newest reading.
+     *
+     * @generated from field: wattstream.fleet.v1.VehicleScore vehicle_score = 14;
+     */
+    value: VehicleScore;
+    case: "vehicleScore";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.DeviceLiveState.
+ * Use `create(DeviceLiveStateSchema)` to create a new message.
+ */
+export const DeviceLiveStateSchema: GenMessage<DeviceLiveState> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 10);
+
+/**
+ * GetLiveStateRequest asks for the live state of some devices or of the whole fleet.
+ *
+ * @generated from message wattstream.fleet.v1.GetLiveStateRequest
+ */
+export type GetLiveStateRequest = Message<"wattstream.fleet.v1.GetLiveStateRequest"> & {
+  /**
+   * device_ids are the devices to answer (each 1 to 128 bytes, at most 1,000), in the order given;
+   * devices never seen are left out. Empty means the whole fleet, one page at a time.
+   *
+   * @generated from field: repeated string device_ids = 1;
+   */
+  deviceIds: string[];
+
+  /**
+   * page_size is the most devices per page of the whole fleet: 0 means 100, at most 1,000.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is the next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetLiveStateRequest.
+ * Use `create(GetLiveStateRequestSchema)` to create a new message.
+ */
+export const GetLiveStateRequestSchema: GenMessage<GetLiveStateRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 11);
+
+/**
+ * GetLiveStateResponse is the live state of the devices asked for.
+ *
+ * @generated from message wattstream.fleet.v1.GetLiveStateResponse
+ */
+export type GetLiveStateResponse = Message<"wattstream.fleet.v1.GetLiveStateResponse"> & {
+  /**
+   * devices are the devices' live states: in the order asked, or by device_id (UTF-8 byte order)
+   * for the whole fleet.
+   *
+   * @generated from field: repeated wattstream.fleet.v1.DeviceLiveState devices = 1;
+   */
+  devices: DeviceLiveState[];
+
+  /**
+   * next_page_token fetches the next page of the whole fleet; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetLiveStateResponse.
+ * Use `create(GetLiveStateResponseSchema)` to create a new message.
+ */
+export const GetLiveStateResponseSchema: GenMessage<GetLiveStateResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 12);
+
+/**
+ * WatchLiveStateRequest asks to watch the live state of some devices or of the whole fleet.
+ *
+ * @generated from message wattstream.fleet.v1.WatchLiveStateRequest
+ */
+export type WatchLiveStateRequest = Message<"wattstream.fleet.v1.WatchLiveStateRequest"> & {
+  /**
+   * device_ids are the devices to watch (each 1 to 128 bytes, at most 1,000); empty means the whole
+   * fleet, including devices first seen during the watch.
+   *
+   * @generated from field: repeated string device_ids = 1;
+   */
+  deviceIds: string[];
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.WatchLiveStateRequest.
+ * Use `create(WatchLiveStateRequestSchema)` to create a new message.
+ */
+export const WatchLiveStateRequestSchema: GenMessage<WatchLiveStateRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 13);
+
+/**
+ * WatchLiveStateResponse is one watched device's live state: its current state when the watch
+ * starts, then its new state after each change. A client that reads slowly gets each device's
+ * latest state, not every intermediate one.
+ *
+ * @generated from message wattstream.fleet.v1.WatchLiveStateResponse
+ */
+export type WatchLiveStateResponse = Message<"wattstream.fleet.v1.WatchLiveStateResponse"> & {
+  /**
+   * device is the device's live state.
+   *
+   * @generated from field: wattstream.fleet.v1.DeviceLiveState device = 1;
+   */
+  device?: DeviceLiveState | undefined;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.WatchLiveStateResponse.
+ * Use `create(WatchLiveStateResponseSchema)` to create a new message.
+ */
+export const WatchLiveStateResponseSchema: GenMessage<WatchLiveStateResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 14);
+
+/**
+ * GetDeviceHealthRequest asks for a battery unit's health.
+ *
+ * @generated from message wattstream.fleet.v1.GetDeviceHealthRequest
+ */
+export type GetDeviceHealthRequest = Message<"wattstream.fleet.v1.GetDeviceHealthRequest"> & {
+  /**
+   * device_id is the battery unit's device_id (1 to 128 bytes).
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * window_hours is how many hours of trend to answer, the current hour included: 0 means 24, at
+   * most 720 (30 days).
+   *
+   * @generated from field: uint32 window_hours = 2;
+   */
+  windowHours: number;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetDeviceHealthRequest.
+ * Use `create(GetDeviceHealthRequestSchema)` to create a new message.
+ */
+export const GetDeviceHealthRequestSchema: GenMessage<GetDeviceHealthRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 15);
+
+/**
+ * GetDeviceHealthResponse is a battery unit's latest health and its hourly trend.
+ *
+ * @generated from message wattstream.fleet.v1.GetDeviceHealthResponse
+ */
+export type GetDeviceHealthResponse = Message<"wattstream.fleet.v1.GetDeviceHealthResponse"> & {
+  /**
+   * device_id is the battery unit's device_id.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * latest is the health scored from the unit's newest stored reading.
+   *
+   * @generated from field: wattstream.fleet.v1.BatteryScore latest = 2;
+   */
+  latest?: BatteryScore | undefined;
+
+  /**
+   * observed_at is when the unit observed that newest reading (UTC, millisecond precision).
+   *
+   * @generated from field: google.protobuf.Timestamp observed_at = 3;
+   */
+  observedAt?: Timestamp | undefined;
+
+  /**
+   * window_start is the start of the trend window (inclusive, UTC): the start of the hour
+   * window_hours - 1 hours before the current one.
+   *
+   * @generated from field: google.protobuf.Timestamp window_start = 4;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * window_end is the end of the trend window (exclusive, UTC): the end of the current hour.
+   *
+   * @generated from field: google.protobuf.Timestamp window_end = 5;
+   */
+  windowEnd?: Timestamp | undefined;
+
+  /**
+   * trend has one point per hour of the window that has readings scored by latest.score_version,
+   * oldest first; hours without readings are left out.
+   *
+   * @generated from field: repeated wattstream.fleet.v1.HealthTrendPoint trend = 6;
+   */
+  trend: HealthTrendPoint[];
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetDeviceHealthResponse.
+ * Use `create(GetDeviceHealthResponseSchema)` to create a new message.
+ */
+export const GetDeviceHealthResponseSchema: GenMessage<GetDeviceHealthResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 16);
+
+/**
+ * HealthTrendPoint summarises the health scores of a battery unit's readings observed in one hour.
+ *
+ * @generated from message wattstream.fleet.v1.HealthTrendPoint
+ */
+export type HealthTrendPoint = Message<"wattstream.fleet.v1.HealthTrendPoint"> & {
+  /**
+   * hour_start is the start of the hour (UTC, whole hour).
+   *
+   * @generated from field: google.protobuf.Timestamp hour_start = 1;
+   */
+  hourStart?: Timestamp | undefined;
+
+  /**
+   * min_health_score is the lowest health score in the hour, in points (0 to 100).
+   *
+   * @generated from field: uint32 min_health_score = 2;
+   */
+  minHealthScore: number;
+
+  /**
+   * avg_health_score is the mean health score in the hour, in points (0 to 100).
+   *
+   * @generated from field: double avg_health_score = 3;
+   */
+  avgHealthScore: number;
+
+  /**
+   * max_health_score is the highest health score in the hour, in points (0 to 100).
+   *
+   * @generated from field: uint32 max_health_score = 4;
+   */
+  maxHealthScore: number;
+
+  /**
+   * reading_count is the number of readings observed in the hour.
+   *
+   * @generated from field: uint64 reading_count = 5;
+   */
+  readingCount: bigint;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.HealthTrendPoint.
+ * Use `create(HealthTrendPointSchema)` to create a new message.
+ */
+export const HealthTrendPointSchema: GenMessage<HealthTrendPoint> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 17);
+
+/**
+ * ListAlertsRequest asks for what needs attention across the fleet.
+ *
+ * @generated from message wattstream.fleet.v1.ListAlertsRequest
+ */
+export type ListAlertsRequest = Message<"wattstream.fleet.v1.ListAlertsRequest"> & {
+  /**
+   * page_size is the most alerts per page: 0 means 100, at most 1,000.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is the next_page_token of the previous page; empty for the first page. Later pages
+   * are evaluated as of the time of the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * window_hours is the window over which vehicles' charging efficiency is judged, in hours: unset
+   * or 0 means 24, at most 720 (30 days).
+   *
+   * @generated from field: optional uint32 window_hours = 3;
+   */
+  windowHours?: number | undefined;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.ListAlertsRequest.
+ * Use `create(ListAlertsRequestSchema)` to create a new message.
+ */
+export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 18);
+
+/**
+ * ListAlertsResponse is one page of alerts.
+ *
+ * @generated from message wattstream.fleet.v1.ListAlertsResponse
+ */
+export type ListAlertsResponse = Message<"wattstream.fleet.v1.ListAlertsResponse"> & {
+  /**
+   * alerts are the alerts, newest detected_at first (ties by kind, then device_id).
+   *
+   * @generated from field: repeated wattstream.fleet.v1.Alert alerts = 1;
+   */
+  alerts: Alert[];
+
+  /**
+   * next_page_token fetches the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.ListAlertsResponse.
+ * Use `create(ListAlertsResponseSchema)` to create a new message.
+ */
+export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 19);
+
+/**
+ * Alert is one condition across the fleet that needs attention.
+ *
+ * @generated from message wattstream.fleet.v1.Alert
+ */
+export type Alert = Message<"wattstream.fleet.v1.Alert"> & {
+  /**
+   * kind is the alert's stable, machine-readable kind: ALERT_KIND_LOW_EFFICIENCY,
+   * ALERT_KIND_BATTERY_CRITICAL or ALERT_KIND_DEVICE_OFFLINE.
+   *
+   * @generated from field: wattstream.fleet.v1.AlertKind kind = 1;
+   */
+  kind: AlertKind;
+
+  /**
+   * device_id is the device the alert is about.
+   *
+   * @generated from field: string device_id = 2;
+   */
+  deviceId: string;
+
+  /**
+   * message explains the alert to a person and names the values behind it.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * detected_at is when the condition was detected (UTC): for LOW_EFFICIENCY the end of the
+   * window judged, for BATTERY_CRITICAL the observed_at of the reading scored CRITICAL, for
+   * DEVICE_OFFLINE the moment the inactivity timeout ran out (last_seen plus OFFLINE_AFTER).
+   *
+   * @generated from field: google.protobuf.Timestamp detected_at = 4;
+   */
+  detectedAt?: Timestamp | undefined;
+
+  /**
+   * observed_at is when the device observed its newest reading (UTC).
+   *
+   * @generated from field: google.protobuf.Timestamp observed_at = 5;
+   */
+  observedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.Alert.
+ * Use `create(AlertSchema)` to create a new message.
+ */
+export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 20);
+
+/**
+ * GetFleetSummaryRequest asks for fleet-wide totals over a window.
+ *
+ * @generated from message wattstream.fleet.v1.GetFleetSummaryRequest
+ */
+export type GetFleetSummaryRequest = Message<"wattstream.fleet.v1.GetFleetSummaryRequest"> & {
+  /**
+   * window_hours is the window's length, in hours, ending now: 0 means 24, at most 720 (30 days).
+   *
+   * @generated from field: uint32 window_hours = 1;
+   */
+  windowHours: number;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetFleetSummaryRequest.
+ * Use `create(GetFleetSummaryRequestSchema)` to create a new message.
+ */
+export const GetFleetSummaryRequestSchema: GenMessage<GetFleetSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 21);
+
+/**
+ * GetFleetSummaryResponse is the fleet-wide totals over [window_start, window_end).
+ *
+ * @generated from message wattstream.fleet.v1.GetFleetSummaryResponse
+ */
+export type GetFleetSummaryResponse = Message<"wattstream.fleet.v1.GetFleetSummaryResponse"> & {
+  /**
+   * window_start is the window's start (inclusive, UTC).
+   *
+   * @generated from field: google.protobuf.Timestamp window_start = 1;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * window_end is the window's end (exclusive, UTC): the time of the answer.
+   *
+   * @generated from field: google.protobuf.Timestamp window_end = 2;
+   */
+  windowEnd?: Timestamp | undefined;
+
+  /**
+   * total_kwh_consumed_ac is the AC energy all meters consumed within the window, in kWh.
+   *
+   * @generated from field: double total_kwh_consumed_ac = 3;
+   */
+  totalKwhConsumedAc: number;
+
+  /**
+   * total_kwh_delivered_dc is the DC energy delivered into all vehicles within the window, in kWh.
+   *
+   * @generated from field: double total_kwh_delivered_dc = 4;
+   */
+  totalKwhDeliveredDc: number;
+
+  /**
+   * efficiency_buckets is the distribution of the vehicles' charging efficiency over the window
+   * (DC / AC of each vehicle and its linked meters, as GetVehiclePerformance computes it), in
+   * buckets of 0.1 from 0 to 1 and one from 1 up, lowest first; vehicles without AC energy in the
+   * window are counted in vehicles_without_efficiency instead.
+   *
+   * @generated from field: repeated wattstream.fleet.v1.EfficiencyBucket efficiency_buckets = 5;
+   */
+  efficiencyBuckets: EfficiencyBucket[];
+
+  /**
+   * vehicles_without_efficiency is the number of vehicles with readings in the window whose
+   * efficiency cannot be computed (no link, or no AC energy on their meters).
+   *
+   * @generated from field: uint64 vehicles_without_efficiency = 6;
+   */
+  vehiclesWithoutEfficiency: bigint;
+
+  /**
+   * battery_levels counts battery units by their latest health level.
+   *
+   * @generated from field: repeated wattstream.fleet.v1.LevelCount battery_levels = 7;
+   */
+  batteryLevels: LevelCount[];
+
+  /**
+   * online_devices is the number of devices seen within the inactivity timeout (OFFLINE_AFTER).
+   *
+   * @generated from field: uint64 online_devices = 8;
+   */
+  onlineDevices: bigint;
+
+  /**
+   * offline_devices is the number of known devices not seen within the inactivity timeout.
+   *
+   * @generated from field: uint64 offline_devices = 9;
+   */
+  offlineDevices: bigint;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.GetFleetSummaryResponse.
+ * Use `create(GetFleetSummaryResponseSchema)` to create a new message.
+ */
+export const GetFleetSummaryResponseSchema: GenMessage<GetFleetSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 22);
+
+/**
+ * EfficiencyBucket counts vehicles whose efficiency lies in [lower_bound, upper_bound).
+ *
+ * @generated from message wattstream.fleet.v1.EfficiencyBucket
+ */
+export type EfficiencyBucket = Message<"wattstream.fleet.v1.EfficiencyBucket"> & {
+  /**
+   * lower_bound is the bucket's lower bound (inclusive), as a fraction (0.9 = 90 %).
+   *
+   * @generated from field: double lower_bound = 1;
+   */
+  lowerBound: number;
+
+  /**
+   * upper_bound is the bucket's upper bound (exclusive), as a fraction; unset for the last bucket,
+   * which has no upper bound.
+   *
+   * @generated from field: optional double upper_bound = 2;
+   */
+  upperBound?: number | undefined;
+
+  /**
+   * vehicles is the number of vehicles in the bucket.
+   *
+   * @generated from field: uint64 vehicles = 3;
+   */
+  vehicles: bigint;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.EfficiencyBucket.
+ * Use `create(EfficiencyBucketSchema)` to create a new message.
+ */
+export const EfficiencyBucketSchema: GenMessage<EfficiencyBucket> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 23);
+
+/**
+ * LevelCount is how many devices are at one health level.
+ *
+ * @generated from message wattstream.fleet.v1.LevelCount
+ */
+export type LevelCount = Message<"wattstream.fleet.v1.LevelCount"> & {
+  /**
+   * level is the health level.
+   *
+   * @generated from field: wattstream.fleet.v1.HealthLevel level = 1;
+   */
+  level: HealthLevel;
+
+  /**
+   * devices is the number of devices at that level.
+   *
+   * @generated from field: uint64 devices = 2;
+   */
+  devices: bigint;
+};
+
+/**
+ * Describes the message wattstream.fleet.v1.LevelCount.
+ * Use `create(LevelCountSchema)` to create a new message.
+ */
+export const LevelCountSchema: GenMessage<LevelCount> = /*@__PURE__*/
+  messageDesc(file_wattstream_fleet_v1_fleet_service, 24);
+
+/**
+ * AlertKind is the kind of an alert: of a vehicle's performance (GetVehiclePerformance) or of any
+ * device in the fleet (ListAlerts).
  *
  * @generated from enum wattstream.fleet.v1.AlertKind
  */
@@ -360,6 +1075,22 @@ export enum AlertKind {
    * @generated from enum value: ALERT_KIND_NO_DATA = 4;
    */
   NO_DATA = 4,
+
+  /**
+   * ALERT_KIND_BATTERY_CRITICAL means a battery unit's latest health level is CRITICAL (score below
+   * 40 of 100).
+   *
+   * @generated from enum value: ALERT_KIND_BATTERY_CRITICAL = 5;
+   */
+  BATTERY_CRITICAL = 5,
+
+  /**
+   * ALERT_KIND_DEVICE_OFFLINE means the service has received nothing from a device for longer than
+   * its inactivity timeout (OFFLINE_AFTER, by default 15 minutes).
+   *
+   * @generated from enum value: ALERT_KIND_DEVICE_OFFLINE = 6;
+   */
+  DEVICE_OFFLINE = 6,
 }
 
 /**
@@ -369,8 +1100,138 @@ export const AlertKindSchema: GenEnum<AlertKind> = /*@__PURE__*/
   enumDesc(file_wattstream_fleet_v1_fleet_service, 0);
 
 /**
+ * DeviceKind is what kind of device a device_id is, fixed by the samples it sends.
+ *
+ * @generated from enum wattstream.fleet.v1.DeviceKind
+ */
+export enum DeviceKind {
+  /**
+   * DEVICE_KIND_UNSPECIFIED means the kind is not known.
+   *
+   * @generated from enum value: DEVICE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * DEVICE_KIND_METER is a smart meter (grid side, AC).
+   *
+   * @generated from enum value: DEVICE_KIND_METER = 1;
+   */
+  METER = 1,
+
+  /**
+   * DEVICE_KIND_VEHICLE is an EV or a charger's vehicle side (DC).
+   *
+   * @generated from enum value: DEVICE_KIND_VEHICLE = 2;
+   */
+  VEHICLE = 2,
+
+  /**
+   * DEVICE_KIND_BATTERY is a battery backup unit.
+   *
+   * @generated from enum value: DEVICE_KIND_BATTERY = 3;
+   */
+  BATTERY = 3,
+}
+
+/**
+ * Describes the enum wattstream.fleet.v1.DeviceKind.
+ */
+export const DeviceKindSchema: GenEnum<DeviceKind> = /*@__PURE__*/
+  enumDesc(file_wattstream_fleet_v1_fleet_service, 1);
+
+/**
+ * HealthLevel is a score's level, on one scale for battery health and vehicle temperature risk.
+ *
+ * @generated from enum wattstream.fleet.v1.HealthLevel
+ */
+export enum HealthLevel {
+  /**
+   * HEALTH_LEVEL_UNSPECIFIED means not scored.
+   *
+   * @generated from enum value: HEALTH_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * HEALTH_LEVEL_OK means no action is needed (battery health score 70 to 100).
+   *
+   * @generated from enum value: HEALTH_LEVEL_OK = 1;
+   */
+  OK = 1,
+
+  /**
+   * HEALTH_LEVEL_WARN means the device should be looked at (battery health score 40 to 69).
+   *
+   * @generated from enum value: HEALTH_LEVEL_WARN = 2;
+   */
+  WARN = 2,
+
+  /**
+   * HEALTH_LEVEL_CRITICAL means the device needs action now (battery health score 0 to 39).
+   *
+   * @generated from enum value: HEALTH_LEVEL_CRITICAL = 3;
+   */
+  CRITICAL = 3,
+}
+
+/**
+ * Describes the enum wattstream.fleet.v1.HealthLevel.
+ */
+export const HealthLevelSchema: GenEnum<HealthLevel> = /*@__PURE__*/
+  enumDesc(file_wattstream_fleet_v1_fleet_service, 2);
+
+/**
+ * Recommendation is what to do about a battery unit, by its health score (see docs/scoring.md).
+ *
+ * @generated from enum wattstream.fleet.v1.Recommendation
+ */
+export enum Recommendation {
+  /**
+   * RECOMMENDATION_UNSPECIFIED means not scored.
+   *
+   * @generated from enum value: RECOMMENDATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * RECOMMENDATION_NONE means nothing needs doing (level OK).
+   *
+   * @generated from enum value: RECOMMENDATION_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * RECOMMENDATION_INSPECT means inspect the unit (level WARN).
+   *
+   * @generated from enum value: RECOMMENDATION_INSPECT = 2;
+   */
+  INSPECT = 2,
+
+  /**
+   * RECOMMENDATION_SERVICE means service the unit: CRITICAL from a cause that may pass.
+   *
+   * @generated from enum value: RECOMMENDATION_SERVICE = 3;
+   */
+  SERVICE = 3,
+
+  /**
+   * RECOMMENDATION_REPLACE means replace the unit: CRITICAL from a persistent cause.
+   *
+   * @generated from enum value: RECOMMENDATION_REPLACE = 4;
+   */
+  REPLACE = 4,
+}
+
+/**
+ * Describes the enum wattstream.fleet.v1.Recommendation.
+ */
+export const RecommendationSchema: GenEnum<Recommendation> = /*@__PURE__*/
+  enumDesc(file_wattstream_fleet_v1_fleet_service, 3);
+
+/**
  * FleetService answers questions about a fleet across devices: which meter a vehicle charges from,
- * and how efficiently it charges.
+ * how efficiently it charges, each device's live state, battery health, alerts and fleet totals.
  *
  * @generated from service wattstream.fleet.v1.FleetService
  */
@@ -408,6 +1269,59 @@ export const FleetService: GenService<{
     methodKind: "unary";
     input: typeof GetVehiclePerformanceRequestSchema;
     output: typeof GetVehiclePerformanceResponseSchema;
+  },
+  /**
+   * GetLiveState answers the live state of the named devices, or pages through the whole fleet's.
+   *
+   * @generated from rpc wattstream.fleet.v1.FleetService.GetLiveState
+   */
+  getLiveState: {
+    methodKind: "unary";
+    input: typeof GetLiveStateRequestSchema;
+    output: typeof GetLiveStateResponseSchema;
+  },
+  /**
+   * WatchLiveState streams live state: first the current state of each watched device, then each
+   * change as the device's readings are stored, until the client cancels.
+   *
+   * @generated from rpc wattstream.fleet.v1.FleetService.WatchLiveState
+   */
+  watchLiveState: {
+    methodKind: "server_streaming";
+    input: typeof WatchLiveStateRequestSchema;
+    output: typeof WatchLiveStateResponseSchema;
+  },
+  /**
+   * GetDeviceHealth answers a battery unit's latest health score and its hourly trend.
+   *
+   * @generated from rpc wattstream.fleet.v1.FleetService.GetDeviceHealth
+   */
+  getDeviceHealth: {
+    methodKind: "unary";
+    input: typeof GetDeviceHealthRequestSchema;
+    output: typeof GetDeviceHealthResponseSchema;
+  },
+  /**
+   * ListAlerts lists what needs attention across the fleet now, newest first: vehicles charging
+   * below the efficiency threshold, battery units at CRITICAL, and devices gone silent.
+   *
+   * @generated from rpc wattstream.fleet.v1.FleetService.ListAlerts
+   */
+  listAlerts: {
+    methodKind: "unary";
+    input: typeof ListAlertsRequestSchema;
+    output: typeof ListAlertsResponseSchema;
+  },
+  /**
+   * GetFleetSummary answers fleet-wide totals over a window: energy, the vehicles' efficiency
+   * distribution, battery units by health level, and devices online and offline.
+   *
+   * @generated from rpc wattstream.fleet.v1.FleetService.GetFleetSummary
+   */
+  getFleetSummary: {
+    methodKind: "unary";
+    input: typeof GetFleetSummaryRequestSchema;
+    output: typeof GetFleetSummaryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_wattstream_fleet_v1_fleet_service, 0);

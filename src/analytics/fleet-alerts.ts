@@ -1,0 +1,101 @@
+// What needs attention across the fleet, as of one moment: vehicles charging below the efficiency
+// threshold over a window (as GetVehiclePerformance judges them), battery units whose latest
+// level is CRITICAL, and devices silent for longer than the inactivity timeout. Live state (every
+// device's newest reading and last arrival) comes from the live store; efficiency from ClickHouse.
+import type { ClickHouseClient } from "@clickhouse/client";
+import { liveStatePages } from "../store/live/live-pages.js";
+import { compareDeviceIds, type LiveState, type LiveStore } from "../store/live/live-store.js";
+import { queryFleetEfficiency } from "./fleet-efficiency.js";
+
+const HOUR_MS = 3_600_000;
+
+export type FleetAlertKind = "LOW_EFFICIENCY" | "BATTERY_CRITICAL" | "DEVICE_OFFLINE";
+
+/** Kinds in their tie-break order. */
+const KIND_ORDER: readonly FleetAlertKind[] = ["LOW_EFFICIENCY", "BATTERY_CRITICAL", "DEVICE_OFFLINE"];
+
+export interface FleetAlert {
+  readonly kind: FleetAlertKind;
+  readonly deviceId: string;
+  readonly message: string;
+  readonly detectedAtMs: number;
+  /** The device's newest reading's observed_at; undefined when live state does not know it. */
+  readonly observedAtMs: number | undefined;
+}
+
+export interface FleetAlertOptions {
+  readonly asOfMs: number;
+  /** The window over which efficiency is judged, ending at asOfMs. */
+  readonly windowHours: number;
+  readonly efficiencyThreshold: number;
+  readonly offlineAfterMs: number;
+}
+
+/** The order alerts are listed in: newest detected first, then by kind, then by device id. */
+export function compareAlerts(a: Pick<FleetAlert, "kind" | "deviceId" | "detectedAtMs">, b: typeof a): number {
+  return (
+    b.detectedAtMs - a.detectedAtMs || KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) || compareDeviceIds(a.deviceId, b.deviceId)
+  );
+}
+
+/** Every alert as of options.asOfMs, in list order. */
+export async function collectFleetAlerts(client: ClickHouseClient, live: LiveStore, options: FleetAlertOptions): Promise<FleetAlert[]> {
+  const { asOfMs, offlineAfterMs } = options;
+  const startMs = asOfMs - options.windowHours * HOUR_MS;
+  const [efficiency, states] = await Promise.all([queryFleetEfficiency(client, startMs, asOfMs), allLiveStates(live)]);
+  const observedAt = new Map(states.map((s) => [s.deviceId, s.observedAtMs]));
+  const alerts: FleetAlert[] = [];
+
+  for (const v of efficiency) {
+    if (v.ratio === undefined || v.ratio >= options.efficiencyThreshold) continue;
+    alerts.push({
+      kind: "LOW_EFFICIENCY",
+      deviceId: v.vehicleId,
+      message:
+        `charging efficiency over the ${options.windowHours} h window is ${percent(v.ratio)} ` +
+        `(${round(v.kwhDeliveredDc)} kWh DC / ${round(v.kwhConsumedAc)} kWh AC), below the ${percent(options.efficiencyThreshold)} threshold`,
+      detectedAtMs: asOfMs,
+      observedAtMs: observedAt.get(v.vehicleId),
+    });
+  }
+  for (const state of states) {
+    if (state.kind === "battery" && state.values.health_level === "CRITICAL") {
+      alerts.push({
+        kind: "BATTERY_CRITICAL",
+        deviceId: state.deviceId,
+        message: `battery unit ${state.deviceId} scored ${String(state.values.health_score)} of 100 (CRITICAL): ${String(state.values.recommendation).toLowerCase()} it`,
+        detectedAtMs: state.observedAtMs,
+        observedAtMs: state.observedAtMs,
+      });
+    }
+    const silentMs = asOfMs - state.lastSeenMs;
+    if (silentMs > offlineAfterMs) {
+      alerts.push({
+        kind: "DEVICE_OFFLINE",
+        deviceId: state.deviceId,
+        message: `nothing received from ${state.deviceId} for ${duration(silentMs)} (since ${new Date(state.lastSeenMs).toISOString()})`,
+        detectedAtMs: state.lastSeenMs + offlineAfterMs,
+        observedAtMs: state.observedAtMs,
+      });
+    }
+  }
+  return alerts.sort(compareAlerts);
+}
+
+/** Every device's live state, in device id order. */
+export async function allLiveStates(live: LiveStore): Promise<LiveState[]> {
+  const states: LiveState[] = [];
+  for await (const page of liveStatePages(live)) states.push(...page);
+  return states;
+}
+
+const percent = (ratio: number) => `${(ratio * 100).toFixed(1)} %`;
+const round = (kwh: number) => Math.round(kwh * 1000) / 1000;
+
+function duration(ms: number): string {
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 1) return `${Math.floor(ms / 1000)} s`;
+  if (minutes < 120) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours} h` : `${Math.floor(hours / 24)} d`;
+}

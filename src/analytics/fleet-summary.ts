@@ -1,0 +1,63 @@
+// The fleet summary's distributions, from the vehicles' efficiency over the window and every
+// device's live state: efficiency buckets, battery units by latest level, online and offline.
+import type { LiveState } from "../store/live/live-store.js";
+import type { VehicleEfficiency } from "./fleet-efficiency.js";
+
+/** Lower bounds of the efficiency buckets: 0.1 wide from 0 to 1, then one from 1 up. */
+export const EFFICIENCY_BUCKET_BOUNDS: readonly number[] = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+
+/** Levels always listed, in this order; units not (yet) scored are listed only when there are some. */
+const LEVELS = ["OK", "WARN", "CRITICAL"] as const;
+
+export interface FleetDistributions {
+  readonly efficiencyBuckets: { lowerBound: number; upperBound: number | undefined; vehicles: number }[];
+  readonly vehiclesWithoutEfficiency: number;
+  /** Battery units by their latest stored level ("" = not scored). */
+  readonly batteryLevels: { level: string; devices: number }[];
+  readonly online: number;
+  readonly offline: number;
+}
+
+export function summarizeFleet(
+  efficiency: readonly VehicleEfficiency[],
+  states: readonly LiveState[],
+  options: { nowMs: number; offlineAfterMs: number },
+): FleetDistributions {
+  const buckets = EFFICIENCY_BUCKET_BOUNDS.map((lowerBound, i) => ({
+    lowerBound,
+    upperBound: EFFICIENCY_BUCKET_BOUNDS[i + 1],
+    vehicles: 0,
+  }));
+  let withoutEfficiency = 0;
+  for (const v of efficiency) {
+    if (v.ratio === undefined) {
+      withoutEfficiency++;
+      continue;
+    }
+    buckets[bucketOf(v.ratio)]!.vehicles++;
+  }
+
+  const levels = new Map<string, number>(LEVELS.map((l) => [l, 0]));
+  let online = 0;
+  for (const state of states) {
+    if (options.nowMs - state.lastSeenMs <= options.offlineAfterMs) online++;
+    if (state.kind !== "battery") continue;
+    const level = typeof state.values.health_level === "string" ? state.values.health_level : "";
+    levels.set(level, (levels.get(level) ?? 0) + 1);
+  }
+  return {
+    efficiencyBuckets: buckets,
+    vehiclesWithoutEfficiency: withoutEfficiency,
+    batteryLevels: [...levels].map(([level, devices]) => ({ level, devices })),
+    online,
+    offline: states.length - online,
+  };
+}
+
+/** The bucket of a ratio: the last whose lower bound it reaches (bounds are exact in decimal). */
+function bucketOf(ratio: number): number {
+  for (let i = EFFICIENCY_BUCKET_BOUNDS.length - 1; i > 0; i--) {
+    if (ratio >= EFFICIENCY_BUCKET_BOUNDS[i]!) return i;
+  }
+  return 0;
+}
