@@ -559,8 +559,9 @@ export class DeviceClient {
     if (pushbackMs !== undefined) stats.pushbacks++;
     stats.retries++;
     stats.maxRetryDelayMs = Math.max(stats.maxRetryDelayMs, delayMs);
-    this.notBeforeMs = Date.now() + delayMs;
-    this.emit({ type: "retry", atMs: Date.now(), cause, attempt, backoffMs, pushbackMs, delayMs });
+    const now = Date.now();
+    this.notBeforeMs = now + delayMs;
+    this.emit({ type: "retry", atMs: now, cause, attempt, backoffMs, pushbackMs, delayMs });
   }
 
   private emit(event: ClientEvent): void {

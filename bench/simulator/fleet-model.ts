@@ -517,6 +517,15 @@ const WEAR_PER_DAY: Readonly<Record<BatteryCondition, number>> = { healthy: 0.00
 /** Fault codes a unit raises on its own; stress and wear make them likelier and stickier. */
 const FAULT_CODES = ["E101_CELL_IMBALANCE", "E203_LOW_CAPACITY", "E517_FAN_FAULT", "E620_ISOLATION_WARNING", "E711_BMS_COMM"] as const;
 
+/** Codes a unit's BMS reports on every reading, by condition. */
+const LATCHED_CODES: Readonly<Record<BatteryCondition, readonly string[]>> = {
+  healthy: [],
+  worn: ["E205_CAPACITY_LOW"],
+  failing: ["E205_CAPACITY_LOW", "E501_CELL_IMBALANCE"],
+};
+/** How much warmer an ageing pack runs than its load explains, °C, by condition. */
+const LATCHED_HEAT_C: Readonly<Record<BatteryCondition, number>> = { healthy: 0, worn: 12, failing: 22 };
+
 class BatterySim {
   private wear: number;
   private soc = 1;
@@ -565,8 +574,11 @@ class BatterySim {
       } else {
         this.mode = "float";
       }
-      // Worn cells have more internal resistance: they heat more under load.
-      const rise = this.mode === "discharging" ? 3 + 30 * this.wear : this.mode === "charging" ? 1.5 + 10 * this.wear : 0.5 + 4 * this.wear;
+      // Worn cells have more internal resistance: they heat more under load. An ageing pack also
+      // runs warm at rest (cell leakage and a balancing circuit working without end).
+      const rise =
+        (this.mode === "discharging" ? 3 + 30 * this.wear : this.mode === "charging" ? 1.5 + 10 * this.wear : 0.5 + 4 * this.wear) +
+        LATCHED_HEAT_C[condition];
       this.tempC += (this.room(a) + rise - this.tempC) * (1 - Math.exp(-(b - a) / (20 * MINUTE)));
       this.wear = Math.min(1, this.wear + (WEAR_PER_DAY[condition] * (b - a)) / DAY);
     }
@@ -586,6 +598,9 @@ class BatterySim {
       this.fault = FAULT_CODES[Math.floor(r() * FAULT_CODES.length)];
     }
     const codes: string[] = this.fault !== undefined ? [this.fault] : [];
+    // The BMS latches a condition until the unit is serviced, so the unit reports it every time:
+    // an ageing unit looks unhealthy all day, not only during its evening discharge.
+    codes.push(...LATCHED_CODES[condition]);
     if (this.tempC > 45) codes.push("E310_OVER_TEMPERATURE");
     if (sag > 0.2) codes.push("E402_CELL_UNDERVOLTAGE");
 

@@ -2,6 +2,10 @@
 // running service the way firmware does. See docs/simulator.md, or run with --help.
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { FleetService } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import {
   ClientStats,
@@ -52,6 +56,7 @@ Uploads
 Output
   --json FILE               also write the summary as JSON (- for stdout)
   --quiet                   no progress line
+  --no-link                 do not register vehicle-meter links with FleetService first
   --help
 
 Exit status: 0 when every reading was acknowledged or rejected as not retryable, 1 when some
@@ -84,7 +89,21 @@ interface Cli {
   readonly drainTimeoutMs: number;
   readonly json: string | undefined;
   readonly quiet: boolean;
+  /** Register each vehicle's link to its meter with FleetService before streaming. */
+  readonly link: boolean;
   readonly help: boolean;
+}
+
+/**
+ * Tells the service which meter each vehicle charges from, from the simulated start on, so its
+ * efficiency answers compare the right energy (FleetService.LinkVehicleToMeter).
+ */
+async function linkVehicles(target: string, devices: FleetModel["devices"], startMs: number): Promise<void> {
+  const client = createClient(FleetService, createGrpcTransport({ baseUrl: `http://${target}` }));
+  for (const device of devices) {
+    if (device.kind !== "vehicle" || device.meterId === undefined) continue;
+    await client.linkVehicleToMeter({ vehicleId: device.id, meterId: device.meterId, validFrom: timestampFromMs(startMs) });
+  }
 }
 
 function parseCli(argv: string[]): Cli {
@@ -120,6 +139,7 @@ function parseCli(argv: string[]): Cli {
         "drain-timeout": str,
         json: str,
         quiet: { type: "boolean" },
+        "no-link": { type: "boolean" },
         help: { type: "boolean" },
       },
     }));
@@ -191,6 +211,7 @@ function parseCli(argv: string[]): Cli {
     drainTimeoutMs: number("drain-timeout", 30, { min: 0 }) * 1000,
     json: v.json as string | undefined,
     quiet: v.quiet === true,
+    link: v["no-link"] !== true,
     help: v.help === true,
   };
   if (cli.meters + cli.vehicles + cli.batteries === 0) throw new UsageError("the fleet is empty: give --meters, --vehicles or --batteries");
@@ -266,6 +287,8 @@ async function main(argv: string[]): Promise<number> {
         random: createRandom(deriveSeed(cli.seed, "client", d.index)),
       }),
   );
+
+  if (cli.link) await linkVehicles(cli.target, devices, startMs);
 
   process.stdout.write(
     `simulating ${cli.meters} meters, ${cli.vehicles} vehicles, ${cli.batteries} battery units (seed ${cli.seed}): ` +

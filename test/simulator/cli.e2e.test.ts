@@ -1,0 +1,120 @@
+// `npm run simulate` as an operator runs it: a child process streaming a compressed day to a real
+// service, exiting 0 with a summary whose counts add up and match what the service stored.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SimulationSummary } from "../../bench/simulator/progress.js";
+import { HistoryProbe, startTestService, type TestService } from "../support/test-service.js";
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+function runSimulator(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/simulator/main.ts", ...args], {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the simulator did not exit within ${timeoutMs} ms:\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe("npm run simulate", () => {
+  let app: TestService;
+  let probe: HistoryProbe;
+  const dir = mkdtempSync(path.join(tmpdir(), "wattstream-simulate-"));
+  beforeAll(async () => {
+    app = await startTestService();
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  async function storedFor(prefix: string): Promise<number> {
+    let total = 0;
+    for (const table of ["meter_readings", "vehicle_readings", "battery_readings"]) {
+      const [row] = await probe.rows<{ n: number; ids: number }>(
+        `SELECT count() AS n, uniqExact(device_id, event_id) AS ids FROM {db}.${table} WHERE startsWith(device_id, '${prefix}-')`,
+      );
+      expect(Number(row!.n), table).toBe(Number(row!.ids));
+      total += Number(row!.n);
+    }
+    return total;
+  }
+
+  it("streams a compressed day and exits 0 with a summary that adds up", async () => {
+    const out = path.join(dir, "out.json");
+    const { code, stdout, stderr } = await runSimulator([
+      ...["--target", app.target, "--meters", "3", "--vehicles", "3", "--batteries", "2"],
+      ...["--compress", "1440", "--duration", "3", "--json", out, "--prefix", "cli"],
+    ]);
+    expect(code, `${stdout}\n${stderr}`).toBe(0);
+    expect(stdout).toMatch(/every reading settled/);
+    // Not a terminal: plain progress lines, no carriage returns.
+    expect(stdout).not.toContain("\r");
+    const summary = JSON.parse(readFileSync(out, "utf8")) as SimulationSummary;
+    const r = summary.readings;
+
+    expect(summary.ok).toBe(true);
+    // 8 devices, one reading a simulated minute, 3 s × 1440 = 72 simulated minutes.
+    expect(r.generated).toBe(8 * 72);
+    expect(r.acknowledged).toBe(r.accepted + r.duplicates);
+    expect(r.acknowledged + r.rejected + r.pending).toBe(r.generated);
+    expect(r.rejected).toBe(0);
+    expect(r.malformed).toBe(0);
+    expect(r.pending).toBe(0);
+    expect(r.sent).toBe(r.generated + r.resent);
+    expect(summary.calls.inconsistentAnswers).toBe(0);
+    expect(summary.fleet.links.map((l) => [l.vehicle, l.meter])).toEqual([
+      ["cli-ev-0000", "cli-meter-0000"],
+      ["cli-ev-0001", "cli-meter-0001"],
+      ["cli-ev-0002", "cli-meter-0002"],
+    ]);
+    // The simulated clock ended at about now: nothing in the future, nothing refused as too old.
+    expect(Date.parse(summary.simulated.end)).toBeLessThanOrEqual(Date.now());
+    expect(Date.parse(summary.simulated.end)).toBeGreaterThan(Date.now() - 60_000);
+    expect(await storedFor("cli")).toBe(r.generated);
+  });
+
+  it("sends malformed readings when asked; the service rejects exactly those and stores the rest once", async () => {
+    const out = path.join(dir, "malformed.json");
+    const { code, stdout, stderr } = await runSimulator([
+      ...["--target", app.target, "--transport", "connect", "--meters", "2", "--vehicles", "2", "--batteries", "2"],
+      ...["--compress", "1440", "--duration", "3", "--malformed-share", "0.1", "--json", out, "--prefix", "bad", "--seed", "5"],
+    ]);
+    expect(code, `${stdout}\n${stderr}`).toBe(0);
+    const summary = JSON.parse(readFileSync(out, "utf8")) as SimulationSummary;
+    const r = summary.readings;
+    expect(r.malformed).toBeGreaterThan(0);
+    expect(r.rejected).toBe(r.malformed);
+    expect(Object.values(r.rejectedByReason).reduce((a, b) => a + b, 0)).toBe(r.rejected);
+    for (const reason of Object.keys(r.rejectedByReason)) {
+      expect(["OUT_OF_RANGE", "NOT_FINITE", "INVALID_ERROR_CODES", "OBSERVED_AT_IN_FUTURE", "MISSING_OBSERVED_AT"]).toContain(reason);
+    }
+    expect(r.acknowledged).toBe(r.accepted + r.duplicates);
+    expect(r.acknowledged + r.rejected).toBe(r.generated);
+    expect(await storedFor("bad")).toBe(r.generated - r.malformed);
+  });
+
+  it("refuses a bad option with exit status 2 and says which", async () => {
+    const { code, stderr } = await runSimulator(["--faulty-share", "1.5"]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/--faulty-share is "1.5"; it must be a number from 0 to 1/);
+  });
+});
