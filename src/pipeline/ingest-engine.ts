@@ -78,6 +78,22 @@ export interface IngestEngineDeps {
   readonly now?: () => number;
 }
 
+/** A batch admitted and waiting to be merged with others submitted in the same turn. */
+interface WaitingBatch {
+  readonly readings: readonly Reading[];
+  readonly firstIndex: number;
+  readonly resolve: (outcome: IngestOutcome) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** Where one submitted batch lies within merged readings. */
+interface BatchSource {
+  readonly start: number;
+  readonly count: number;
+  /** The call-wide index of the batch's first reading. */
+  readonly firstIndex: number;
+}
+
 interface Candidate {
   readonly kind: DeviceKind;
   /** Position in the batch. */
@@ -91,6 +107,8 @@ interface Candidate {
 export class IngestEngine {
   readonly inFlight: InFlightLimit;
   private readonly now: () => number;
+  private waiting: WaitingBatch[] = [];
+  private mergeScheduled = false;
   /** The newest observed_at stored before the ledger's start, looked up once per ledger start. */
   private ledgerHorizon: { readonly sinceMs: number; readonly newestBeforeMs: Promise<number> } | undefined;
 
@@ -122,13 +140,49 @@ export class IngestEngine {
     } else {
       await this.inFlight.acquire(readings.length, options.signal);
     }
-    const outcome = this.ingestAdmitted(readings, firstIndex)
+    const outcome = new Promise<IngestOutcome>((resolve, reject) => {
+      this.waiting.push({ readings, firstIndex, resolve, reject });
+      this.scheduleMerged();
+    })
       .finally(() => this.inFlight.release(readings.length))
       .then((value) => {
         this.deps.metrics.countOutcome(value);
         return value;
       });
     return { outcome };
+  }
+
+  /**
+   * Batches submitted in the same turn of the event loop — from different calls too — are
+   * processed as one: one worker task, one claim, one commit. Many small calls (a fleet of devices
+   * sending a reading each) then cost little more than one large one.
+   */
+  private scheduleMerged(): void {
+    if (this.mergeScheduled) return;
+    this.mergeScheduled = true;
+    setImmediate(() => {
+      this.mergeScheduled = false;
+      while (this.waiting.length > 0) {
+        const group: WaitingBatch[] = [];
+        let count = 0;
+        while (this.waiting.length > 0 && (group.length === 0 || count + this.waiting[0]!.readings.length <= this.deps.limits.maxBatchReadings)) {
+          const batch = this.waiting.shift()!;
+          group.push(batch);
+          count += batch.readings.length;
+        }
+        const readings = group.length === 1 ? group[0]!.readings : group.flatMap((b) => b.readings);
+        let start = 0;
+        const sources = group.map((b) => {
+          const source = { start, count: b.readings.length, firstIndex: b.firstIndex };
+          start += b.readings.length;
+          return source;
+        });
+        this.ingestAdmitted(readings, sources).then(
+          (outcomes) => group.forEach((b, i) => b.resolve(outcomes[i]!)),
+          (error: unknown) => group.forEach((b) => b.reject(error)),
+        );
+      }
+    });
   }
 
   /** Admits and ingests one batch, resolving with its outcome. */
@@ -140,15 +194,27 @@ export class IngestEngine {
     return (await this.submit(readings, firstIndex, options)).outcome;
   }
 
-  private async ingestAdmitted(readings: readonly Reading[], firstIndex: number): Promise<IngestOutcome> {
+  /**
+   * Ingests readings gathered from one or more batches (`sources`, each a range of `readings`);
+   * answers one outcome per source.
+   */
+  private async ingestAdmitted(readings: readonly Reading[], sources: readonly BatchSource[]): Promise<IngestOutcome[]> {
     const { limits, liveStore, log } = this.deps;
     const receivedAtMs = this.now();
-    const outcome = emptyOutcome();
+    const outcomes = sources.map(() => emptyOutcome());
+    const sourceOf = new Uint32Array(readings.length);
+    sources.forEach((source, i) => sourceOf.fill(i, source.start, source.start + source.count));
+    const outcomeOf = (offset: number) => outcomes[sourceOf[offset]!]!;
+    const indexOf = (offset: number) => {
+      const source = sources[sourceOf[offset]!]!;
+      return source.firstIndex + offset - source.start;
+    };
+    const finish = () => outcomes.map(sortRejected);
 
     const processed = await this.process(readings, receivedAtMs);
     for (const r of processed.rejected) {
-      outcome.rejected.push({
-        index: firstIndex + r.offset,
+      outcomeOf(r.offset).rejected.push({
+        index: indexOf(r.offset),
         eventId: readings[r.offset]!.eventId,
         reason: r.reason as RejectReason,
         message: r.message,
@@ -164,7 +230,7 @@ export class IngestEngine {
         const reading = readings[offset]!;
         const id = storedEventKey(reading.deviceId, reading.eventId);
         if (seen.has(id)) {
-          outcome.duplicates++;
+          outcomeOf(offset).duplicates++;
           return;
         }
         seen.add(id);
@@ -172,7 +238,7 @@ export class IngestEngine {
         candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId }, observedAtMs });
       });
     }
-    if (candidates.length === 0) return sortRejected(outcome);
+    if (candidates.length === 0) return finish();
 
     const token = randomUUID();
     let claim;
@@ -187,10 +253,10 @@ export class IngestEngine {
     candidates.forEach((candidate, i) => {
       const status = claim.statuses[i];
       if (status === "claimed") claimed.push(candidate);
-      else if (status === "duplicate") outcome.duplicates++;
+      else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
       else {
-        outcome.rejected.push({
-          index: firstIndex + candidate.offset,
+        outcomeOf(candidate.offset).rejected.push({
+          index: indexOf(candidate.offset),
           eventId: candidate.key.eventId,
           reason: RejectReason.IN_FLIGHT,
           message: `event_id ${JSON.stringify(candidate.key.eventId)} is being stored by another call; resend it later`,
@@ -201,7 +267,7 @@ export class IngestEngine {
 
     const alreadyStored = await this.findStoredOutsideLedger(claimed, claim.ledgerSinceMs, receivedAtMs, token);
     if (alreadyStored.size > 0) {
-      outcome.duplicates += alreadyStored.size;
+      for (const c of alreadyStored) outcomeOf(c.offset).duplicates++;
       const known = claimed.filter((c) => alreadyStored.has(c));
       claimed = claimed.filter((c) => !alreadyStored.has(c));
       // Remember them, so the next resend is answered from the ledger.
@@ -209,10 +275,10 @@ export class IngestEngine {
         log.warn({ err: error }, "could not commit event ids found in history");
       });
     }
-    if (claimed.length === 0) return sortRejected(outcome);
+    if (claimed.length === 0) return finish();
 
     await this.store(claimed, processed, token);
-    outcome.accepted += claimed.length;
+    for (const c of claimed) outcomeOf(c.offset).accepted++;
 
     // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
     // resend after the lease could be stored again, which the history tables collapse on merge.
@@ -222,7 +288,7 @@ export class IngestEngine {
     await liveStore
       .applyLiveState(processed.live.map((u) => ({ ...u, receivedAtMs, trend: u.trend as Record<string, number> | undefined })))
       .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
-    return sortRejected(outcome);
+    return finish();
   }
 
   private async process(readings: readonly Reading[], receivedAtMs: number): Promise<ProcessedBatch> {
