@@ -27,6 +27,8 @@ const { values } = parseArgs({
     seconds: { type: "string" },
     redis: { type: "string", default: "auto" },
     "limit-rows": { type: "string", default: "300000" },
+    // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
+    compress: { type: "string", default: "10" },
   },
 });
 const scenario = values.scenario as Scenario;
@@ -66,7 +68,7 @@ try {
   const loadArgs =
     scenario === "throughput"
       ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
-      : ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", "10", "--channels", "8"];
+      : ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8"];
 
   // Warm up (JIT, worker start, first parts), then measure a clean window.
   await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
