@@ -6,10 +6,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestService, RejectReason } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
-import type { HistorySink } from "../src/store/history/history-sink.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+import { FaultySink } from "./support/faulty-sink.js";
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -112,32 +112,6 @@ describe("concurrent streams resending overlapping event ids", () => {
   });
 });
 
-/** Wraps the real sink: fails or stalls inserts while told to. */
-class FaultySink implements HistorySink {
-  failing = false;
-  private stalled: { release: () => void; promise: Promise<void> } | undefined;
-  attempts = 0;
-
-  constructor(private readonly real: HistorySink) {}
-
-  stall(): void {
-    let release!: () => void;
-    const promise = new Promise<void>((resolve) => (release = resolve));
-    this.stalled = { release, promise };
-  }
-
-  unstall(): void {
-    this.stalled?.release();
-    this.stalled = undefined;
-  }
-
-  async insert(...args: Parameters<HistorySink["insert"]>): Promise<void> {
-    this.attempts++;
-    if (this.stalled) await this.stalled.promise;
-    if (this.failing) throw new Error("injected: ClickHouse refused the insert");
-    return this.real.insert(...args);
-  }
-}
 
 describe("an insert that fails", () => {
   let app: TestService;

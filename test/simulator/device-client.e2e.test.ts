@@ -2,7 +2,6 @@
 // service whose storage fails or stalls on purpose: every reading ends up stored exactly once,
 // retries back off with growing delays, and the server's pushback is waited for.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HistorySink } from "../../src/store/history/history-sink.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "../support/test-service.js";
 import {
   ClientStats,
@@ -15,40 +14,8 @@ import {
   type TransportKind,
 } from "../../bench/simulator/device-client.js";
 import { createRandom, FleetModel } from "../../bench/simulator/fleet-model.js";
+import { FaultySink } from "../support/faulty-sink.js";
 
-/** Wraps the real sink: fails the next N inserts, or stalls them while told to. */
-class FaultySink implements HistorySink {
-  private failuresLeft = 0;
-  private stalled: { release: () => void; promise: Promise<void> } | undefined;
-  failed = 0;
-
-  constructor(private readonly real: HistorySink) {}
-
-  failNext(inserts: number): void {
-    this.failuresLeft = inserts;
-  }
-
-  stall(): void {
-    let release!: () => void;
-    const promise = new Promise<void>((resolve) => (release = resolve));
-    this.stalled = { release, promise };
-  }
-
-  unstall(): void {
-    this.stalled?.release();
-    this.stalled = undefined;
-  }
-
-  async insert(...args: Parameters<HistorySink["insert"]>): Promise<void> {
-    if (this.stalled) await this.stalled.promise;
-    if (this.failuresLeft > 0) {
-      this.failuresLeft--;
-      this.failed++;
-      throw new Error("injected: ClickHouse refused the insert");
-    }
-    return this.real.insert(...args);
-  }
-}
 
 const MINUTE = 60_000;
 const TABLES = { meter: "meter_readings", vehicle: "vehicle_readings", battery: "battery_readings" } as const;

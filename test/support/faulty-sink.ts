@@ -1,0 +1,44 @@
+// The one fake the tests allow: a wrapper around the real history sink that fails or stalls
+// inserts on demand — faults a real ClickHouse cannot produce when a test needs them.
+import type { HistorySink } from "../../src/store/history/history-sink.js";
+
+export class FaultySink implements HistorySink {
+  /** While true, every insert fails. */
+  failing = false;
+  /** Inserts attempted, failed or not. */
+  attempts = 0;
+  /** Inserts failed on purpose. */
+  failed = 0;
+  private failuresLeft = 0;
+  private stalled: { release: () => void; promise: Promise<void> } | undefined;
+
+  constructor(private readonly real: HistorySink) {}
+
+  /** Fails the next `inserts` inserts, then lets them through. */
+  failNext(inserts: number): void {
+    this.failuresLeft = inserts;
+  }
+
+  /** Holds every insert until unstall(). */
+  stall(): void {
+    let release!: () => void;
+    const promise = new Promise<void>((resolve) => (release = resolve));
+    this.stalled = { release, promise };
+  }
+
+  unstall(): void {
+    this.stalled?.release();
+    this.stalled = undefined;
+  }
+
+  async insert(...args: Parameters<HistorySink["insert"]>): Promise<void> {
+    this.attempts++;
+    if (this.stalled) await this.stalled.promise;
+    if (this.failing || this.failuresLeft > 0) {
+      if (this.failuresLeft > 0) this.failuresLeft--;
+      this.failed++;
+      throw new Error("injected: ClickHouse refused the insert");
+    }
+    return this.real.insert(...args);
+  }
+}
