@@ -8,6 +8,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { measureLimit } from "./limit.js";
@@ -29,6 +30,9 @@ const { values } = parseArgs({
     "limit-rows": { type: "string", default: "300000" },
     // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
     compress: { type: "string", default: "10" },
+    // connections: how many SyncReadings streams to open, and how long to hold them all open.
+    streams: { type: "string", default: "20000" },
+    hold: { type: "string", default: "20" },
   },
 });
 const scenario = values.scenario as Scenario;
@@ -37,8 +41,8 @@ process.on("uncaughtException", (error) => {
   process.exit(2);
 });
 if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
-if (scenario === "query" || scenario === "connections") {
-  fail(`the ${scenario} scenario is not implemented yet (see docs/benchmarks.md); run throughput or fleet`);
+if (scenario === "query") {
+  fail(`the ${scenario} scenario is not implemented yet (see docs/benchmarks.md); run throughput, fleet or connections`);
 }
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -61,6 +65,9 @@ try {
     // Throughput wants few large inserts; the fleet scenario wants fast acknowledgements.
     INSERT_LINGER: scenario === "throughput" ? "200ms" : "20ms",
   };
+  // connections runs with the service's defaults: MAX_CONCURRENT_STREAMS (1000 per HTTP/2
+  // connection) is above the 500 streams the load puts on each connection, and IDLE_TIMEOUT (5 min)
+  // is far above the 30 s between a stream's readings, so neither needs raising.
   service = await startServiceProcess(env);
   const pid = service.child.pid!;
 
@@ -68,12 +75,24 @@ try {
   const loadArgs =
     scenario === "throughput"
       ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
-      : ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8"];
+      : scenario === "fleet"
+        ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8"]
+        : ["bench/connections-load.ts", "--streams", values.streams!, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"];
 
-  // Warm up (JIT, worker start, first parts), then measure a clean window.
-  await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
-  const cpuBefore = cpuSeconds(pid);
-  const load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
+  let load: LoadResult;
+  let cpuBefore: number;
+  let connections: Record<string, unknown> | undefined;
+  if (scenario === "connections") {
+    // No warm-up: the point is memory per open stream, and the idle RSS is taken before any opens.
+    const rssIdle = await idleRssBytes(pid);
+    cpuBefore = cpuSeconds(pid);
+    ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
+  } else {
+    // Warm up (JIT, worker start, first parts), then measure a clean window.
+    await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
+    cpuBefore = cpuSeconds(pid);
+    load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
+  }
   const cpuAfter = cpuSeconds(pid);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
@@ -101,7 +120,13 @@ try {
       readings_sent: load.sent,
       readings_accepted: load.accepted,
       load_errors: load.errors,
-      ack_latency_is: scenario === "throughput" ? "per StreamReadings call of 2,000 readings" : "per reading (one call each)",
+      ack_latency_is:
+        scenario === "throughput"
+          ? "per StreamReadings call of 2,000 readings"
+          : scenario === "fleet"
+            ? "per reading (one call each)"
+            : "per reading, from its write on the open SyncReadings stream to the cumulative acknowledgement covering it",
+      ...connections,
       live_store: redis ? "redis-server" : "embedded",
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
@@ -124,6 +149,96 @@ interface LoadResult {
   elapsed_s: number;
   readings_per_second: number;
   call_latency_ms: { p50: number; p99: number; max: number };
+}
+
+/** The service's RSS with nothing connected: the median of three samples a second apart. */
+async function idleRssBytes(pid: number): Promise<number> {
+  const idle: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    idle.push(rssBytes(pid));
+  }
+  return median(idle);
+}
+
+/**
+ * Runs the connections load as its own process and samples the service's RSS (VmRSS) every second
+ * while the load holds every stream open (between its hold_start and hold_end lines).
+ */
+async function runConnectionsLoad(
+  args: string[],
+  target: string,
+  pid: number,
+  rssIdle: number,
+): Promise<{ load: LoadResult; details: Record<string, unknown> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", ...args, "--target", target], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines: Record<string, unknown>[] = [];
+  let holding = false;
+  let openAtHold = 0;
+  const atHold: number[] = [];
+  let peakDuringLoad = 0;
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    lines.push(entry);
+    if (entry.event === "hold_start") {
+      holding = true;
+      openAtHold = entry.streams_open as number;
+    } else if (entry.event === "hold_end") holding = false;
+  });
+  const sampler = setInterval(() => {
+    const rss = rssBytes(pid);
+    peakDuringLoad = Math.max(peakDuringLoad, rss);
+    if (holding) atHold.push(rss);
+  }, 1000);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  clearInterval(sampler);
+  if (code !== 0) fail(`connections load exited with ${code}`);
+  const load = lines.at(-1) as unknown as LoadResult & Record<string, unknown>;
+  // The RSS at full hold is the median of the once-a-second samples (garbage collection moves it).
+  const rssAtHold = atHold.length > 0 ? median(atHold) : 0;
+  return {
+    load,
+    details: {
+      streams_open_at_peak: openAtHold,
+      streams_open_at_end: load.streams_open_at_end,
+      rss_idle_bytes: rssIdle,
+      rss_at_hold_bytes: rssAtHold,
+      rss_per_stream_bytes: openAtHold > 0 ? Math.round((rssAtHold - rssIdle) / openAtHold) : null,
+      rss_at_hold_samples_bytes: atHold,
+      rss_max_during_load_bytes: peakDuringLoad,
+      streams: {
+        requested: load.streams_requested,
+        opened: load.streams_opened,
+        connections: load.connections,
+        ramp_seconds: round(load.ramp_seconds as number),
+        ramp_stopped_early: load.ramp_stopped_early,
+        failures: load.failures,
+        acks_received: load.acks_received,
+        rejected: load.rejected,
+        not_closed_cleanly: load.streams_not_closed_cleanly,
+      },
+      ramp: lines.filter((l) => l.event === "step").map((l) => ({ open: l.streams_open, seconds: round(l.step_seconds as number, 2) })),
+    },
+  };
+}
+
+/** The process's resident set now (VmRSS). */
+function rssBytes(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+function median(samples: number[]): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
 /** Runs one load generator as its own process and reads the JSON line it prints. */

@@ -1,0 +1,237 @@
+// The `connections` load: as many concurrent long-lived SyncReadings streams (the firmware's
+// hours-long bidi stream) as the service holds open. Opens --streams calls in steps of --step over
+// one HTTP/2 connection per --per-connection streams; each stream sends one reading when it opens
+// and one every --interval seconds, and the cumulative acknowledgements say when each is durable.
+// After the ramp it holds every stream open for --hold seconds, then ends them all.
+//
+// stdout carries one JSON line per event — {"event":"step",...}, {"event":"hold_start",...},
+// {"event":"hold_end",...} (bench/run.ts samples the service's RSS between the last two) — and
+// the result as the last line.
+//   node --import tsx bench/connections-load.ts --target 127.0.0.1:8080 --streams 20000 --hold 20
+import { parseArgs } from "node:util";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import {
+  SyncReadingsRequestSchema,
+  SyncReadingsResponseSchema,
+  type SyncReadingsResponse,
+} from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+
+const { values } = parseArgs({
+  options: {
+    target: { type: "string", default: "127.0.0.1:8080" },
+    // Distinguishes the event ids of separate runs against one service, so none is a duplicate.
+    run: { type: "string", default: "c" },
+    streams: { type: "string", default: "20000" },
+    // Seconds between a stream's readings after the first.
+    interval: { type: "string", default: "30" },
+    // Seconds every stream is held open after the ramp.
+    hold: { type: "string", default: "20" },
+    // Streams opened per ramp step; the next step starts once every stream of this one has its
+    // first acknowledgement (or failed, or --step-timeout passed).
+    step: { type: "string", default: "1000" },
+    "step-timeout": { type: "string", default: "30" },
+    // Streams per HTTP/2 connection (the server allows MAX_CONCURRENT_STREAMS, 1000 by default).
+    "per-connection": { type: "string", default: "500" },
+    // The ramp stops early when more than this fraction of a step's streams fail to open.
+    "max-step-failures": { type: "string", default: "0.01" },
+  },
+});
+const streamCount = Number(values.streams);
+const intervalMs = Number(values.interval) * 1000;
+const holdMs = Number(values.hold) * 1000;
+const stepSize = Number(values.step);
+const stepTimeoutMs = Number(values["step-timeout"]) * 1000;
+const perConnection = Number(values["per-connection"]);
+const maxStepFailures = Number(values["max-step-failures"]);
+
+const channels = Array.from(
+  { length: Math.ceil(streamCount / perConnection) },
+  // A distinct option per channel keeps grpc-js from sharing one subchannel (one connection)
+  // between them.
+  (_, i) => new grpc.Client(values.target!, grpc.credentials.createInsecure(), { "wattstream.channel": i }),
+);
+
+const METHOD = "/wattstream.telemetry.v1.IngestService/SyncReadings";
+const KINDS = ["meter", "ev", "bbu"] as const;
+
+function message(device: number, n: number): Buffer {
+  const kind = device % 3;
+  const reading = create(ReadingSchema, {
+    eventId: `${values.run}-${device}-${n}`,
+    deviceId: `${KINDS[kind]}-${device}`,
+    observedAt: timestampFromMs(Date.now()),
+    sample:
+      kind === 0
+        ? { case: "meter", value: { kwhConsumedAc: 0.2, voltage: 230 } }
+        : kind === 1
+          ? { case: "vehicle", value: { soc: 50, kwhDeliveredDc: 0.18, batteryTemp: 28 } }
+          : { case: "battery", value: { voltage: 48.1, temperature: 27, errorCodes: [] } },
+  });
+  return Buffer.from(toBinary(SyncReadingsRequestSchema, create(SyncReadingsRequestSchema, { readings: [reading] })));
+}
+
+interface Stream {
+  readonly call: grpc.ClientDuplexStream<Buffer, SyncReadingsResponse>;
+  /** Send times of the readings not yet acknowledged, oldest first. */
+  readonly unacknowledged: number[];
+  sent: number;
+  acknowledged: number;
+  open: boolean;
+  timer?: NodeJS.Timeout;
+  /** Resolves on the first acknowledgement or when the call ends, whichever is first. */
+  readonly opened: Promise<void>;
+}
+
+const latencies: number[] = [];
+const failures: Record<string, number> = {};
+let opened = 0;
+let openNow = 0;
+let sent = 0;
+let acks = 0;
+let rejected = 0;
+let endedByClient = false;
+const streams: Stream[] = [];
+
+function fail(code: string): void {
+  failures[code] = (failures[code] ?? 0) + 1;
+}
+
+function openStream(index: number): Stream {
+  let markOpened!: () => void;
+  const stream: Stream = {
+    call: channels[Math.floor(index / perConnection)]!.makeBidiStreamRequest<Buffer, SyncReadingsResponse>(
+      METHOD,
+      (bytes: Buffer) => bytes,
+      (bytes: Buffer) => fromBinary(SyncReadingsResponseSchema, bytes),
+      new grpc.Metadata(),
+    ),
+    unacknowledged: [],
+    sent: 0,
+    acknowledged: 0,
+    open: true,
+    opened: new Promise<void>((resolve) => (markOpened = resolve)),
+  };
+  opened++;
+  openNow++;
+  const send = () => {
+    if (!stream.open) return;
+    stream.unacknowledged.push(performance.now());
+    stream.call.write(message(index, stream.sent++));
+    sent++;
+  };
+  stream.call.on("data", (response: SyncReadingsResponse) => {
+    const now = performance.now();
+    const upTo = Number(response.acknowledged);
+    for (; stream.acknowledged < upTo; stream.acknowledged++) {
+      latencies.push(now - stream.unacknowledged.shift()!);
+      acks++;
+    }
+    rejected += response.rejected.length;
+    markOpened();
+  });
+  const closed = () => {
+    if (!stream.open) return;
+    stream.open = false;
+    openNow--;
+    clearInterval(stream.timer);
+    markOpened();
+  };
+  stream.call.on("error", (error: grpc.ServiceError) => {
+    fail(grpc.status[error.code] ?? String(error.code));
+    closed();
+  });
+  stream.call.on("status", (status: grpc.StatusObject) => {
+    // The server ending a stream the client did not end is a failure even with status OK.
+    if (status.code === grpc.status.OK && !endedByClient) fail("ENDED_BY_SERVER");
+    closed();
+  });
+  send();
+  stream.timer = setInterval(send, intervalMs);
+  return stream;
+}
+
+function emit(event: Record<string, unknown>): void {
+  console.log(JSON.stringify(event));
+}
+
+const started = performance.now();
+let rampStoppedEarly: string | undefined;
+for (let first = 0; first < streamCount; first += stepSize) {
+  const step: Stream[] = [];
+  for (let i = first; i < Math.min(streamCount, first + stepSize); i++) step.push(openStream(i));
+  streams.push(...step);
+  const stepStarted = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(step.map((s) => s.opened)),
+    new Promise((resolve) => (timer = setTimeout(resolve, stepTimeoutMs))),
+  ]);
+  clearTimeout(timer);
+  const notOpen = step.filter((s) => !s.open || s.acknowledged === 0).length;
+  emit({
+    event: "step",
+    streams_opened: opened,
+    streams_open: openNow,
+    step_seconds: (performance.now() - stepStarted) / 1000,
+    step_not_open: notOpen,
+    failures,
+  });
+  console.error(`connections: ${openNow}/${opened} open, step took ${((performance.now() - stepStarted) / 1000).toFixed(1)} s, ${notOpen} of the step not acknowledged`);
+  if (notOpen > maxStepFailures * step.length) {
+    rampStoppedEarly = `${notOpen} of ${step.length} streams of the step from ${first} were not acknowledged within ${stepTimeoutMs / 1000} s`;
+    break;
+  }
+}
+const rampSeconds = (performance.now() - started) / 1000;
+
+const openAtHold = openNow;
+emit({ event: "hold_start", streams_open: openAtHold });
+await new Promise((resolve) => setTimeout(resolve, holdMs));
+const openAtEnd = openNow;
+emit({ event: "hold_end", streams_open: openAtEnd });
+const elapsedS = (performance.now() - started) / 1000;
+const acksInRun = acks;
+
+// End every stream as a device would (half-close) and wait for the server to finish them, so
+// the service stops with nothing in flight.
+endedByClient = true;
+for (const s of streams) {
+  clearInterval(s.timer);
+  if (s.open) s.call.end();
+}
+let closeTimer: NodeJS.Timeout | undefined;
+await Promise.race([
+  Promise.all(streams.map((s) => (s.open ? new Promise<void>((resolve) => s.call.once("status", () => resolve())) : undefined))),
+  new Promise((resolve) => (closeTimer = setTimeout(resolve, 15_000))),
+]);
+clearTimeout(closeTimer);
+const stillOpenAfterEnd = streams.filter((s) => s.open).length;
+for (const channel of channels) channel.close();
+
+latencies.sort((a, b) => a - b);
+const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+console.log(
+  JSON.stringify({
+    streams_requested: streamCount,
+    streams_opened: opened,
+    streams_open_at_hold: openAtHold,
+    streams_open_at_end: openAtEnd,
+    streams_not_closed_cleanly: stillOpenAfterEnd,
+    connections: channels.length,
+    ramp_seconds: rampSeconds,
+    ramp_stopped_early: rampStoppedEarly ?? null,
+    failures,
+    sent,
+    accepted: acksInRun,
+    acks_received: acksInRun,
+    rejected,
+    errors: Object.values(failures).reduce((a, b) => a + b, 0),
+    elapsed_s: elapsedS,
+    readings_per_second: acksInRun / elapsedS,
+    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+  }),
+);
+process.exit(0);
