@@ -163,6 +163,25 @@ describe("loadMigrations", () => {
 });
 
 describe("applyMigrations on the embedded engine", () => {
+  it("leaves no dedupe token set on the session: later inserts without one all land", async () => {
+    const history = await freshDatabase();
+    await applyMigrations(history.client, await loadMigrations());
+    const row = (eventId: string) => ({
+      device_id: "meter-1",
+      event_id: eventId,
+      observed_at: Date.now(),
+      received_at: Date.now(),
+      kwh_consumed_ac: 1,
+      voltage: 230,
+      register_kwh_ac: null,
+    });
+    // Two different blocks: with a token left over from the migrations' own bookkeeping, the
+    // second would be dropped as a duplicate of the first (the table keeps a dedupe window).
+    await history.client.insert({ table: "meter_readings", values: [row("a")], format: "JSONEachRow" });
+    await history.client.insert({ table: "meter_readings", values: [row("b")], format: "JSONEachRow" });
+    expect(await rows(history, "SELECT event_id FROM meter_readings ORDER BY event_id")).toEqual([{ event_id: "a" }, { event_id: "b" }]);
+  });
+
   it("creates the history tables in a fresh database and records version 1", async () => {
     const history = await freshDatabase();
     expect(await tableNames(history)).toEqual([]);

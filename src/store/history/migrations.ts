@@ -62,12 +62,12 @@ export async function applyMigrations(client: ClickHouseClient, migrations: read
       continue;
     }
     for (const statement of migration.statements) await client.command({ query: statement });
+    // No clickhouse_settings here: on the embedded engine they become session-wide SETs, and a
+    // dedupe token left set would silently drop every later insert that carries none.
     await client.insert({
       table: "schema_migrations",
       values: [{ version: migration.version, name: migration.name, checksum: migration.checksum, applied_at: Date.now() }],
       format: "JSONEachRow",
-      // Every insert names its own token: the embedded engine keeps settings for the session.
-      clickhouse_settings: { insert_deduplication_token: `migration-${migration.version}-${migration.checksum}` },
     });
     done.push(migration.version);
   }
