@@ -42,7 +42,7 @@ process.on("uncaughtException", (error) => {
 });
 if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
 if (scenario === "query") {
-  fail(`the ${scenario} scenario is not implemented yet (see docs/benchmarks.md); run throughput, fleet or connections`);
+  fail("the query scenario loads millions of rows first and has its own command: npm run bench:query -- --rows 50000000");
 }
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));

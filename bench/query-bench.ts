@@ -1,0 +1,201 @@
+// `npm run bench:query`: query latency against a large history. Seeds a fresh DATA_DIR with N
+// readings (20,000 devices, a third each meters, vehicles and battery units, spread over the last
+// 29 days; each vehicle linked to a meter) straight into the embedded engine — pre-encoded
+// RowBinary, one INSERT … FROM INFILE per table per block, so the materialized views fill the
+// rollups as the service's own inserts would — then starts the service on that directory and
+// times GetVehiclePerformance, GetFleetSummary and ListAlerts through a real gRPC client.
+//   npm run bench:query -- --rows 50000000 --json out/query-50m.json
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { seedHistory, type SeedResult } from "./query-seed.js";
+import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: "string", default: "5000000" },
+    devices: { type: "string", default: "20000" },
+    "block-rows": { type: "string", default: "1000000" },
+    json: { type: "string" },
+    // Calls per RPC (after warm-up), and the most time each RPC's series may take in all.
+    "perf-calls": { type: "string", default: "300" },
+    "perf-warmup": { type: "string", default: "20" },
+    "fleet-calls": { type: "string", default: "20" },
+    "alerts-calls": { type: "string", default: "20" },
+    "call-timeout": { type: "string", default: "60" },
+    "series-budget": { type: "string", default: "180" },
+    // Keep the seeded directory (printed) instead of removing it.
+    keep: { type: "boolean", default: false },
+  },
+});
+
+const rows = Number(values.rows);
+const devices = Number(values.devices);
+const callTimeoutMs = Number(values["call-timeout"]) * 1000;
+const seriesBudgetMs = Number(values["series-budget"]) * 1000;
+if (!(rows > 0) || !(devices >= 3)) throw new Error("--rows must be > 0 and --devices at least 3");
+
+const root = mkdtempSync(path.join(tmpdir(), "wattstream-query-bench-"));
+const dataDir = path.join(root, "data");
+mkdirSync(dataDir, { recursive: true });
+let service: ServiceProcess | undefined;
+const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+try {
+  const seed: SeedResult = await seedHistory({
+    dataDir,
+    spoolDir: path.join(root, "spool"),
+    database: "wattstream",
+    rows,
+    devices,
+    blockRows: Number(values["block-rows"]),
+    log,
+  });
+
+  log("starting the service on the seeded DATA_DIR");
+  const startedAt = performance.now();
+  service = await startServiceProcess(
+    { PORT: "0", HOST: "127.0.0.1", DATA_DIR: dataDir, LOG_LEVEL: "info", CLICKHOUSE_DATABASE: "wattstream" },
+    300_000,
+  );
+  const serviceStartSeconds = (performance.now() - startedAt) / 1000;
+  log(`serving on ${service.target} after ${serviceStartSeconds.toFixed(1)} s`);
+  const client = createClient(FleetService, createGrpcTransport({ baseUrl: `http://${service.target}` }));
+
+  const vehicles = seed.vehicleIds;
+  const pick = () => vehicles[Math.floor(Math.random() * vehicles.length)]!;
+  const samples: Record<string, unknown> = {};
+
+  // GetVehiclePerformance, default 24 h window ending now, for random vehicles.
+  log(`GetVehiclePerformance: ${values["perf-warmup"]} warm-up + ${values["perf-calls"]} calls`);
+  for (let i = 0; i < Number(values["perf-warmup"]); i++) await client.getVehiclePerformance({ vehicleId: pick() });
+  const perf = await series(Number(values["perf-calls"]), async () => {
+    const reply = await client.getVehiclePerformance({ vehicleId: pick() }, { timeoutMs: callTimeoutMs });
+    samples.get_vehicle_performance ??= {
+      vehicle_readings: Number(reply.vehicleReadingCount),
+      meter_readings: Number(reply.meterReadingCount),
+      efficiency_ratio: reply.efficiencyRatio,
+      alert_kind: reply.alert?.kind,
+    };
+  });
+  log(summary("GetVehiclePerformance", perf));
+
+  // The same with the longest window (30 days): reads the whole history of the vehicle's rollups.
+  log("GetVehiclePerformance, window_hours 720: 50 calls");
+  const perf720 = await series(50, async () => {
+    await client.getVehiclePerformance({ vehicleId: pick(), windowHours: 720 }, { timeoutMs: callTimeoutMs });
+  });
+  log(summary("GetVehiclePerformance 720 h", perf720));
+
+  log(`GetFleetSummary: up to ${values["fleet-calls"]} calls (timeout ${callTimeoutMs / 1000} s each, ${seriesBudgetMs / 1000} s in all)`);
+  const fleet = await series(Number(values["fleet-calls"]), async () => {
+    const reply = await client.getFleetSummary({}, { timeoutMs: callTimeoutMs });
+    samples.get_fleet_summary ??= {
+      total_kwh_consumed_ac: reply.totalKwhConsumedAc,
+      total_kwh_delivered_dc: reply.totalKwhDeliveredDc,
+      vehicles_with_efficiency: reply.efficiencyBuckets.reduce((n, b) => n + Number(b.vehicles), 0),
+      vehicles_without_efficiency: Number(reply.vehiclesWithoutEfficiency),
+      online_devices: Number(reply.onlineDevices),
+      offline_devices: Number(reply.offlineDevices),
+    };
+  });
+  log(summary("GetFleetSummary", fleet));
+
+  log(`ListAlerts (first page): up to ${values["alerts-calls"]} calls`);
+  const alerts = await series(Number(values["alerts-calls"]), async () => {
+    const reply = await client.listAlerts({}, { timeoutMs: callTimeoutMs });
+    samples.list_alerts ??= {
+      alerts_on_first_page: reply.alerts.length,
+      kinds: [...new Set(reply.alerts.map((a) => a.kind))],
+      more_pages: reply.nextPageToken !== "",
+    };
+  });
+  log(summary("ListAlerts", alerts));
+
+  const exit = await service.stop(60_000);
+  service = undefined;
+
+  const result = {
+    rows: seed.rows,
+    load_seconds: round(seed.loadSeconds),
+    load_rows_per_second: round(seed.rows / seed.loadSeconds),
+    get_vehicle_performance_ms: perf.stats,
+    get_vehicle_performance_720h_ms: perf720.stats,
+    get_fleet_summary_ms: fleet.stats,
+    list_alerts_ms: alerts.stats,
+    details: {
+      devices,
+      vehicles: vehicles.length,
+      links: seed.links,
+      rows_per_table: seed.rowsPerTable,
+      history_days: 29,
+      encode_seconds: round(seed.encodeSeconds),
+      insert_wait_seconds: round(seed.insertWaitSeconds),
+      parts_after_load: seed.partsAfterLoad,
+      service_start_seconds: round(serviceStartSeconds),
+      service_exit_code: exit,
+      windows: "GetVehiclePerformance: 24 h (default) and 720 h, random vehicle each call; GetFleetSummary and ListAlerts: 24 h",
+      live_state:
+        "in-memory live store (no REDIS_URL), empty after the fresh start: online/offline counts, battery levels, BATTERY_CRITICAL and DEVICE_OFFLINE alerts are empty; the fleet calls' time is their ClickHouse part",
+      errors: { get_vehicle_performance: perf.errors, get_fleet_summary: fleet.errors, list_alerts: alerts.errors },
+      samples,
+      machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
+    },
+  };
+  const text = JSON.stringify(result, null, 2);
+  console.log(text);
+  if (values.json) writeFileSync(values.json, `${text}\n`);
+} finally {
+  service?.kill();
+  if (values.keep) log(`kept ${root}`);
+  else rmSync(root, { recursive: true, force: true });
+}
+
+interface Series {
+  stats: { p50: number; p99: number; max: number; calls: number; timed_out: number; failed: number };
+  errors: string[];
+}
+
+/** Runs `call` up to `calls` times one after another (within the series budget); latencies in ms. */
+async function series(calls: number, call: () => Promise<void>): Promise<Series> {
+  const latencies: number[] = [];
+  const errors: string[] = [];
+  let timedOut = 0;
+  let failed = 0;
+  const started = performance.now();
+  for (let i = 0; i < calls; i++) {
+    if (i > 0 && performance.now() - started > seriesBudgetMs) break;
+    const t = performance.now();
+    try {
+      await call();
+      latencies.push(performance.now() - t);
+    } catch (error) {
+      const e = ConnectError.from(error);
+      if (e.code === Code.DeadlineExceeded) timedOut++;
+      else failed++;
+      if (errors.length < 5) errors.push(`${Code[e.code]}: ${e.rawMessage.slice(0, 200)}`);
+      // A timed-out call counts at its timeout in the percentiles: it did not answer faster.
+      latencies.push(performance.now() - t);
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => (latencies.length === 0 ? 0 : latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)]!);
+  return {
+    stats: { p50: round(at(0.5)), p99: round(at(0.99)), max: round(latencies.at(-1) ?? 0), calls: latencies.length, timed_out: timedOut, failed },
+    errors,
+  };
+}
+
+function summary(name: string, s: Series): string {
+  const { p50, p99, max, calls, timed_out, failed } = s.stats;
+  return `${name}: p50 ${p50} ms, p99 ${p99} ms, max ${max} ms over ${calls} calls (${timed_out} timed out, ${failed} failed)`;
+}
+
+function round(n: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
