@@ -10,6 +10,7 @@ import { AlertKind, FleetService, type GetVehiclePerformanceResponse } from "../
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { meterReading, vehicleReading } from "./support/readings.js";
+import { queryFleetEfficiency } from "../src/analytics/fleet-efficiency.js";
 import { HistoryProbe, startTestService, type TestService } from "./support/test-service.js";
 
 const SECOND = 1000;
@@ -295,5 +296,21 @@ describe("LinkVehicleToMeter", () => {
     const { links } = await fleet.listVehicleLinks({ vehicleId: "ev-y" });
     expect(links).toHaveLength(1);
     expect(timestampMs(links[0]!.validUntil!)).toBe(from + HOUR);
+  });
+});
+
+describe("the fleet-wide efficiency that GetFleetSummary and ListAlerts read", () => {
+  it("gives every vehicle the AC and DC that GetVehiclePerformance gives it, link changes included", async () => {
+    // Runs after the tests above: their vehicles moved chargers, shared meters, lost links.
+    const endMs = Date.now() + MINUTE;
+    const startMs = endMs - 720 * HOUR;
+    const fleetWide = await queryFleetEfficiency(await probe.clientOnServiceDatabase(), startMs, endMs);
+    expect(fleetWide.length).toBeGreaterThan(3);
+    for (const vehicle of fleetWide) {
+      const one = await fleet.getVehiclePerformance({ vehicleId: vehicle.vehicleId, windowHours: 720, windowEnd: timestampFromMs(endMs) });
+      expect(vehicle.kwhDeliveredDc, vehicle.vehicleId).toBeCloseTo(one.totalKwhDeliveredDc, 9);
+      expect(vehicle.kwhConsumedAc, vehicle.vehicleId).toBeCloseTo(one.totalKwhConsumedAc, 9);
+    }
+    expect(fleetWide.some((v) => v.linkIntervals > 1)).toBe(true);
   });
 });

@@ -5,10 +5,8 @@
 // linked to, while it was linked to them.
 import type { ClickHouseClient } from "@clickhouse/client";
 import { listLinksStartingBefore, meterIntervals } from "./vehicle-links.js";
-import { MAX_METER_INTERVALS, queryMeterTotals, wholeMinutes } from "./vehicle-performance.js";
-
-/** Vehicles whose AC side is queried at once. */
-const METER_QUERY_CONCURRENCY = 4;
+import type { MeterInterval } from "./vehicle-links.js";
+import { MAX_METER_INTERVALS, wholeMinutes } from "./vehicle-performance.js";
 
 export interface FleetEnergy {
   readonly kwhConsumedAc: number;
@@ -75,27 +73,82 @@ export async function queryVehicleWindowTotals(client: ClickHouseClient, fromMs:
 }
 
 /**
- * The charging efficiency of every vehicle with readings within [fromMs, toMs). One AC query per
- * linked vehicle (a few at a time): fine for fleets of hundreds to a few thousand vehicles.
+ * The charging efficiency of every vehicle with readings within [fromMs, toMs). The AC side of all
+ * vehicles is one query: every vehicle's meter intervals travel as array parameters and are joined
+ * against the rollup (whole minutes) and the raw rows (edge minutes) — one statement's fixed cost
+ * instead of one per vehicle (measured: 6,667 vehicles took ~50 s one query each).
  */
 export async function queryFleetEfficiency(client: ClickHouseClient, fromMs: number, toMs: number): Promise<VehicleEfficiency[]> {
   const [vehicles, links] = await Promise.all([queryVehicleWindowTotals(client, fromMs, toMs), listLinksStartingBefore(client, toMs)]);
-  const out: VehicleEfficiency[] = new Array(vehicles.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < vehicles.length) {
-      const i = next++;
-      const vehicle = vehicles[i]!;
-      const intervals = meterIntervals(links.get(vehicle.vehicleId) ?? [], fromMs, toMs);
-      if (intervals.length === 0 || intervals.length > MAX_METER_INTERVALS) {
-        out[i] = { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: 0, ratio: undefined };
-        continue;
-      }
-      const meter = await queryMeterTotals(client, intervals);
-      const ac = meter.kwhConsumedAc;
-      out[i] = { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: ac, ratio: ac > 0 ? vehicle.kwhDeliveredDc / ac : undefined };
+  const intervalsOf = vehicles.map((vehicle) => meterIntervals(links.get(vehicle.vehicleId) ?? [], fromMs, toMs));
+  const ac = await queryAcByVehicle(
+    client,
+    intervalsOf.map((intervals) => (intervals.length > MAX_METER_INTERVALS ? [] : intervals)),
+  );
+  return vehicles.map((vehicle, i) => {
+    const intervals = intervalsOf[i]!;
+    if (intervals.length === 0 || intervals.length > MAX_METER_INTERVALS) {
+      return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: 0, ratio: undefined };
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(METER_QUERY_CONCURRENCY, vehicles.length) }, worker));
-  return out;
+    const kwhConsumedAc = ac.get(i) ?? 0;
+    return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc, ratio: kwhConsumedAc > 0 ? vehicle.kwhDeliveredDc / kwhConsumedAc : undefined };
+  });
+}
+
+/** AC energy per vehicle (by its position in `intervalsByVehicle`) over its meter intervals. */
+async function queryAcByVehicle(client: ClickHouseClient, intervalsByVehicle: readonly MeterInterval[][]): Promise<Map<number, number>> {
+  const vehicle: number[] = [];
+  const meter: string[] = [];
+  const from: number[] = [];
+  const to: number[] = [];
+  const fullFrom: number[] = [];
+  const fullTo: number[] = [];
+  intervalsByVehicle.forEach((intervals, v) => {
+    for (const interval of intervals) {
+      const whole = wholeMinutes(interval.fromMs, interval.toMs);
+      vehicle.push(v);
+      meter.push(interval.meterId);
+      from.push(interval.fromMs);
+      to.push(interval.toMs);
+      fullFrom.push(whole.fullFromMs);
+      fullTo.push(whole.fullToMs);
+    }
+  });
+  if (vehicle.length === 0) return new Map();
+  const t = (column: string) => `fromUnixTimestamp64Milli(${column}, 'UTC')`;
+  const result = await client.query({
+    query: `WITH intervals AS (
+              SELECT iv.1 AS v, iv.2 AS m, iv.3 AS f, iv.4 AS t, iv.5 AS ff, iv.6 AS ft
+              FROM (SELECT arrayJoin(arrayZip({v:Array(UInt32)}, {m:Array(String)}, {f:Array(Int64)}, {t:Array(Int64)},
+                                              {ff:Array(Int64)}, {ft:Array(Int64)})) AS iv)
+            )
+            SELECT v, sum(ac) AS ac FROM (
+              SELECT i.v AS v, sum(r.kwh_consumed_ac) AS ac
+              FROM meter_minutes AS r INNER JOIN intervals AS i ON r.device_id = i.m
+              WHERE r.minute >= ${t("i.ff")} AND r.minute < ${t("i.ft")}
+                AND r.minute >= ${t("{minFrom:Int64}")} AND r.minute < ${t("{maxTo:Int64}")}
+              GROUP BY v
+              UNION ALL
+              SELECT i.v AS v, sum(r.kwh_consumed_ac) AS ac
+              FROM meter_readings AS r FINAL INNER JOIN intervals AS i ON r.device_id = i.m
+              WHERE r.observed_at >= ${t("i.f")} AND r.observed_at < ${t("i.t")}
+                AND NOT (r.observed_at >= ${t("i.ff")} AND r.observed_at < ${t("i.ft")})
+                AND r.observed_at >= ${t("{minFrom:Int64}")} AND r.observed_at < ${t("{maxTo:Int64}")}
+              GROUP BY v
+            )
+            GROUP BY v`,
+    query_params: {
+      v: vehicle,
+      m: meter,
+      f: from,
+      t: to,
+      ff: fullFrom,
+      ft: fullTo,
+      minFrom: from.reduce((a, b) => Math.min(a, b)),
+      maxTo: to.reduce((a, b) => Math.max(a, b)),
+    },
+    format: "JSONEachRow",
+  });
+  const rows = await result.json<{ v: number; ac: number }>();
+  return new Map(rows.map((r) => [Number(r.v), Number(r.ac)]));
 }

@@ -56,6 +56,12 @@ export class HistoryProbe {
     await this.client.command({ query: sql.replaceAll("{db}", this.config.clickhouse.database) });
   }
 
+  /** The probe's client, its session switched to the service's database (for analytics queries). */
+  async clientOnServiceDatabase(): Promise<ClickHouseClient> {
+    await this.client.command({ query: `USE ${this.config.clickhouse.database}` });
+    return this.client;
+  }
+
   async count(table: string): Promise<number> {
     const [row] = await this.rows<{ n: number }>(`SELECT count() AS n FROM {db}.${table}`);
     return Number(row?.n ?? 0);
