@@ -10,14 +10,13 @@
 //   node --import tsx bench/connections-load.ts --target 127.0.0.1:8080 --streams 20000 --hold 20
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   SyncReadingsRequestSchema,
   SyncReadingsResponseSchema,
   type SyncReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { deviceReading } from "./limit.js";
 
 const { values } = parseArgs({
   options: {
@@ -55,21 +54,8 @@ const channels = Array.from(
 );
 
 const METHOD = "/wattstream.telemetry.v1.IngestService/SyncReadings";
-const KINDS = ["meter", "ev", "bbu"] as const;
-
 function message(device: number, n: number): Buffer {
-  const kind = device % 3;
-  const reading = create(ReadingSchema, {
-    eventId: `${values.run}-${device}-${n}`,
-    deviceId: `${KINDS[kind]}-${device}`,
-    observedAt: timestampFromMs(Date.now()),
-    sample:
-      kind === 0
-        ? { case: "meter", value: { kwhConsumedAc: 0.2, voltage: 230 } }
-        : kind === 1
-          ? { case: "vehicle", value: { soc: 50, kwhDeliveredDc: 0.18, batteryTemp: 28 } }
-          : { case: "battery", value: { voltage: 48.1, temperature: 27, errorCodes: [] } },
-  });
+  const reading = deviceReading(device, `${values.run}-${device}-${n}`, Date.now(), n);
   return Buffer.from(toBinary(SyncReadingsRequestSchema, create(SyncReadingsRequestSchema, { readings: [reading] })));
 }
 

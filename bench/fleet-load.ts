@@ -4,14 +4,13 @@
 //   node --import tsx bench/fleet-load.ts --target 127.0.0.1:8080 --devices 20000 --interval 60 --compress 10 --seconds 20
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   IngestReadingsRequestSchema,
   IngestReadingsResponseSchema,
   type IngestReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { deviceReading } from "./limit.js";
 
 const { values } = parseArgs({
   options: {
@@ -35,18 +34,7 @@ const channels = Array.from(
 );
 
 function reading(device: number, n: number): Buffer {
-  const kind = device % 3;
-  const r = create(ReadingSchema, {
-    eventId: `${values.run}-${device}-${n}`,
-    deviceId: `${["meter", "ev", "bbu"][kind]}-${device}`,
-    observedAt: timestampFromMs(Date.now()),
-    sample:
-      kind === 0
-        ? { case: "meter", value: { kwhConsumedAc: 0.2, voltage: 230 } }
-        : kind === 1
-          ? { case: "vehicle", value: { soc: 50, kwhDeliveredDc: 0.18, batteryTemp: 28 } }
-          : { case: "battery", value: { voltage: 48.1, temperature: 27, errorCodes: [] } },
-  });
+  const r = deviceReading(device, `${values.run}-${device}-${n}`, Date.now(), n);
   return Buffer.from(toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: [r] })));
 }
 

@@ -24,12 +24,16 @@ export interface Limit {
 
 /** The same mix the load generator sends: a third each meters, vehicles and battery units. */
 export function benchReading(n: number, devices: number, nowMs: number, prefix = "l"): Reading {
-  const device = n % devices;
+  return deviceReading(n % devices, `${prefix}-${n}`, nowMs - (n % 1000), n);
+}
+
+/** One reading of device number `device` (its kind follows from the number); `n` varies the values. */
+export function deviceReading(device: number, eventId: string, observedAtMs: number, n: number): Reading {
   const kind = device % 3;
   return create(ReadingSchema, {
-    eventId: `${prefix}-${n}`,
+    eventId,
     deviceId: `${["meter", "ev", "bbu"][kind]}-${device}`,
-    observedAt: timestampFromMs(nowMs - (n % 1000)),
+    observedAt: timestampFromMs(observedAtMs),
     sample:
       kind === 0
         ? { case: "meter", value: { kwhConsumedAc: 0.1 + (n % 10) / 100, voltage: 229 + (n % 5) } }
