@@ -56,3 +56,26 @@ describe("restarting the embedded service", () => {
     }
   });
 });
+
+describe("a resend after the dedupe window", () => {
+  it("is still a duplicate: the ledger forgot it, the history answers", async () => {
+    const app = await startTestService(testEnv({ DEDUPE_WINDOW: "1s", MAX_CLOCK_SKEW: "1s" }));
+    try {
+      const readings = [meterReading("meter-w", "w-1", Date.now() - 500, 0.7), meterReading("meter-w", "w-2", Date.now() - 400, 0.7)];
+      expect((await send(app.target, [readings])).accepted).toBe(2n);
+      // Past the window plus the skew the ledger has dropped both ids.
+      await new Promise((resolve) => setTimeout(resolve, 2_600));
+      const resent = await send(app.target, [readings]);
+      expect(resent.duplicates).toBe(2n);
+      expect(resent.accepted).toBe(0n);
+      const probe = new HistoryProbe(app.config);
+      try {
+        expect(await probe.count("meter_readings")).toBe(2);
+      } finally {
+        await probe.close();
+      }
+    } finally {
+      await app.service.stop();
+    }
+  });
+});

@@ -379,7 +379,7 @@ export class IngestEngine {
       // A reading is committed no earlier than it was observed minus the allowed clock skew.
       const expiredBeforeMs = receivedAtMs - limits.dedupeWindowMs + limits.maxClockSkewMs;
       const newestBeforeLedgerMs = await this.newestStoredBeforeLedger(ledgerSinceMs);
-      const unsure = claimed.filter((c) => c.observedAtMs < expiredBeforeMs || c.observedAtMs <= newestBeforeLedgerMs);
+      const unsure = claimed.filter((c) => c.observedAtMs <= expiredBeforeMs || c.observedAtMs <= newestBeforeLedgerMs);
       if (unsure.length === 0) return new Set();
       const found = new Set<string>();
       for (const kind of new Set(unsure.map((c) => c.kind))) {
