@@ -61,8 +61,9 @@ function rawCall(method: string, body: Buffer): Promise<{ status: number; messag
 const INVALID_ARGUMENT = 3;
 const RESOURCE_EXHAUSTED = 8;
 // connect-es answers a binary request it cannot decode with INTERNAL and "parse binary: …" (its
-// JSON decoding answers INVALID_ARGUMENT); the decode happens before any handler or interceptor
-// runs, so the service cannot remap it. Not retryable either way; recorded as a known gap.
+// JSON decoding answers INVALID_ARGUMENT). The streaming handlers see the error and answer
+// INVALID_ARGUMENT; a unary request is decoded before any handler or interceptor runs, so
+// IngestReadings still answers INTERNAL — a known gap.
 const INTERNAL = 13;
 
 function encodedBatch(readings: Reading[]): Uint8Array {
@@ -80,10 +81,12 @@ async function goodDeviceStillServed(tag: string): Promise<void> {
 }
 
 describe("malformed frames", () => {
-  it("answers bytes that are not protobuf with a parse error", async () => {
+  it("answers a stream message that is not protobuf with INVALID_ARGUMENT", async () => {
     const { status, message } = await rawCall("StreamReadings", frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x34])));
-    expect(status).toBe(INTERNAL);
-    expect(message).toContain("parse binary");
+    expect(status).toBe(INVALID_ARGUMENT);
+    expect(message).toContain("not a valid request");
+    const unary = await rawCall("IngestReadings", frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x34])));
+    expect(unary.status).toBe(INTERNAL);
     await goodDeviceStillServed("after-garbage");
   });
 

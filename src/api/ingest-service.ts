@@ -1,6 +1,6 @@
 // IngestService handlers: translate between the wire and the ingest engine, nothing more.
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   IngestReadingsResponseSchema,
   IngestService,
@@ -157,7 +157,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       }
       if (pending.length > 0 && failure === undefined) await submit(pending);
     } catch (error) {
-      failure ??= error;
+      failure ??= asInvalidArgumentIfUndecodable(error);
     }
     await Promise.all(inFlight.map((batch) => batch.done));
     if (failure !== undefined) throw failure;
@@ -170,6 +170,18 @@ interface Submitted {
   outcome?: IngestOutcome;
   error?: unknown;
   done: Promise<void>;
+}
+
+/**
+ * connect-es reports a stream message it cannot decode as INTERNAL ("parse binary: …"); for the
+ * device it is a bad request, final, not a server fault. (A unary request is decoded before any
+ * handler runs, so IngestReadings still answers INTERNAL.)
+ */
+function asInvalidArgumentIfUndecodable(error: unknown): unknown {
+  if (error instanceof ConnectError && error.code === Code.Internal && error.rawMessage.startsWith("parse binary")) {
+    return new ConnectError(`a message of the stream is not a valid request: ${error.rawMessage}`, Code.InvalidArgument);
+  }
+  return error;
 }
 
 const NOTHING_QUEUED = Symbol("nothing queued");
