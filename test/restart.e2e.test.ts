@@ -1,6 +1,8 @@
 // What survives a restart of the embedded service: the history in DATA_DIR, and with it the
 // dedupe answer — a reading resent after the restart is still a duplicate, not stored twice.
 import { afterAll, describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { loadConfig } from "../src/config.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
@@ -74,6 +76,33 @@ describe("a resend after the dedupe window", () => {
       } finally {
         await probe.close();
       }
+    } finally {
+      await app.service.stop();
+    }
+  });
+});
+
+describe("a reading whose observed_at has a sub-millisecond part", () => {
+  it("is recognised after a restart, however its nanoseconds round", async () => {
+    const env = testEnv();
+    // 0.9996 s past a whole second: stored at the next millisecond, rounded, not truncated.
+    const seconds = BigInt(Math.floor(Date.now() / 1000) - 5);
+    const reading = create(ReadingSchema, {
+      deviceId: "meter-ns",
+      eventId: "ns-1",
+      observedAt: { seconds, nanos: 999_600_000 },
+      sample: { case: "meter", value: { kwhConsumedAc: 0.2, voltage: 230 } },
+    });
+    let app = await startTestService(env);
+    try {
+      expect((await send(app.target, [[reading]])).accepted).toBe(1n);
+    } finally {
+      await app.service.stop();
+    }
+    app = await startTestService(env);
+    try {
+      const resent = await send(app.target, [[reading]]);
+      expect([resent.accepted, resent.duplicates]).toEqual([0n, 1n]);
     } finally {
       await app.service.stop();
     }

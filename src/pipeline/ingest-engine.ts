@@ -7,6 +7,7 @@
 // nothing it was told is stored is lost.
 import { randomUUID } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { IngestReadingsRequestSchema, RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
@@ -234,7 +235,8 @@ export class IngestEngine {
           return;
         }
         seen.add(id);
-        const observedAtMs = Number(reading.observedAt!.seconds) * 1000 + Math.floor(reading.observedAt!.nanos / 1e6);
+        // The same conversion the validator used for the stored row, so a history lookup matches it.
+        const observedAtMs = timestampMs(reading.observedAt!);
         candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId }, observedAtMs });
       });
     }
