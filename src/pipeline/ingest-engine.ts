@@ -13,10 +13,10 @@ import type { Logger } from "pino";
 import { IngestReadingsRequestSchema, RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { IngestConfig } from "../config.js";
-import type { DeviceKind, RowIdentity } from "../process/history-rows.js";
-import type { ProcessedBatch, TablePayload } from "../process/process-batch.js";
+import { eventIdentity, type DeviceKind, type RowIdentity } from "../process/history-rows.js";
+import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
 import type { BatteryTrend } from "../process/scoring/battery-health.js";
-import { storedEventKey, type StoredEventFinder } from "../store/history/stored-events.js";
+import type { StoredEventFinder } from "../store/history/stored-events.js";
 import { InsertFailedError, type TableBatcher } from "../store/history/table-batcher.js";
 import type { EventKey, LiveStore } from "../store/live/live-store.js";
 import type { IngestMetrics } from "../observe/metrics.js";
@@ -66,7 +66,7 @@ export function unavailable(what: string, cause?: unknown): ConnectError {
 }
 
 /** Runs a batch's CPU work; the worker pool in production. */
-export type BatchProcessor = (task: Parameters<typeof import("../process/process-batch.js").processBatch>[0]) => Promise<ProcessedBatch>;
+export type BatchProcessor = (task: ProcessTask) => Promise<ProcessedBatch>;
 
 export interface IngestEngineDeps {
   readonly process: BatchProcessor;
@@ -186,15 +186,6 @@ export class IngestEngine {
     });
   }
 
-  /** Admits and ingests one batch, resolving with its outcome. */
-  async ingest(
-    readings: readonly Reading[],
-    firstIndex: number,
-    options: { opening: boolean; signal?: AbortSignal },
-  ): Promise<IngestOutcome> {
-    return (await this.submit(readings, firstIndex, options)).outcome;
-  }
-
   /**
    * Ingests readings gathered from one or more batches (`sources`, each a range of `readings`);
    * answers one outcome per source.
@@ -229,7 +220,7 @@ export class IngestEngine {
     for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
       table.offsets.forEach((offset, row) => {
         const reading = readings[offset]!;
-        const id = storedEventKey(reading.deviceId, reading.eventId);
+        const id = eventIdentity(reading.deviceId, reading.eventId);
         if (seen.has(id)) {
           outcomeOf(offset).duplicates++;
           return;
@@ -390,7 +381,7 @@ export class IngestEngine {
           .map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
         for (const key of await stored.findStored(kind, rows)) found.add(key);
       }
-      return new Set(unsure.filter((c) => found.has(storedEventKey(c.key.deviceId, c.key.eventId))));
+      return new Set(unsure.filter((c) => found.has(eventIdentity(c.key.deviceId, c.key.eventId))));
     } catch (error) {
       await liveStore.releaseEvents(claimed.map((c) => c.key), token).catch(() => undefined);
       log.error({ err: error }, "history lookup failed; the batch is answered retryable");

@@ -34,13 +34,10 @@ export type HistoryRow =
   | { readonly kind: "vehicle"; readonly row: VehicleRow }
   | { readonly kind: "battery"; readonly row: BatteryRow };
 
-/** Rows of one batch, grouped by the table they go to. */
-export interface RowsByKind {
-  readonly meter: MeterRow[];
-  readonly vehicle: VehicleRow[];
-  readonly battery: BatteryRow[];
-}
-
-export function emptyRowsByKind(): RowsByKind {
-  return { meter: [], vehicle: [], battery: [] };
+/**
+ * One string per (device_id, event_id), the dedupe identity of a reading. A length prefix keeps
+ * ("a:b", "c") and ("a", "b:c") apart.
+ */
+export function eventIdentity(deviceId: string, eventId: string): string {
+  return `${deviceId.length}:${deviceId}:${eventId}`;
 }

@@ -2,18 +2,14 @@
 // (it was lost, or the event is older than its window). Looks rows up by the table's primary key
 // — device_id, then observed_at — so the check reads a few granules, never the whole history.
 import type { ClickHouseClient } from "@clickhouse/client";
-import type { DeviceKind, RowIdentity } from "../../process/history-rows.js";
+import { eventIdentity, type DeviceKind, type RowIdentity } from "../../process/history-rows.js";
 import { HISTORY_TABLES } from "./history-sink.js";
 
 export interface StoredEventFinder {
-  /** The identities among `rows` whose event is already stored, as storedEventKey strings. */
+  /** The identities among `rows` whose event is already stored, as eventIdentity strings. */
   findStored(kind: DeviceKind, rows: readonly RowIdentity[]): Promise<Set<string>>;
   /** The newest observed_at among rows received before the given time, epoch ms (-Infinity: none). */
   newestObservedReceivedBefore(receivedBeforeMs: number): Promise<number>;
-}
-
-export function storedEventKey(deviceId: string, eventId: string): string {
-  return `${deviceId.length}:${deviceId}:${eventId}`;
 }
 
 export class ClickHouseStoredEventFinder implements StoredEventFinder {
@@ -43,7 +39,7 @@ export class ClickHouseStoredEventFinder implements StoredEventFinder {
       format: "JSONEachRow",
     });
     const found = await result.json<{ device_id: string; event_id: string }>();
-    return new Set(found.map((r) => storedEventKey(r.device_id, r.event_id)));
+    return new Set(found.map((r) => eventIdentity(r.device_id, r.event_id)));
   }
 
   async newestObservedReceivedBefore(receivedBeforeMs: number): Promise<number> {

@@ -1,6 +1,7 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
 import type { ClaimResult, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
+import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, newestPerDevice } from "./live-store.js";
 
 interface EventEntry {
@@ -134,6 +135,5 @@ export class MemoryLiveStore implements LiveStore {
 }
 
 function eventKey(key: EventKey): string {
-  // A length prefix keeps ("a:b","c") and ("a","b:c") apart.
-  return `${key.deviceId.length}:${key.deviceId}:${key.eventId}`;
+  return eventIdentity(key.deviceId, key.eventId);
 }
