@@ -288,3 +288,35 @@ describe("duration bounds", () => {
     expect(loadConfig({ SHUTDOWN_GRACE: "1.5" }).server.shutdownGraceMs).toBe(2);
   });
 });
+
+describe("authentication and call limits", () => {
+  it("turns authentication off by default only for the embedded quick start", () => {
+    expect(loadConfig({}).auth.enabled).toBe(false);
+    expect(loadConfig({ CLICKHOUSE_URL: "http://ch:8123" }).auth.enabled).toBe(true);
+    expect(loadConfig({ AUTH: "on" }).auth.enabled).toBe(true);
+    expect(loadConfig({ CLICKHOUSE_URL: "http://ch:8123", AUTH: "off" }).auth.enabled).toBe(false);
+    expect(configError({ AUTH: "maybe" }).message).toMatch(/AUTH="maybe" must be one of on, off/);
+  });
+
+  it("keeps credentials in DATA_DIR unless CREDENTIALS_FILE says otherwise", () => {
+    expect(loadConfig({ DATA_DIR: "/srv/ws" }).auth.credentialsFile).toBe("/srv/ws/credentials.json");
+    expect(loadConfig({ CREDENTIALS_FILE: "/etc/ws/creds.json" }).auth.credentialsFile).toBe("/etc/ws/creds.json");
+  });
+
+  it("asks for client certificates only over TLS", () => {
+    expect(configError({ TLS_CLIENT_CA: "/ca.pem" }).message).toMatch(/TLS_CLIENT_CA needs TLS/);
+    expect(loadConfig({ TLS_CERT: "/c.pem", TLS_KEY: "/k.pem", TLS_CLIENT_CA: "/ca.pem" }).auth.clientCaFile).toBe("/ca.pem");
+  });
+
+  it("gives the documented call limits", () => {
+    expect(loadConfig({}).calls).toEqual({
+      deviceReadingsPerSecond: 200,
+      deviceBurstReadings: 50_000,
+      maxStreamsPerDevice: 4,
+      maxReadingsPerMessage: 50_000,
+      maxStreamDurationMs: 60 * MINUTE,
+      streamIdleTimeoutMs: 5 * MINUTE,
+    });
+    expect(loadConfig({ DEVICE_RATE_LIMIT: "0", STREAM_IDLE_TIMEOUT: "0" }).calls).toMatchObject({ deviceReadingsPerSecond: 0, streamIdleTimeoutMs: 0 });
+  });
+});

@@ -20,6 +20,33 @@ export interface Config {
   readonly redisUrl: string | undefined;
   readonly ingest: IngestConfig;
   readonly fleet: FleetConfig;
+  readonly auth: AuthConfig;
+  readonly calls: CallLimits;
+}
+
+export interface AuthConfig {
+  /** Whether callers must authenticate; off only for local development (logged loudly). */
+  readonly enabled: boolean;
+  /** The credentials file `npm run devices` writes: device tokens and API keys, hashed. */
+  readonly credentialsFile: string;
+  /** PEM CA bundle; when set (TLS only), clients may authenticate with a certificate it signed. */
+  readonly clientCaFile: string | undefined;
+}
+
+/** Per-call and per-device limits on ingest calls. */
+export interface CallLimits {
+  /** Readings per second a device may send, sustained; 0 means unlimited. */
+  readonly deviceReadingsPerSecond: number;
+  /** Readings a device may send at once above the sustained rate (its bucket's size). */
+  readonly deviceBurstReadings: number;
+  /** Most ingest calls one authenticated device may have open at once. */
+  readonly maxStreamsPerDevice: number;
+  /** Most readings in one message (one IngestReadings call, one message of a stream). */
+  readonly maxReadingsPerMessage: number;
+  /** A stream open longer than this is ended (the device reconnects), in ms. */
+  readonly maxStreamDurationMs: number;
+  /** A stream with no message for this long, and nothing being stored, is ended, in ms. */
+  readonly streamIdleTimeoutMs: number;
 }
 
 export interface FleetConfig {
@@ -114,6 +141,11 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push("TLS_CERT and TLS_KEY must be set together (PEM file paths)");
   }
 
+  const clickhouseUrl = read.url("CLICKHOUSE_URL", ["http:", "https:"]);
+  const dataDir = path.resolve(read.string("DATA_DIR") ?? "./data");
+  const clientCaFile = read.string("TLS_CLIENT_CA");
+  if (clientCaFile !== undefined && tlsCert === undefined) problems.push("TLS_CLIENT_CA needs TLS (TLS_CERT and TLS_KEY)");
+
   const config: Config = {
     port: read.integer("PORT", 8080, 0, 65535),
     host: read.string("HOST") ?? "0.0.0.0",
@@ -127,11 +159,11 @@ export function loadConfig(env: Env = process.env): Config {
       shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s"),
     },
     clickhouse: {
-      url: read.url("CLICKHOUSE_URL", ["http:", "https:"]),
+      url: clickhouseUrl,
       username: read.string("CLICKHOUSE_USER") ?? "default",
       password: read.string("CLICKHOUSE_PASSWORD") ?? "",
       database: read.identifier("CLICKHOUSE_DATABASE", "wattstream"),
-      dataDir: path.resolve(read.string("DATA_DIR") ?? "./data"),
+      dataDir,
     },
     redisUrl: read.url("REDIS_URL", ["redis:", "rediss:"]),
     ingest: {
@@ -159,6 +191,21 @@ export function loadConfig(env: Env = process.env): Config {
     fleet: {
       efficiencyAlertThreshold: read.decimal("EFFICIENCY_ALERT_THRESHOLD", 0.85, 0, 1),
       offlineAfterMs: read.duration("OFFLINE_AFTER", "15m", MAX_HORIZON_MS),
+    },
+    auth: {
+      // Off by default only in the embedded quick start (no CLICKHOUSE_URL): a deployment with a
+      // ClickHouse server authenticates unless told otherwise.
+      enabled: read.oneOf("AUTH", ["on", "off"], clickhouseUrl === undefined ? "off" : "on") === "on",
+      credentialsFile: path.resolve(read.string("CREDENTIALS_FILE") ?? path.join(dataDir, "credentials.json")),
+      clientCaFile,
+    },
+    calls: {
+      deviceReadingsPerSecond: read.integer("DEVICE_RATE_LIMIT", 200, 0, 100_000_000),
+      deviceBurstReadings: read.integer("DEVICE_RATE_BURST", 50_000, 1, 100_000_000),
+      maxStreamsPerDevice: read.integer("MAX_STREAMS_PER_DEVICE", 4, 1, 100_000),
+      maxReadingsPerMessage: read.integer("MAX_READINGS_PER_MESSAGE", 50_000, 1, 10_000_000),
+      maxStreamDurationMs: read.duration("MAX_STREAM_DURATION", "1h"),
+      streamIdleTimeoutMs: read.duration("STREAM_IDLE_TIMEOUT", "5m"),
     },
   };
   const { ingest } = config;

@@ -1,17 +1,25 @@
 // The composition root: the only place that picks concrete parts (embedded or server ClickHouse,
 // Redis or in-process live store) and wires them into the pipeline, the RPC routes and the port.
-import type { ConnectRouter } from "@connectrpc/connect";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
+import { PartnerHandler } from "./api/partner-service.js";
 import { registerReflection } from "./api/reflection-service.js";
+import { Authenticator } from "./auth/authenticator.js";
+import { peerCertificateOf } from "./auth/peer-certificate.js";
+import { peerCertificateKey } from "./auth/principal.js";
+import { createRequestGate, type AccessPolicy } from "./auth/request-gate.js";
 import type { Config } from "./config.js";
 import { IngestMetrics } from "./observe/metrics.js";
+import { DeviceRateLimit } from "./pipeline/device-rate-limit.js";
 import { IngestEngine } from "./pipeline/ingest-engine.js";
 import { ProcessPool } from "./process/process-pool.js";
 import type { DeviceKind } from "./process/history-rows.js";
@@ -39,7 +47,17 @@ export interface ServiceFaults {
   readonly wrapHistorySink?: (sink: HistorySink) => HistorySink;
 }
 
+/** The scope each method needs; health checks and reflection stay open to balancers and tools. */
+const ACCESS: AccessPolicy = {
+  [IngestService.typeName]: { "*": "readings:write" },
+  [FleetService.typeName]: { "*": "fleet:read", LinkVehicleToMeter: "fleet:write" },
+  [PartnerService.typeName]: { "*": "devices:read" },
+  [Health.typeName]: { "*": "public" },
+  [ServerReflection.typeName]: { "*": "public" },
+};
+
 export async function startService(config: Config, log: Logger, faults: ServiceFaults = {}): Promise<RunningService> {
+  const authenticator = openAuthenticator(config, log);
   const history = await openHistoryClient(config.clickhouse);
   const applied = await applyMigrations(history.client, await loadMigrations());
   log.info(
@@ -84,17 +102,25 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     if (!ping.success) throw new Error("history store does not answer");
     await liveStore.ping();
   };
+  const rateLimit = new DeviceRateLimit({ readingsPerSecond: config.calls.deviceReadingsPerSecond, burst: config.calls.deviceBurstReadings });
   const routes = (router: ConnectRouter) => {
-    router.service(IngestService, new IngestHandler(engine, config.ingest, metrics));
+    router.service(
+      IngestService,
+      new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator }),
+    );
     router.service(FleetService, new FleetHandler(history.client, config.fleet, liveStore));
+    router.service(
+      PartnerService,
+      new PartnerHandler(liveStore, (principal, deviceId) => authenticator?.mayRead(principal, deviceId) ?? true, config.fleet.offlineAfterMs),
+    );
     registerHealth(
       router,
       new HealthChecker({
-        services: [IngestService.typeName, FleetService.typeName, Health.typeName],
+        services: [IngestService.typeName, FleetService.typeName, PartnerService.typeName, Health.typeName],
         isReady: () => isReady().then(() => true, () => false),
       }),
     );
-    registerReflection(router, { services: [IngestService, FleetService, Health] });
+    registerReflection(router, { services: [IngestService, FleetService, PartnerService, Health] });
   };
 
   // No shutdownSignal: connect links every call's signal to it with a listener, and an
@@ -107,8 +133,10 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     writeMaxBytes: config.server.maxMessageBytes,
     maxTimeoutMs: config.server.maxTimeoutMs,
     fallback: probeHandler(isReady, metrics.registry),
+    requestGate: createRequestGate(ACCESS, authenticator),
+    contextValues: (req) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req)),
   });
-  const listener = new Listener(handler, { limits: config.server, tls: config.tls });
+  const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
   log.info({ port, host: config.host, tls: config.tls !== undefined }, "serving gRPC, gRPC-Web and Connect");
 
@@ -125,11 +153,32 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         await realSink.close();
         await liveStore.close();
         await history.client.close();
+        authenticator?.stop();
         log.info("stopped");
       })();
       return stopping;
     },
   };
+}
+
+/** The authenticator, or undefined when AUTH=off — said loudly, as it lets anyone write anything. */
+function openAuthenticator(config: Config, log: Logger): Authenticator | undefined {
+  const { auth } = config;
+  if (!auth.enabled) {
+    log.warn(
+      "AUTHENTICATION IS OFF (AUTH=off): any caller may write readings for any device and read the whole fleet. " +
+        "For local development only; set AUTH=on and issue credentials with `npm run devices -- add <device-id>`.",
+    );
+    return undefined;
+  }
+  const authenticator = new Authenticator(auth.credentialsFile, log);
+  authenticator.start();
+  const counts = authenticator.counts;
+  log.info({ credentialsFile: auth.credentialsFile, ...counts, clientCertificates: auth.clientCaFile !== undefined }, "authentication on");
+  if (counts.devices === 0 && counts.apiKeys === 0) {
+    log.warn({ credentialsFile: auth.credentialsFile }, "no credentials issued yet: every call will be refused until `npm run devices -- add` issues some");
+  }
+  return authenticator;
 }
 
 async function openLiveStore(config: Config, log: Logger): Promise<LiveStore> {

@@ -16,41 +16,10 @@ import {
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { HistorySink } from "../src/store/history/history-sink.js";
 import { meterReading, vehicleReading } from "./support/readings.js";
+import { RequestQueue } from "./support/request-queue.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 
 type IngestClient = Client<typeof IngestService>;
-
-/** An async iterable of request messages the test pushes into while the stream is open. */
-class RequestQueue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private closed = false;
-  private wake: (() => void) | undefined;
-
-  push(item: T): void {
-    if (this.closed) throw new Error("the request stream is closed");
-    this.items.push(item);
-    this.notify();
-  }
-
-  close(): void {
-    this.closed = true;
-    this.notify();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    for (;;) {
-      while (this.items.length > 0) yield this.items.shift()!;
-      if (this.closed) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-  }
-
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
-  }
-}
 
 /** One reading waiting in a device's outbox (an entry per send, so a resent reading is its own). */
 interface OutboxEntry {

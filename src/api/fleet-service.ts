@@ -361,7 +361,7 @@ async function storage<T>(call: () => Promise<T>, what = "the history store"): P
 const BOTH_STORES = "the history store or the live store";
 
 /** Runs a live store call; a failure becomes UNAVAILABLE (the store may come back), cause kept. */
-async function liveStorage<T>(call: () => Promise<T>): Promise<T> {
+export async function liveStorage<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {

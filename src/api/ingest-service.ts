@@ -5,6 +5,7 @@ import {
   IngestReadingsResponseSchema,
   IngestService,
   RejectedReadingSchema,
+  RejectReason,
   StreamReadingsResponseSchema,
   SyncReadingsResponseSchema,
   type IngestReadingsRequest,
@@ -13,34 +14,49 @@ import {
   type SyncReadingsResponse,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import { principalKey, type Principal } from "../auth/principal.js";
+import type { CallLimits } from "../config.js";
+import type { DeviceRateLimit } from "../pipeline/device-rate-limit.js";
 import { addOutcome, emptyOutcome, type IngestEngine, type IngestOutcome, type ReadingRejection } from "../pipeline/ingest-engine.js";
 import type { IngestMetrics } from "../observe/metrics.js";
 
-export interface StreamLimits {
+export interface StreamLimits extends CallLimits {
   /** Most readings per batch; a larger message is split, smaller ones arriving together merge. */
   readonly maxBatchReadings: number;
   /** Batches of one stream being stored at once; beyond it the stream is not read. */
   readonly maxBatchesInFlightPerStream: number;
 }
 
+export interface IngestHandlerDeps {
+  readonly engine: IngestEngine;
+  readonly limits: StreamLimits;
+  readonly metrics: IngestMetrics;
+  readonly rateLimit: DeviceRateLimit;
+  /** Unset when authentication is off. */
+  readonly authenticator: Authenticator | undefined;
+}
+
 export class IngestHandler implements ServiceImpl<typeof IngestService> {
-  constructor(
-    private readonly engine: IngestEngine,
-    private readonly limits: StreamLimits,
-    private readonly metrics: IngestMetrics,
-  ) {}
+  private readonly engine: IngestEngine;
+  private readonly limits: StreamLimits;
+  private readonly metrics: IngestMetrics;
+  /** Open ingest calls per authenticated device. */
+  private readonly openCallsByDevice = new Map<string, number>();
+
+  constructor(private readonly deps: IngestHandlerDeps) {
+    ({ engine: this.engine, limits: this.limits, metrics: this.metrics } = deps);
+  }
 
   async streamReadings(requests: AsyncIterable<StreamReadingsRequest>, ctx: HandlerContext) {
     const total = emptyOutcome();
-    await this.tracked("StreamReadings", () => this.ingestStream(requests, ctx.signal, (batch) => addOutcome(total, batch)));
+    await this.tracked("StreamReadings", ctx, () => this.ingestStream(requests, ctx, (batch) => addOutcome(total, batch)));
     return create(StreamReadingsResponseSchema, toCounts(total));
   }
 
   async ingestReadings(request: IngestReadingsRequest, ctx: HandlerContext) {
     const total = emptyOutcome();
-    await this.tracked("IngestReadings", () =>
-      this.ingestStream(once(request.readings), ctx.signal, (batch) => addOutcome(total, batch)),
-    );
+    await this.tracked("IngestReadings", ctx, () => this.ingestStream(once(request.readings), ctx, (batch) => addOutcome(total, batch)));
     return create(IngestReadingsResponseSchema, toCounts(total));
   }
 
@@ -53,8 +69,8 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     let acknowledged = 0;
     let accepted = 0;
     let duplicates = 0;
-    const ingesting = this.tracked("SyncReadings", () =>
-      this.ingestStream(requests, ctx.signal, (batch, count) => {
+    const ingesting = this.tracked("SyncReadings", ctx, () =>
+      this.ingestStream(requests, ctx, (batch, count) => {
         acknowledged += count;
         accepted += batch.accepted;
         duplicates += batch.duplicates;
@@ -75,11 +91,18 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     await ingesting;
   }
 
-  private async tracked(method: string, run: () => Promise<void>): Promise<void> {
+  private async tracked(method: string, ctx: HandlerContext, run: () => Promise<void>): Promise<void> {
     const stop = this.metrics.callSeconds.startTimer({ method });
     this.metrics.openStreams.inc({ method });
+    const principal = ctx.values.get(principalKey);
+    const device = principal.kind === "device" ? principal.deviceId : undefined;
     try {
-      await run();
+      if (device !== undefined) this.openCall(device);
+      try {
+        await run();
+      } finally {
+        if (device !== undefined) this.closeCall(device);
+      }
       stop({ code: "ok" });
     } catch (error) {
       stop({ code: (error as { code?: unknown }).code !== undefined ? String((error as { code: unknown }).code) : "error" });
@@ -87,6 +110,72 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     } finally {
       this.metrics.openStreams.dec({ method });
     }
+  }
+
+  /** Counts a device's open call; refuses one beyond MAX_STREAMS_PER_DEVICE. */
+  private openCall(device: string): void {
+    const open = this.openCallsByDevice.get(device) ?? 0;
+    if (open >= this.limits.maxStreamsPerDevice) {
+      throw new ConnectError(
+        `device ${device} already has ${open} ingest calls open (at most ${this.limits.maxStreamsPerDevice}); send on one of them`,
+        Code.ResourceExhausted,
+      );
+    }
+    this.openCallsByDevice.set(device, open + 1);
+  }
+
+  private closeCall(device: string): void {
+    const open = this.openCallsByDevice.get(device)! - 1;
+    if (open === 0) this.openCallsByDevice.delete(device);
+    else this.openCallsByDevice.set(device, open);
+  }
+
+  /**
+   * What every batch passes before it is stored: the caller's credential still valid (a revoked
+   * device's open stream stops at its next batch), only its own device's readings (others are
+   * rejected PERMISSION_DENIED, per reading), and each device within its rate. Answers the
+   * readings to store with their call-wide indexes, and the rejections.
+   */
+  private admit(principal: Principal, readings: Reading[], firstIndex: number): { own: Reading[]; positions: number[] | undefined; refused: ReadingRejection[] } {
+    const { authenticator, rateLimit } = this.deps;
+    if (authenticator !== undefined && !authenticator.isStillValid(principal)) {
+      throw new ConnectError("the credential was revoked while the call was open", Code.Unauthenticated);
+    }
+    let own = readings;
+    let positions: number[] | undefined;
+    const refused: ReadingRejection[] = [];
+    if (principal.kind === "device" && readings.some((r) => r.deviceId !== principal.deviceId)) {
+      own = [];
+      positions = [];
+      readings.forEach((reading, offset) => {
+        if (reading.deviceId === principal.deviceId) {
+          own.push(reading);
+          positions!.push(firstIndex + offset);
+        } else {
+          refused.push({
+            index: firstIndex + offset,
+            eventId: reading.eventId,
+            reason: RejectReason.PERMISSION_DENIED,
+            message: `authenticated as device ${principal.deviceId}; may not write readings of device ${JSON.stringify(reading.deviceId)}`,
+            retryable: false,
+          });
+        }
+      });
+    }
+    if (rateLimit.enabled && own.length > 0) {
+      const counts = new Map<string, number>();
+      for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
+      const waitMs = rateLimit.take(counts);
+      if (waitMs > 0) {
+        this.metrics.refusedCalls.inc();
+        throw new ConnectError(
+          `a device sent more than ${this.limits.deviceReadingsPerSecond} readings/s (burst ${this.limits.deviceBurstReadings}): resend the readings not yet confirmed in ${(waitMs / 1000).toFixed(1)} s`,
+          Code.ResourceExhausted,
+          { "grpc-retry-pushback-ms": String(waitMs), "retry-after": String(Math.ceil(waitMs / 1000)) },
+        );
+      }
+    }
+    return { own, positions, refused };
   }
 
   /**
@@ -97,10 +186,12 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
    */
   private async ingestStream(
     requests: AsyncIterable<{ readings: Reading[] }>,
-    signal: AbortSignal,
+    ctx: HandlerContext,
     onSettled: (outcome: IngestOutcome, count: number) => void,
   ): Promise<void> {
-    const { maxBatchReadings, maxBatchesInFlightPerStream } = this.limits;
+    const { maxBatchReadings, maxBatchesInFlightPerStream, maxReadingsPerMessage } = this.limits;
+    const { signal } = ctx;
+    const principal = ctx.values.get(principalKey);
     const inFlight: Submitted[] = [];
     let nextIndex = 0;
     let failure: unknown;
@@ -121,8 +212,11 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       }
     };
     const submit = async (readings: Reading[]) => {
-      const { outcome } = await this.engine.submit(readings, nextIndex, { opening: nextIndex === 0, signal });
+      const firstIndex = nextIndex;
       nextIndex += readings.length;
+      const { own, positions, refused } = this.admit(principal, readings, firstIndex);
+      const submitted = await this.engine.submit(own, positions === undefined ? firstIndex : 0, { opening: firstIndex === 0, signal });
+      const outcome = positions === undefined ? submitted.outcome : submitted.outcome.then((o) => withRefused(o, positions, refused));
       const batch: Submitted = { count: readings.length, settled: false, done: Promise.resolve() };
       batch.done = outcome
         .then(
@@ -137,6 +231,10 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       while (inFlight.length >= maxBatchesInFlightPerStream && failure === undefined) await inFlight[0]!.done;
     };
 
+    const timers = new StreamTimers(this.limits, () => inFlight.length > 0, (error) => {
+      failure ??= error;
+      wakeOnFailure(FAILED);
+    });
     try {
       const iterator = requests[Symbol.asyncIterator]();
       let pending: Reading[] = [];
@@ -151,6 +249,13 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
           continue;
         }
         if (result.done) break;
+        timers.messageReceived();
+        if (result.value.readings.length > maxReadingsPerMessage) {
+          throw new ConnectError(
+            `a message carries ${result.value.readings.length} readings; at most ${maxReadingsPerMessage} per message (MAX_READINGS_PER_MESSAGE): split it`,
+            Code.InvalidArgument,
+          );
+        }
         pending.push(...result.value.readings);
         next = iterator.next();
         while (pending.length >= maxBatchReadings && failure === undefined) await submit(pending.splice(0, maxBatchReadings));
@@ -158,9 +263,58 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       if (pending.length > 0 && failure === undefined) await submit(pending);
     } catch (error) {
       failure ??= asInvalidArgumentIfUndecodable(error);
+    } finally {
+      timers.clear();
     }
     await Promise.all(inFlight.map((batch) => batch.done));
     if (failure !== undefined) throw failure;
+  }
+}
+
+/** A batch's outcome with the readings refused before storing put back in, at call-wide indexes. */
+function withRefused(outcome: IngestOutcome, positions: readonly number[], refused: readonly ReadingRejection[]): IngestOutcome {
+  const rejected = [...refused, ...outcome.rejected.map((r) => ({ ...r, index: positions[r.index]! }))];
+  rejected.sort((a, b) => a.index - b.index);
+  return { accepted: outcome.accepted, duplicates: outcome.duplicates, rejected };
+}
+
+/**
+ * A stream's two clocks: its whole life (MAX_STREAM_DURATION) and the time since its last message
+ * while nothing of it is being stored (STREAM_IDLE_TIMEOUT) — an abandoned or trickling stream
+ * must not hold a slot forever. Either ends the stream; 0 turns a clock off.
+ */
+class StreamTimers {
+  private readonly lifetime: NodeJS.Timeout | undefined;
+  private readonly idle: NodeJS.Timeout | undefined;
+
+  constructor(limits: CallLimits, busy: () => boolean, end: (error: ConnectError) => void) {
+    if (limits.maxStreamDurationMs > 0) {
+      this.lifetime = setTimeout(() => {
+        end(
+          new ConnectError(
+            `the stream reached its longest life (MAX_STREAM_DURATION, ${limits.maxStreamDurationMs} ms): open a new one and resend what was not confirmed`,
+            Code.Unavailable,
+            { "grpc-retry-pushback-ms": "0", "retry-after": "0" },
+          ),
+        );
+      }, limits.maxStreamDurationMs);
+    }
+    if (limits.streamIdleTimeoutMs > 0) {
+      const idle: NodeJS.Timeout = setTimeout(() => {
+        if (busy()) idle.refresh();
+        else end(new ConnectError(`no message for ${limits.streamIdleTimeoutMs} ms (STREAM_IDLE_TIMEOUT): the stream is closed`, Code.DeadlineExceeded));
+      }, limits.streamIdleTimeoutMs);
+      this.idle = idle;
+    }
+  }
+
+  messageReceived(): void {
+    this.idle?.refresh();
+  }
+
+  clear(): void {
+    clearTimeout(this.lifetime);
+    clearTimeout(this.idle);
   }
 }
 

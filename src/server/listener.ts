@@ -16,6 +16,8 @@ export type RequestHandler = ReturnType<typeof connectNodeAdapter>;
 export interface ListenerOptions {
   readonly limits: ServerLimits;
   readonly tls?: { readonly certFile: string; readonly keyFile: string } | undefined;
+  /** PEM CA bundle: clients are asked for a certificate, which the request gate checks. */
+  readonly clientCaFile?: string | undefined;
 }
 
 /** The start of every HTTP/2 connection (RFC 9113 §3.4); no HTTP/1 request starts with "PRI". */
@@ -36,6 +38,13 @@ export class Listener {
         {
           cert: readFileSync(options.tls.certFile),
           key: readFileSync(options.tls.keyFile),
+          // Asked for, not required: a device may still present a token instead, so the TLS
+          // handshake accepts any certificate and the request gate decides.
+          ...(options.clientCaFile !== undefined && {
+            ca: readFileSync(options.clientCaFile),
+            requestCert: true,
+            rejectUnauthorized: false,
+          }),
           allowHTTP1: true,
           settings,
         },

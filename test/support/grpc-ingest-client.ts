@@ -32,18 +32,29 @@ const IngestServiceDefinition = {
 
 const IngestClientConstructor = grpc.makeGenericClientConstructor(IngestServiceDefinition, "IngestService");
 
+export interface GrpcIngestClientOptions {
+  /** Headers sent with every call (e.g. `authorization: Bearer <device token>`). */
+  readonly headers?: Record<string, string>;
+  /** Channel credentials; cleartext by default. */
+  readonly credentials?: grpc.ChannelCredentials;
+  /** Channel options (e.g. grpc.ssl_target_name_override). */
+  readonly channelOptions?: grpc.ChannelOptions;
+}
+
 export class GrpcIngestClient {
   private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  private readonly metadata = new grpc.Metadata();
 
-  constructor(target: string) {
-    this.client = new IngestClientConstructor(target, grpc.credentials.createInsecure()) as never;
+  constructor(target: string, options: GrpcIngestClientOptions = {}) {
+    this.client = new IngestClientConstructor(target, options.credentials ?? grpc.credentials.createInsecure(), options.channelOptions) as never;
+    for (const [key, value] of Object.entries(options.headers ?? {})) this.metadata.set(key, value);
   }
 
   /** Opens a StreamReadings call: write messages as you go, then end() resolves its summary. */
   openStream(): { write(readings: Reading[]): void; end(): Promise<StreamReadingsResponse> } {
     let settle!: { resolve: (r: StreamReadingsResponse) => void; reject: (e: Error) => void };
     const response = new Promise<StreamReadingsResponse>((resolve, reject) => (settle = { resolve, reject }));
-    const call = this.client.streamReadings((error: grpc.ServiceError | null, reply: StreamReadingsResponse) =>
+    const call = this.client.streamReadings(this.metadata, (error: grpc.ServiceError | null, reply: StreamReadingsResponse) =>
       error ? settle.reject(error) : settle.resolve(reply),
     ) as grpc.ClientWritableStream<StreamReadingsRequest>;
     return {
@@ -64,7 +75,7 @@ export class GrpcIngestClient {
 
   ingestReadings(readings: readonly Reading[]): Promise<IngestReadingsResponse> {
     return new Promise((resolve, reject) => {
-      this.client.ingestReadings(create(IngestReadingsRequestSchema, { readings: [...readings] }), (error: grpc.ServiceError | null, response: IngestReadingsResponse) =>
+      this.client.ingestReadings(create(IngestReadingsRequestSchema, { readings: [...readings] }), this.metadata, (error: grpc.ServiceError | null, response: IngestReadingsResponse) =>
         error ? reject(error) : resolve(response),
       );
     });
