@@ -169,7 +169,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       if (waitMs > 0) {
         this.metrics.refusedCalls.inc();
         throw new ConnectError(
-          `a device sent more than ${this.limits.deviceReadingsPerSecond} readings/s (burst ${this.limits.deviceBurstReadings}): resend the readings not yet confirmed in ${(waitMs / 1000).toFixed(1)} s`,
+          `a device sent more than ${this.limits.deviceReadingsPerSecond} readings per second (burst ${this.limits.deviceBurstReadings}, DEVICE_RATE_LIMIT): resend the readings not yet confirmed in ${(waitMs / 1000).toFixed(1)} s`,
           Code.ResourceExhausted,
           { "grpc-retry-pushback-ms": String(waitMs), "retry-after": String(Math.ceil(waitMs / 1000)) },
         );

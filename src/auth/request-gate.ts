@@ -29,7 +29,7 @@ export function createRequestGate(policy: AccessPolicy, authenticator: Authentic
     if (required === undefined || !principal.scopes.has(required)) {
       const who = principal.kind === "device" ? `device ${principal.deviceId}` : principal.kind === "api-key" ? `key ${principal.name} (${principal.role})` : "caller";
       throw new ConnectError(
-        `${who} may not call ${context.service.typeName}/${context.method.name}${required === undefined ? "" : ` (needs scope ${required})`}`,
+        `${who} may not call ${context.service.typeName}.${context.method.name}${required === undefined ? "" : ` (needs scope ${required})`}`,
         Code.PermissionDenied,
       );
     }

@@ -20,6 +20,23 @@ export interface ListenerOptions {
   readonly clientCaFile?: string | undefined;
 }
 
+/** How often (10 ms apart) a finished response is checked for its trailers being out. */
+const RESET_CHECKS = 500;
+
+/**
+ * Resets a stream whose response is complete but whose client has not finished sending. The
+ * body's end comes before the trailers (which carry the gRPC status), so wait until the stream is
+ * closed locally; a client not reading (trailers held by flow control) is left alone.
+ */
+function resetOnceAnswered(stream: http2.ServerHttp2Stream, checksLeft: number): void {
+  if (stream.closed || stream.destroyed || stream.state.remoteClose !== 0) return;
+  if (stream.state.localClose !== 0) {
+    stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    return;
+  }
+  if (checksLeft > 0) setTimeout(() => resetOnceAnswered(stream, checksLeft - 1), 10).unref();
+}
+
 /** The start of every HTTP/2 connection (RFC 9113 §3.4); no HTTP/1 request starts with "PRI". */
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -66,6 +83,12 @@ export class Listener {
       session.once("close", () => this.sessions.delete(session));
       // An idle connection (no frames either way) is closed gracefully.
       session.setTimeout(limits.idleTimeoutMs, () => session.close());
+    });
+    // A call that ended (its response complete) while the client is still sending — a stream
+    // ended for idling or trickling, a refused flood — is reset with NO_ERROR (RFC 9113 §8.1), so
+    // the client stops sending and the stream's resources go now, not when the client gives up.
+    this.h2.on("stream", (stream: http2.ServerHttp2Stream) => {
+      stream.once("finish", () => resetOnceAnswered(stream, RESET_CHECKS));
     });
     this.front.on("connection", (socket: net.Socket) => {
       this.sockets.add(socket);

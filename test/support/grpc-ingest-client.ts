@@ -51,13 +51,16 @@ export class GrpcIngestClient {
   }
 
   /** Opens a StreamReadings call: write messages as you go, then end() resolves its summary. */
-  openStream(): { write(readings: Reading[]): void; end(): Promise<StreamReadingsResponse> } {
+  openStream(): { write(readings: Reading[]): void; end(): Promise<StreamReadingsResponse>; readonly response: Promise<StreamReadingsResponse> } {
     let settle!: { resolve: (r: StreamReadingsResponse) => void; reject: (e: Error) => void };
     const response = new Promise<StreamReadingsResponse>((resolve, reject) => (settle = { resolve, reject }));
     const call = this.client.streamReadings(this.metadata, (error: grpc.ServiceError | null, reply: StreamReadingsResponse) =>
       error ? settle.reject(error) : settle.resolve(reply),
     ) as grpc.ClientWritableStream<StreamReadingsRequest>;
+    // Observed, so a test that abandons the stream without awaiting it leaves no unhandled rejection.
+    response.catch(() => {});
     return {
+      response,
       write: (readings) => call.write(create(StreamReadingsRequestSchema, { readings })),
       end: () => {
         call.end();
