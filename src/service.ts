@@ -175,6 +175,9 @@ function openAuthenticator(config: Config, log: Logger): Authenticator | undefin
   authenticator.start();
   const counts = authenticator.counts;
   log.info({ credentialsFile: auth.credentialsFile, ...counts, clientCertificates: auth.clientCaFile !== undefined }, "authentication on");
+  if (config.tls === undefined) {
+    log.warn("authentication is on without TLS: tokens and keys cross the network in clear unless a proxy in front terminates TLS");
+  }
   if (counts.devices === 0 && counts.apiKeys === 0) {
     log.warn({ credentialsFile: auth.credentialsFile }, "no credentials issued yet: every call will be refused until `npm run devices -- add` issues some");
   }
