@@ -92,6 +92,8 @@ export interface CallOptions {
   readonly signal: AbortSignal;
   /** The call's deadline, from when it starts. */
   readonly timeoutMs: number;
+  /** Headers of the call: the device's `authorization` when the service authenticates. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** One StreamReadings call per invocation; implementations share one connection across calls. */
@@ -139,14 +141,16 @@ export function grpcJsTransport(target: string): IngestTransport {
   const serialize = (message: StreamReadingsRequest) => Buffer.from(toBinary(StreamReadingsRequestSchema, message));
   const deserialize = (bytes: Buffer) => fromBinary(StreamReadingsResponseSchema, bytes);
   return {
-    streamReadings(frames, { signal, timeoutMs }) {
+    streamReadings(frames, { signal, timeoutMs, headers }) {
       return new Promise((resolve, reject) => {
         if (signal.aborted) return reject(new CallFailed("CANCELLED", "the link was lost before the call started"));
+        const metadata = new grpc.Metadata();
+        for (const [key, value] of Object.entries(headers ?? {})) metadata.set(key, value);
         const call = client.makeClientStreamRequest<StreamReadingsRequest, StreamReadingsResponse>(
           STREAM_READINGS_PATH,
           serialize,
           deserialize,
-          new grpc.Metadata(),
+          metadata,
           { deadline: Date.now() + timeoutMs },
           (error, response) => {
             signal.removeEventListener("abort", cancel);
@@ -181,12 +185,12 @@ export function connectNodeTransport(target: string, protocol: "connect" | "grpc
       : createGrpcTransport({ baseUrl, sessionManager });
   const client = createClient(IngestService, transport);
   return {
-    async streamReadings(frames, { signal, timeoutMs }) {
+    async streamReadings(frames, { signal, timeoutMs, headers }) {
       async function* messages() {
         for (const readings of frames) yield create(StreamReadingsRequestSchema, { readings: [...readings] });
       }
       try {
-        return toAnswer(await client.streamReadings(messages(), { signal, timeoutMs }));
+        return toAnswer(await client.streamReadings(messages(), { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) }));
       } catch (error) {
         const e = ConnectError.from(error);
         throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
@@ -339,6 +343,8 @@ export interface DeviceClientOptions {
   readonly random?: () => number;
   /** Sees every call, answer and retry; for tests and tracing. */
   readonly onEvent?: (event: ClientEvent) => void;
+  /** The device's token, sent as `authorization: Bearer` when the service authenticates. */
+  readonly token?: string;
 }
 
 interface Pending {
@@ -348,7 +354,8 @@ interface Pending {
 
 export class DeviceClient {
   readonly deviceId: string;
-  private readonly o: Required<Omit<DeviceClientOptions, "onEvent">> & Pick<DeviceClientOptions, "onEvent">;
+  private readonly o: Required<Omit<DeviceClientOptions, "onEvent" | "token">> & Pick<DeviceClientOptions, "onEvent">;
+  private readonly headers: Readonly<Record<string, string>> | undefined;
   private outbox: Pending[] = [];
   private online = true;
   private calling = false;
@@ -364,6 +371,7 @@ export class DeviceClient {
 
   constructor(options: DeviceClientOptions) {
     this.deviceId = options.deviceId;
+    this.headers = options.token === undefined ? undefined : { authorization: `Bearer ${options.token}` };
     this.o = {
       frameReadings: 100,
       maxCallReadings: 1000,
@@ -477,7 +485,11 @@ export class DeviceClient {
     const link = new AbortController();
     this.link = link;
     try {
-      const answer = await transport.streamReadings(frames, { signal: link.signal, timeoutMs: callTimeoutMs });
+      const answer = await transport.streamReadings(frames, {
+        signal: link.signal,
+        timeoutMs: callTimeoutMs,
+        ...(this.headers !== undefined && { headers: this.headers }),
+      });
       stats.answeredCalls++;
       const lost = this.o.lostAnswerShare > 0 && this.o.random() < this.o.lostAnswerShare;
       this.emit({ type: "answer", atMs: Date.now(), answer, lost });

@@ -16,6 +16,7 @@ import {
   type IngestTransport,
   type TransportKind,
 } from "./device-client.js";
+import { addApiKey, addDevice, readCredentials, revokeApiKey, writeCredentials } from "../../src/auth/credentials.js";
 import { createRandom, deriveSeed, FleetModel } from "./fleet-model.js";
 import { formatSummary, ProgressReporter, type LinkSummary, type ProgressSnapshot, type SimulationSummary } from "./progress.js";
 
@@ -27,6 +28,8 @@ Target
   --target HOST:PORT        service address (default localhost:8080)
   --transport KIND          grpc (@grpc/grpc-js, default) | connect (connect-node, Connect
                             protocol over HTTP/2) | connect-grpc (connect-node, gRPC)
+  --credentials FILE        the service's credentials file (AUTH=on): register every simulated
+                            device with a token, and an operator key for the links, in it
 Fleet
   --meters N                smart meters (default 10)
   --vehicles N              EVs; vehicle i charges from meter i % meters (default 10)
@@ -91,6 +94,8 @@ interface Cli {
   readonly quiet: boolean;
   /** Register each vehicle's link to its meter with FleetService before streaming. */
   readonly link: boolean;
+  /** The service's credentials file, when it authenticates: devices and a key are issued in it. */
+  readonly credentialsFile: string | undefined;
   readonly help: boolean;
 }
 
@@ -98,12 +103,35 @@ interface Cli {
  * Tells the service which meter each vehicle charges from, from the simulated start on, so its
  * efficiency answers compare the right energy (FleetService.LinkVehicleToMeter).
  */
-async function linkVehicles(target: string, devices: FleetModel["devices"], startMs: number): Promise<void> {
+async function linkVehicles(target: string, devices: FleetModel["devices"], startMs: number, apiKey: string | undefined): Promise<void> {
   const client = createClient(FleetService, createGrpcTransport({ baseUrl: `http://${target}` }));
+  const headers = apiKey === undefined ? undefined : { "x-api-key": apiKey };
   for (const device of devices) {
     if (device.kind !== "vehicle" || device.meterId === undefined) continue;
-    await client.linkVehicleToMeter({ vehicleId: device.id, meterId: device.meterId, validFrom: timestampFromMs(startMs) });
+    await client.linkVehicleToMeter({ vehicleId: device.id, meterId: device.meterId, validFrom: timestampFromMs(startMs) }, { headers });
   }
+}
+
+/**
+ * Registers every simulated device in the service's credentials file with a fresh token, and an
+ * operator key (for the links), as `npm run devices` would; the service picks them up in a second.
+ */
+async function issueCredentials(file: string, devices: FleetModel["devices"], prefix: string): Promise<{ tokens: Map<string, string>; apiKey: string }> {
+  let credentials = readCredentials(file);
+  const tokens = new Map<string, string>();
+  for (const device of devices) {
+    const added = addDevice(credentials, device.id);
+    credentials = added.credentials;
+    tokens.set(device.id, added.token);
+  }
+  const keyName = `simulator-${prefix}`;
+  if (credentials.apiKeys[keyName]?.revokedAt === undefined && credentials.apiKeys[keyName] !== undefined) {
+    credentials = revokeApiKey(credentials, keyName);
+  }
+  const { credentials: withKey, key } = addApiKey(credentials, keyName, { role: "operator" });
+  writeCredentials(file, withKey);
+  await new Promise((resolve) => setTimeout(resolve, 2_000)); // the service re-reads the file every second
+  return { tokens, apiKey: key };
 }
 
 function parseCli(argv: string[]): Cli {
@@ -138,6 +166,7 @@ function parseCli(argv: string[]): Cli {
         deadline: str,
         "drain-timeout": str,
         json: str,
+        credentials: str,
         quiet: { type: "boolean" },
         "no-link": { type: "boolean" },
         help: { type: "boolean" },
@@ -212,6 +241,7 @@ function parseCli(argv: string[]): Cli {
     json: v.json as string | undefined,
     quiet: v.quiet === true,
     link: v["no-link"] !== true,
+    credentialsFile: v.credentials as string | undefined,
     help: v.help === true,
   };
   if (cli.meters + cli.vehicles + cli.batteries === 0) throw new UsageError("the fleet is empty: give --meters, --vehicles or --batteries");
@@ -273,6 +303,7 @@ async function main(argv: string[]): Promise<number> {
   const devices = model.devices;
   const stats = new ClientStats();
   const transport: IngestTransport = limitConcurrentCalls(createTransport(cli.transport, cli.target), cli.maxCalls);
+  const credentials = cli.credentialsFile === undefined ? undefined : await issueCredentials(cli.credentialsFile, devices, cli.prefix);
   const clients = devices.map(
     (d) =>
       new DeviceClient({
@@ -285,10 +316,11 @@ async function main(argv: string[]): Promise<number> {
         callTimeoutMs: cli.deadlineMs,
         lostAnswerShare: cli.lostAnswerShare,
         random: createRandom(deriveSeed(cli.seed, "client", d.index)),
+        ...(credentials !== undefined && { token: credentials.tokens.get(d.id)! }),
       }),
   );
 
-  if (cli.link) await linkVehicles(cli.target, devices, startMs);
+  if (cli.link) await linkVehicles(cli.target, devices, startMs, credentials?.apiKey);
 
   process.stdout.write(
     `simulating ${cli.meters} meters, ${cli.vehicles} vehicles, ${cli.batteries} battery units (seed ${cli.seed}): ` +

@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SimulationSummary } from "../../bench/simulator/progress.js";
-import { HistoryProbe, startTestService, type TestService } from "../support/test-service.js";
+import { HistoryProbe, startTestService, testEnv, type TestService } from "../support/test-service.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -111,6 +111,42 @@ describe("npm run simulate", () => {
     expect(r.acknowledged + r.rejected).toBe(r.generated);
     expect(await storedFor("bad")).toBe(r.generated - r.malformed);
   });
+
+  it("registers its devices and an operator key with --credentials when the service authenticates", async () => {
+    const file = path.join(dir, "credentials.json");
+    // The embedded engine holds one data directory per process: share the first service's.
+    const secured = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file, DATA_DIR: app.config.clickhouse.dataDir }));
+    const securedProbe = new HistoryProbe(secured.config);
+    try {
+      const refused = await runSimulator([
+        ...["--target", secured.target, "--meters", "1", "--vehicles", "0", "--batteries", "0", "--no-link"],
+        ...["--compress", "1440", "--duration", "1", "--drain-timeout", "1", "--prefix", "anon", "--quiet"],
+      ]);
+      expect(refused.code).toBe(1); // nothing acknowledged without credentials
+
+      const out = path.join(dir, "secured.json");
+      const { code, stdout, stderr } = await runSimulator([
+        ...["--target", secured.target, "--credentials", file, "--meters", "2", "--vehicles", "2", "--batteries", "1"],
+        ...["--compress", "1440", "--duration", "2", "--json", out, "--prefix", "auth"],
+      ]);
+      expect(code, `${stdout}\n${stderr}`).toBe(0);
+      const summary = JSON.parse(readFileSync(out, "utf8")) as SimulationSummary;
+      expect(summary.readings.pending).toBe(0);
+      expect(summary.readings.rejected).toBe(0);
+      const credentials = JSON.parse(readFileSync(file, "utf8")) as { devices: Record<string, unknown>; apiKeys: Record<string, { role: string }> };
+      expect(Object.keys(credentials.devices).sort()).toEqual(["auth-bbu-0000", "auth-ev-0000", "auth-ev-0001", "auth-meter-0000", "auth-meter-0001"]);
+      expect(credentials.apiKeys["simulator-auth"]!.role).toBe("operator");
+      const [row] = await securedProbe.rows<{ n: string }>(
+        `SELECT count() AS n FROM (SELECT device_id FROM {db}.meter_readings UNION ALL SELECT device_id FROM {db}.vehicle_readings UNION ALL SELECT device_id FROM {db}.battery_readings) WHERE startsWith(device_id, 'auth-')`,
+      );
+      expect(Number(row!.n)).toBe(summary.readings.generated);
+      const [anon] = await securedProbe.rows<{ n: string }>(`SELECT count() AS n FROM {db}.meter_readings WHERE startsWith(device_id, 'anon-')`);
+      expect(Number(anon!.n)).toBe(0);
+    } finally {
+      await securedProbe.close();
+      await secured.service.stop();
+    }
+  }, 60_000);
 
   it("refuses a bad option with exit status 2 and says which", async () => {
     const { code, stderr } = await runSimulator(["--faulty-share", "1.5"]);
