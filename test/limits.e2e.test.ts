@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestReadingsRequestSchema, IngestService, type SyncReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { addDevice, emptyCredentials, writeCredentials, type Credentials } from "../src/auth/credentials.js";
+import { FaultySink } from "./support/faulty-sink.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { meterReading } from "./support/readings.js";
 import { RequestQueue } from "./support/request-queue.js";
@@ -25,10 +26,11 @@ const BURST = 50;
 const MAX_PER_MESSAGE = 40;
 const IDLE_MS = 1_000;
 const LIFETIME_MS = 3_000;
-const DEVICES = ["flood", "calm", "multi", "other", "big", "quiet", "sync-quiet", "trickle", "long", "bystander"];
+const DEVICES = ["unlucky", "flood", "calm", "multi", "other", "big", "quiet", "sync-quiet", "trickle", "long", "bystander"];
 
 let app: TestService;
 let probe: HistoryProbe;
+let sink: FaultySink;
 const tokens: Record<string, string> = {};
 
 beforeAll(async () => {
@@ -50,7 +52,9 @@ beforeAll(async () => {
       MAX_READINGS_PER_MESSAGE: String(MAX_PER_MESSAGE),
       STREAM_IDLE_TIMEOUT: `${IDLE_MS}ms`,
       MAX_STREAM_DURATION: `${LIFETIME_MS}ms`,
+      INSERT_ATTEMPTS: "1",
     }),
+    { wrapHistorySink: (real) => (sink = new FaultySink(real)) },
   );
   probe = new HistoryProbe(app.config);
 });
@@ -110,6 +114,25 @@ describe("a flooding device", () => {
     expect(await stored("calm")).toBeGreaterThanOrEqual(1);
     flood.close();
     calm.close();
+  });
+});
+
+describe("a device the service failed", () => {
+  it("is not charged for resends the service itself made necessary", async () => {
+    const unlucky = client("unlucky");
+    const batch = readings("unlucky", MAX_PER_MESSAGE);
+    sink.failing = true;
+    try {
+      // Each attempt would drain the bucket (40 of 50) if the failed batches were charged.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        expect((await failure(unlucky.ingestReadings(batch))).code).toBe(grpc.status.UNAVAILABLE);
+      }
+    } finally {
+      sink.failing = false;
+    }
+    expect(Number((await unlucky.ingestReadings(batch)).accepted)).toBe(MAX_PER_MESSAGE);
+    unlucky.close();
+    expect(await stored("unlucky")).toBe(MAX_PER_MESSAGE);
   });
 });
 

@@ -136,7 +136,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
    * rejected PERMISSION_DENIED, per reading), and each device within its rate. Answers the
    * readings to store with their call-wide indexes, and the rejections.
    */
-  private admit(principal: Principal, readings: Reading[], firstIndex: number): { own: Reading[]; positions: number[] | undefined; refused: ReadingRejection[] } {
+  private admit(principal: Principal, readings: Reading[], firstIndex: number): Admitted {
     const { authenticator, rateLimit } = this.deps;
     if (authenticator !== undefined && !authenticator.isStillValid(principal)) {
       throw new ConnectError("the credential was revoked while the call was open", Code.Unauthenticated);
@@ -162,6 +162,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         }
       });
     }
+    let charged: Map<string, number> | undefined;
     if (rateLimit.enabled && own.length > 0) {
       const counts = new Map<string, number>();
       for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
@@ -174,8 +175,9 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
           { "grpc-retry-pushback-ms": String(waitMs), "retry-after": String(Math.ceil(waitMs / 1000)) },
         );
       }
+      charged = counts;
     }
-    return { own, positions, refused };
+    return { own, positions, refused, charged };
   }
 
   /**
@@ -214,8 +216,18 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     const submit = async (readings: Reading[]) => {
       const firstIndex = nextIndex;
       nextIndex += readings.length;
-      const { own, positions, refused } = this.admit(principal, readings, firstIndex);
-      const submitted = await this.engine.submit(own, positions === undefined ? firstIndex : 0, { opening: firstIndex === 0, signal });
+      const { own, positions, refused, charged } = this.admit(principal, readings, firstIndex);
+      // A batch the service itself refuses or fails to store is given back to the device's rate:
+      // the resend it must make is not the device's excess.
+      const refund = () => charged !== undefined && this.deps.rateLimit.refund(charged);
+      let submitted: Awaited<ReturnType<IngestEngine["submit"]>>;
+      try {
+        submitted = await this.engine.submit(own, positions === undefined ? firstIndex : 0, { opening: firstIndex === 0, signal });
+      } catch (error) {
+        refund();
+        throw error;
+      }
+      submitted.outcome.catch(refund);
       const outcome = positions === undefined ? submitted.outcome : submitted.outcome.then((o) => withRefused(o, positions, refused));
       const batch: Submitted = { count: readings.length, settled: false, done: Promise.resolve() };
       batch.done = outcome
@@ -269,6 +281,17 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     await Promise.all(inFlight.map((batch) => batch.done));
     if (failure !== undefined) throw failure;
   }
+}
+
+interface Admitted {
+  /** The readings to store (all of them unless some were another device's). */
+  readonly own: Reading[];
+  /** Call-wide index of each of `own`, when some readings were taken out. */
+  readonly positions: number[] | undefined;
+  /** Readings refused before storing, at their call-wide indexes. */
+  readonly refused: ReadingRejection[];
+  /** What was taken from the devices' rate buckets. */
+  readonly charged: ReadonlyMap<string, number> | undefined;
 }
 
 /** A batch's outcome with the readings refused before storing put back in, at call-wide indexes. */

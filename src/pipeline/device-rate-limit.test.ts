@@ -48,6 +48,16 @@ describe("DeviceRateLimit", () => {
     expect(limit.trackedDevices).toBe(1);
   });
 
+  it("takes back a refund, up to the bucket's size", () => {
+    const { limit } = limiter(10, 100);
+    limit.take(new Map([["a", 100]]));
+    limit.refund(new Map([["a", 60]]));
+    expect(limit.take(new Map([["a", 60]]))).toBe(0);
+    limit.refund(new Map([["a", 1_000]]));
+    expect(limit.take(new Map([["a", 100]]))).toBe(0);
+    expect(limit.take(new Map([["a", 1]]))).toBeGreaterThan(0);
+  });
+
   it("does nothing at rate 0", () => {
     const { limit } = limiter(0, 1);
     expect(limit.take(new Map([["a", 1_000_000]]))).toBe(0);

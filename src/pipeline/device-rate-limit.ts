@@ -50,6 +50,14 @@ export class DeviceRateLimit {
     return 0;
   }
 
+  /** Gives back what take() took, when the service (not the device) failed the readings. */
+  refund(counts: ReadonlyMap<string, number>): void {
+    for (const [device, count] of counts) {
+      const bucket = this.buckets.get(device);
+      if (bucket !== undefined) bucket.tokens = Math.min(this.options.burst, bucket.tokens + count);
+    }
+  }
+
   /** Devices with a bucket: what the limiter holds in memory. */
   get trackedDevices(): number {
     return this.buckets.size;
