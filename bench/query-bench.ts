@@ -5,7 +5,9 @@
 // rollups as the service's own inserts would — then starts the service on that directory and
 // times GetVehiclePerformance, GetFleetSummary and ListAlerts through a real gRPC client.
 //   npm run bench:query -- --rows 50000000 --json out/query-50m.json
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+// With --data-dir DIR the seeded directory is kept there and reused by later runs with the same
+// --rows and --devices (the history then ends when it was seeded, not now: see seed_age_hours).
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -30,6 +32,8 @@ const { values } = parseArgs({
     "series-budget": { type: "string", default: "180" },
     // Keep the seeded directory (printed) instead of removing it.
     keep: { type: "boolean", default: false },
+    // Seed into DIR once and reuse it on later runs (never removed).
+    "data-dir": { type: "string" },
   },
 });
 
@@ -39,22 +43,37 @@ const callTimeoutMs = Number(values["call-timeout"]) * 1000;
 const seriesBudgetMs = Number(values["series-budget"]) * 1000;
 if (!(rows > 0) || !(devices >= 3)) throw new Error("--rows must be > 0 and --devices at least 3");
 
-const root = mkdtempSync(path.join(tmpdir(), "wattstream-query-bench-"));
+const reuse = values["data-dir"] !== undefined;
+const root = reuse ? path.resolve(values["data-dir"]!) : mkdtempSync(path.join(tmpdir(), "wattstream-query-bench-"));
 const dataDir = path.join(root, "data");
+const seedFile = path.join(root, "seed.json");
 mkdirSync(dataDir, { recursive: true });
 let service: ServiceProcess | undefined;
 const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 try {
-  const seed: SeedResult = await seedHistory({
-    dataDir,
-    spoolDir: path.join(root, "spool"),
-    database: "wattstream",
-    rows,
-    devices,
-    blockRows: Number(values["block-rows"]),
-    log,
-  });
+  let seed: SeedResult & { seededAtMs: number; devices: number };
+  if (reuse && existsSync(seedFile)) {
+    seed = JSON.parse(readFileSync(seedFile, "utf8")) as typeof seed;
+    if (seed.rows !== rows || seed.devices !== devices) {
+      throw new Error(`${root} holds ${seed.rows} rows of ${seed.devices} devices, not ${rows} of ${devices}: use another --data-dir`);
+    }
+    log(`reusing ${root}, seeded ${((Date.now() - seed.seededAtMs) / 3_600_000).toFixed(2)} h ago`);
+  } else {
+    if (reuse && readdirSync(dataDir).length > 0) throw new Error(`${dataDir} is not empty but has no seed.json: remove it or use another --data-dir`);
+    const seededAtMs = Date.now();
+    const seeded = await seedHistory({
+      dataDir,
+      spoolDir: path.join(root, "spool"),
+      database: "wattstream",
+      rows,
+      devices,
+      blockRows: Number(values["block-rows"]),
+      log,
+    });
+    seed = { ...seeded, seededAtMs, devices };
+    if (reuse) writeFileSync(seedFile, JSON.stringify(seed));
+  }
 
   log("starting the service on the seeded DATA_DIR");
   const startedAt = performance.now();
@@ -129,6 +148,8 @@ try {
     list_alerts_ms: alerts.stats,
     details: {
       devices,
+      data_dir_reused: reuse,
+      seed_age_hours: round((Date.now() - seed.seededAtMs) / 3_600_000),
       vehicles: vehicles.length,
       links: seed.links,
       rows_per_table: seed.rowsPerTable,
@@ -151,7 +172,7 @@ try {
   if (values.json) writeFileSync(values.json, `${text}\n`);
 } finally {
   service?.kill();
-  if (values.keep) log(`kept ${root}`);
+  if (reuse || values.keep) log(`kept ${root}`);
   else rmSync(root, { recursive: true, force: true });
 }
 
