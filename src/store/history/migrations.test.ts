@@ -14,8 +14,12 @@ const SHIPPED_TABLES = [
   ...HISTORY_TABLES,
   "battery_health_hours",
   "battery_health_hours_mv",
+  "meter_hours",
+  "meter_hours_mv",
   "meter_minutes",
   "meter_minutes_mv",
+  "vehicle_hours",
+  "vehicle_hours_mv",
   "vehicle_meter_links",
   "vehicle_minutes",
   "vehicle_minutes_mv",
@@ -293,7 +297,7 @@ describe("applyMigrations on the embedded engine", () => {
                      ('b', 'e2', '2026-01-01 00:50:00', now64(3), 48, 50, [], 60, 'WARN', 'INSPECT', 1),
                      ('b', 'e3', '2026-01-01 01:05:00', now64(3), 48, 25, [], 100, 'OK', 'NONE', 1)`,
     });
-    expect(await applyMigrations(history.client, migrations)).toEqual([4]);
+    expect(await applyMigrations(history.client, migrations.filter((m) => m.version <= 4))).toEqual([4]);
     const hourly = `SELECT toString(hour) AS hour, toUInt32(sum(score_sum)) AS total, min(score_min) AS lo, max(score_max) AS hi,
                            toUInt32(sum(readings)) AS n
                     FROM battery_health_hours WHERE device_id = 'b' GROUP BY hour ORDER BY hour`;
@@ -305,6 +309,35 @@ describe("applyMigrations on the embedded engine", () => {
     // Running the file's statements again (a crash before its record) backfills nothing more.
     for (const statement of migrations.find((m) => m.version === 4)!.statements) await history.client.command({ query: statement });
     expect(await rows(history, hourly)).toEqual(expected);
+  });
+
+  it("backfills the hourly energy rollups from the minute rollups before 0005, then keeps them from new readings", async () => {
+    const history = await freshDatabase();
+    const migrations = await loadMigrations();
+    await applyMigrations(history.client, migrations.filter((m) => m.version < 5));
+    // Two minutes of one hour and one of the next, through the minute views of 0003.
+    await history.client.command({
+      query: `INSERT INTO vehicle_readings (device_id, event_id, observed_at, received_at, soc, kwh_delivered_dc, battery_temp)
+              VALUES ('v', 'e1', '2026-01-01 00:10:10', now64(3), 50, 1.5, 20), ('v', 'e2', '2026-01-01 00:59:59.999', now64(3), 50, 2, 30),
+                     ('v', 'e3', '2026-01-01 01:00:00', now64(3), 50, 4, 40)`,
+    });
+    expect(await applyMigrations(history.client, migrations)).toEqual([5]);
+    const hourly = `SELECT toString(hour) AS hour, sum(kwh_delivered_dc) AS kwh, sum(battery_temp_sum) AS temp, toUInt32(sum(readings)) AS n
+                    FROM vehicle_hours WHERE device_id = 'v' GROUP BY hour ORDER BY hour`;
+    const backfilled = [
+      { hour: "2026-01-01 00:00:00", kwh: 3.5, temp: 50, n: 2 },
+      { hour: "2026-01-01 01:00:00", kwh: 4, temp: 40, n: 1 },
+    ];
+    expect(await rows(history, hourly)).toEqual(backfilled);
+    // Running the file's statements again (a crash before its record) backfills nothing more.
+    for (const statement of migrations.find((m) => m.version === 5)!.statements) await history.client.command({ query: statement });
+    expect(await rows(history, hourly)).toEqual(backfilled);
+    // Readings stored after 0005 reach the hours through the minute view and the hourly view.
+    await history.client.command({
+      query: `INSERT INTO vehicle_readings (device_id, event_id, observed_at, received_at, soc, kwh_delivered_dc, battery_temp)
+              VALUES ('v', 'e4', '2026-01-01 01:30:00', now64(3), 50, 0.5, 10)`,
+    });
+    expect(await rows(history, hourly)).toEqual([backfilled[0], { hour: "2026-01-01 01:00:00", kwh: 4.5, temp: 50, n: 2 }]);
   });
 
   it("repairs a run that created the tables but did not record the migration", async () => {
