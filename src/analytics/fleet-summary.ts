@@ -54,10 +54,18 @@ export function summarizeFleet(
   };
 }
 
+/**
+ * How far below a bound a ratio may fall and still count as reaching it. Energy summed from
+ * rollups, in whatever order the engine adds them, equals a sum over raw rows only to
+ * floating-point tolerance: a vehicle at exactly 70 % (DC 10.5 / AC 15) may come out as
+ * 0.6999999999999999 or 0.7 depending on that order, and must land in one bucket either way.
+ */
+export const BUCKET_BOUND_TOLERANCE = 1e-9;
+
 /** The bucket of a ratio: the last whose lower bound it reaches (bounds are exact in decimal). */
 function bucketOf(ratio: number): number {
   for (let i = EFFICIENCY_BUCKET_BOUNDS.length - 1; i > 0; i--) {
-    if (ratio >= EFFICIENCY_BUCKET_BOUNDS[i]!) return i;
+    if (ratio >= EFFICIENCY_BUCKET_BOUNDS[i]! - BUCKET_BOUND_TOLERANCE) return i;
   }
   return 0;
 }
