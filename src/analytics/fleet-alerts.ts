@@ -6,6 +6,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import { liveStatePages } from "../store/live/live-pages.js";
 import { compareDeviceIds, type LiveState, type LiveStore } from "../store/live/live-store.js";
 import { queryFleetEfficiency } from "./fleet-efficiency.js";
+import type { LinkSource } from "./vehicle-links.js";
 
 const HOUR_MS = 3_600_000;
 
@@ -24,6 +25,8 @@ export interface FleetAlert {
 }
 
 export interface FleetAlertOptions {
+  /** Where vehicle–meter links are read from; storage when unset. */
+  readonly links?: LinkSource;
   readonly asOfMs: number;
   /** The window over which efficiency is judged, ending at asOfMs. */
   readonly windowHours: number;
@@ -42,7 +45,7 @@ export function compareAlerts(a: Pick<FleetAlert, "kind" | "deviceId" | "detecte
 export async function collectFleetAlerts(client: ClickHouseClient, live: LiveStore, options: FleetAlertOptions): Promise<FleetAlert[]> {
   const { asOfMs, offlineAfterMs } = options;
   const startMs = asOfMs - options.windowHours * HOUR_MS;
-  const [efficiency, states] = await Promise.all([queryFleetEfficiency(client, startMs, asOfMs), allLiveStates(live)]);
+  const [efficiency, states] = await Promise.all([queryFleetEfficiency(client, startMs, asOfMs, options.links), allLiveStates(live)]);
   const observedAt = new Map(states.map((s) => [s.deviceId, s.observedAtMs]));
   const alerts: FleetAlert[] = [];
 

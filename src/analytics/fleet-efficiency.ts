@@ -3,10 +3,18 @@
 // vehicle-performance.ts), so they equal sums over the raw rows. A vehicle's efficiency is
 // computed exactly as GetVehiclePerformance computes it: DC over the AC of the meters it was
 // linked to, while it was linked to them.
+// Fleet-wide energy and charging efficiency over a window. Each device's totals come from the
+// rollups in one statement: whole hours from meter_hours/vehicle_hours, the whole minutes outside
+// them from the minute rollups, and only the partial minutes at the window's edges from raw
+// history (window-levels.ts), so they equal sums over the raw rows. A vehicle's efficiency is
+// computed exactly as GetVehiclePerformance computes it: DC over the AC of the meters it was
+// linked to, while it was linked to them. A meter linked for the whole window contributes its
+// window total from that same statement; only intervals that start or end inside the window (a
+// vehicle that moved chargers) are summed by a second, narrow query over those meters alone.
 import type { ClickHouseClient } from "@clickhouse/client";
-import { listLinksStartingBefore, meterIntervals } from "./vehicle-links.js";
-import type { MeterInterval } from "./vehicle-links.js";
-import { MAX_METER_INTERVALS, wholeMinutes } from "./vehicle-performance.js";
+import { meterIntervals, storedLinks, type LinkSource, type MeterInterval } from "./vehicle-links.js";
+import { MAX_METER_INTERVALS } from "./vehicle-performance.js";
+import { wholeMinutes, windowLevels } from "./window-levels.js";
 
 export interface FleetEnergy {
   readonly kwhConsumedAc: number;
@@ -27,72 +35,94 @@ export interface VehicleEfficiency extends VehicleWindowTotals {
   readonly ratio: number | undefined;
 }
 
+export interface FleetWindow {
+  /** All meters' AC and all vehicles' DC within the window. */
+  readonly energy: FleetEnergy;
+  /** Every vehicle with readings within the window, in device id order. */
+  readonly efficiency: VehicleEfficiency[];
+}
+
 const ms = (param: string) => `fromUnixTimestamp64Milli({${param}:Int64}, 'UTC')`;
+/** A whole-second time in epoch ms, as a DateTime for comparing with minute and hour columns. */
+const sec = (param: string) => `toDateTime(intDiv({${param}:Int64}, 1000), 'UTC')`;
 
-function windowParams(fromMs: number, toMs: number) {
-  const { fullFromMs, fullToMs } = wholeMinutes(fromMs, toMs);
-  return { from: fromMs, to: toMs, fullFrom: fullFromMs, fullTo: fullToMs };
+/** One kind's rows of the window at the level each lies in (see window-levels.ts). */
+function levels(side: number, hours: string, minutes: string, raw: string, kwh: string): string {
+  return `SELECT ${side} AS side, device_id, ${kwh} AS kwh, readings AS n FROM ${hours}
+            WHERE hour >= ${sec("hourFrom")} AND hour < ${sec("hourTo")}
+          UNION ALL
+          SELECT ${side}, device_id, ${kwh}, readings FROM ${minutes}
+            WHERE minute >= ${sec("fullFrom")} AND minute < ${sec("fullTo")}
+              AND NOT (minute >= ${sec("hourFrom")} AND minute < ${sec("hourTo")})
+          UNION ALL
+          SELECT ${side}, device_id, ${kwh}, 1 FROM ${raw} FINAL
+            WHERE observed_at >= ${ms("from")} AND observed_at < ${ms("to")}
+              AND NOT (observed_at >= ${ms("fullFrom")} AND observed_at < ${ms("fullTo")})`;
 }
 
-/** Raw rows in [from, to) outside the whole minutes [fullFrom, fullTo). */
-const EDGES = `observed_at >= ${ms("from")} AND observed_at < ${ms("to")}
-               AND NOT (observed_at >= ${ms("fullFrom")} AND observed_at < ${ms("fullTo")})`;
-const WHOLE = `minute >= ${ms("fullFrom")} AND minute < ${ms("fullTo")}`;
-
-/** AC and DC energy of the whole fleet within [fromMs, toMs). */
-export async function queryFleetEnergy(client: ClickHouseClient, fromMs: number, toMs: number): Promise<FleetEnergy> {
+/** Every device's energy and reading count within [fromMs, toMs): meters' AC and vehicles' DC. */
+async function queryDeviceTotals(
+  client: ClickHouseClient,
+  fromMs: number,
+  toMs: number,
+): Promise<{ meters: Map<string, number>; vehicles: VehicleWindowTotals[] }> {
+  const w = windowLevels(fromMs, toMs);
   const result = await client.query({
-    query: `SELECT
-              (SELECT sum(kwh_consumed_ac) FROM meter_readings FINAL WHERE ${EDGES})
-                + (SELECT sum(kwh_consumed_ac) FROM meter_minutes WHERE ${WHOLE}) AS ac,
-              (SELECT sum(kwh_delivered_dc) FROM vehicle_readings FINAL WHERE ${EDGES})
-                + (SELECT sum(kwh_delivered_dc) FROM vehicle_minutes WHERE ${WHOLE}) AS dc`,
-    query_params: windowParams(fromMs, toMs),
-    format: "JSONEachRow",
-  });
-  const [row] = await result.json<{ ac: number | null; dc: number | null }>();
-  return { kwhConsumedAc: Number(row?.ac ?? 0), kwhDeliveredDc: Number(row?.dc ?? 0) };
-}
-
-/** Every vehicle with readings within [fromMs, toMs), with its DC energy and reading count. */
-export async function queryVehicleWindowTotals(client: ClickHouseClient, fromMs: number, toMs: number): Promise<VehicleWindowTotals[]> {
-  const result = await client.query({
-    query: `SELECT device_id, sum(dc) AS dc, sum(n) AS n FROM (
-              SELECT device_id, sum(kwh_delivered_dc) AS dc, count() AS n FROM vehicle_readings FINAL WHERE ${EDGES} GROUP BY device_id
+    query: `SELECT side, device_id, sum(kwh) AS kwh, sum(n) AS n FROM (
+              ${levels(0, "meter_hours", "meter_minutes", "meter_readings", "kwh_consumed_ac")}
               UNION ALL
-              SELECT device_id, sum(kwh_delivered_dc), sum(readings) FROM vehicle_minutes WHERE ${WHOLE} GROUP BY device_id
+              ${levels(1, "vehicle_hours", "vehicle_minutes", "vehicle_readings", "kwh_delivered_dc")}
             )
-            GROUP BY device_id
+            GROUP BY side, device_id
             HAVING n > 0
-            ORDER BY device_id`,
-    query_params: windowParams(fromMs, toMs),
-    format: "JSONEachRow",
+            ORDER BY side, device_id`,
+    query_params: { from: w.fromMs, to: w.toMs, fullFrom: w.fullFromMs, fullTo: w.fullToMs, hourFrom: w.hourFromMs, hourTo: w.hourToMs },
+    format: "JSONCompactEachRow",
   });
-  const rows = await result.json<{ device_id: string; dc: number; n: string | number }>();
-  return rows.map((r) => ({ vehicleId: r.device_id, kwhDeliveredDc: Number(r.dc), readings: Number(r.n) }));
+  const rows = await result.json<[number, string, number, string | number]>();
+  const meters = new Map<string, number>();
+  const vehicles: VehicleWindowTotals[] = [];
+  for (const [side, deviceId, kwh, n] of rows) {
+    if (Number(side) === 0) meters.set(deviceId, Number(kwh));
+    else vehicles.push({ vehicleId: deviceId, kwhDeliveredDc: Number(kwh), readings: Number(n) });
+  }
+  return { meters, vehicles };
 }
 
-/**
- * The charging efficiency of every vehicle with readings within [fromMs, toMs). The AC side of all
- * vehicles is one query: every vehicle's meter intervals travel as array parameters and are joined
- * against the rollup (whole minutes) and the raw rows (edge minutes) — one statement's fixed cost
- * instead of one per vehicle (measured: 6,667 vehicles took ~50 s one query each).
- */
-export async function queryFleetEfficiency(client: ClickHouseClient, fromMs: number, toMs: number): Promise<VehicleEfficiency[]> {
-  const [vehicles, links] = await Promise.all([queryVehicleWindowTotals(client, fromMs, toMs), listLinksStartingBefore(client, toMs)]);
-  const intervalsOf = vehicles.map((vehicle) => meterIntervals(links.get(vehicle.vehicleId) ?? [], fromMs, toMs));
-  const ac = await queryAcByVehicle(
+/** The fleet's energy and every vehicle's charging efficiency within [fromMs, toMs). */
+export async function queryFleetWindow(
+  client: ClickHouseClient,
+  fromMs: number,
+  toMs: number,
+  links: LinkSource = storedLinks(client),
+): Promise<FleetWindow> {
+  const [{ meters, vehicles }, linksByVehicle] = await Promise.all([queryDeviceTotals(client, fromMs, toMs), links.linksStartingBefore(toMs)]);
+  let kwhConsumedAc = 0;
+  for (const kwh of meters.values()) kwhConsumedAc += kwh;
+  let kwhDeliveredDc = 0;
+  for (const vehicle of vehicles) kwhDeliveredDc += vehicle.kwhDeliveredDc;
+
+  const intervalsOf = vehicles.map((vehicle) => meterIntervals(linksByVehicle.get(vehicle.vehicleId) ?? [], fromMs, toMs));
+  const whole = (interval: MeterInterval) => interval.fromMs === fromMs && interval.toMs === toMs;
+  const partialAc = await queryAcByVehicle(
     client,
-    intervalsOf.map((intervals) => (intervals.length > MAX_METER_INTERVALS ? [] : intervals)),
+    intervalsOf.map((intervals) => (intervals.length > MAX_METER_INTERVALS ? [] : intervals.filter((interval) => !whole(interval)))),
   );
-  return vehicles.map((vehicle, i) => {
+  const efficiency = vehicles.map((vehicle, i): VehicleEfficiency => {
     const intervals = intervalsOf[i]!;
     if (intervals.length === 0 || intervals.length > MAX_METER_INTERVALS) {
       return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: 0, ratio: undefined };
     }
-    const kwhConsumedAc = ac.get(i) ?? 0;
-    return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc, ratio: kwhConsumedAc > 0 ? vehicle.kwhDeliveredDc / kwhConsumedAc : undefined };
+    let ac = partialAc.get(i) ?? 0;
+    for (const interval of intervals) if (whole(interval)) ac += meters.get(interval.meterId) ?? 0;
+    return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: ac, ratio: ac > 0 ? vehicle.kwhDeliveredDc / ac : undefined };
   });
+  return { energy: { kwhConsumedAc, kwhDeliveredDc }, efficiency };
+}
+
+/** The charging efficiency of every vehicle with readings within [fromMs, toMs). */
+export async function queryFleetEfficiency(client: ClickHouseClient, fromMs: number, toMs: number, links?: LinkSource): Promise<VehicleEfficiency[]> {
+  return (await queryFleetWindow(client, fromMs, toMs, links)).efficiency;
 }
 
 /** AC energy per vehicle (by its position in `intervalsByVehicle`) over its meter intervals. */
@@ -125,13 +155,15 @@ async function queryAcByVehicle(client: ClickHouseClient, intervalsByVehicle: re
             SELECT v, sum(ac) AS ac FROM (
               SELECT i.v AS v, sum(r.kwh_consumed_ac) AS ac
               FROM meter_minutes AS r INNER JOIN intervals AS i ON r.device_id = i.m
-              WHERE r.minute >= ${t("i.ff")} AND r.minute < ${t("i.ft")}
+              WHERE r.device_id IN {meters:Array(String)}
+                AND r.minute >= ${t("i.ff")} AND r.minute < ${t("i.ft")}
                 AND r.minute >= ${t("{minFrom:Int64}")} AND r.minute < ${t("{maxTo:Int64}")}
               GROUP BY v
               UNION ALL
               SELECT i.v AS v, sum(r.kwh_consumed_ac) AS ac
               FROM meter_readings AS r FINAL INNER JOIN intervals AS i ON r.device_id = i.m
-              WHERE r.observed_at >= ${t("i.f")} AND r.observed_at < ${t("i.t")}
+              WHERE r.device_id IN {meters:Array(String)}
+                AND r.observed_at >= ${t("i.f")} AND r.observed_at < ${t("i.t")}
                 AND NOT (r.observed_at >= ${t("i.ff")} AND r.observed_at < ${t("i.ft")})
                 AND r.observed_at >= ${t("{minFrom:Int64}")} AND r.observed_at < ${t("{maxTo:Int64}")}
               GROUP BY v
@@ -140,6 +172,7 @@ async function queryAcByVehicle(client: ClickHouseClient, intervalsByVehicle: re
     query_params: {
       v: vehicle,
       m: meter,
+      meters: [...new Set(meter)],
       f: from,
       t: to,
       ff: fullFrom,

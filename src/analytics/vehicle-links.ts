@@ -55,32 +55,44 @@ export async function listVehicleLinks(client: ClickHouseClient, vehicleId: stri
 }
 
 /**
- * Every vehicle's links that start before endMs, by vehicle. Later links cannot affect the
- * intervals within a window ending at endMs (they only end open links, after the window).
+ * Every vehicle's links that start before endMs, by vehicle (each list in valid_from order). Later
+ * links cannot affect the intervals within a window ending at endMs (they only end open links,
+ * after the window). Without endMs, every link.
  */
-export async function listLinksStartingBefore(client: ClickHouseClient, endMs: number): Promise<Map<string, StoredLink[]>> {
+export async function listLinksStartingBefore(client: ClickHouseClient, endMs?: number): Promise<Map<string, StoredLink[]>> {
   const result = await client.query({
     query: `SELECT vehicle_id, meter_id, toUnixTimestamp64Milli(valid_from) AS from_ms, toUnixTimestamp64Milli(valid_until) AS until_ms
             FROM vehicle_meter_links FINAL
-            WHERE valid_from < fromUnixTimestamp64Milli({end:Int64}, 'UTC')
+            WHERE {all:UInt8} = 1 OR valid_from < fromUnixTimestamp64Milli({end:Int64}, 'UTC')
             ORDER BY vehicle_id, valid_from, meter_id`,
-    query_params: { end: endMs },
-    format: "JSONEachRow",
+    query_params: { all: endMs === undefined ? 1 : 0, end: endMs ?? 0 },
+    format: "JSONCompactEachRow",
   });
-  const rows = await result.json<{ vehicle_id: string; meter_id: string; from_ms: string | number; until_ms: string | number | null }>();
+  const rows = await result.json<[string, string, string | number, string | number | null]>();
   const byVehicle = new Map<string, StoredLink[]>();
-  for (const r of rows) {
-    const link: StoredLink = {
-      vehicleId: r.vehicle_id,
-      meterId: r.meter_id,
-      validFromMs: Number(r.from_ms),
-      validUntilMs: r.until_ms === null ? undefined : Number(r.until_ms),
-    };
-    const list = byVehicle.get(link.vehicleId);
+  for (const [vehicleId, meterId, fromMs, untilMs] of rows) {
+    const link: StoredLink = { vehicleId, meterId, validFromMs: Number(fromMs), validUntilMs: untilMs === null ? undefined : Number(untilMs) };
+    const list = byVehicle.get(vehicleId);
     if (list) list.push(link);
-    else byVehicle.set(link.vehicleId, [link]);
+    else byVehicle.set(vehicleId, [link]);
   }
   return byVehicle;
+}
+
+/** Where the answers read links from: storage on every call, or a cache of it (vehicle-link-cache.ts). */
+export interface LinkSource {
+  /** The vehicle's links, in valid_from order. */
+  linksOf(vehicleId: string): Promise<StoredLink[]>;
+  /** Every vehicle's links that start before endMs, by vehicle. */
+  linksStartingBefore(endMs: number): Promise<Map<string, StoredLink[]>>;
+}
+
+/** Links read from storage on every call. */
+export function storedLinks(client: ClickHouseClient): LinkSource {
+  return {
+    linksOf: (vehicleId) => listVehicleLinks(client, vehicleId),
+    linksStartingBefore: (endMs) => listLinksStartingBefore(client, endMs),
+  };
 }
 
 /**

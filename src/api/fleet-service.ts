@@ -28,10 +28,11 @@ import {
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
 import { allLiveStates, collectFleetAlerts, compareAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
-import { queryFleetEfficiency, queryFleetEnergy } from "../analytics/fleet-efficiency.js";
+import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
 import { summarizeFleet } from "../analytics/fleet-summary.js";
+import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
-import { MAX_METER_INTERVALS, queryMeterTotals, queryVehicleTotals } from "../analytics/vehicle-performance.js";
+import { MAX_METER_INTERVALS, queryPerformanceTotals } from "../analytics/vehicle-performance.js";
 import type { FleetConfig } from "../config.js";
 import type { LiveState, LiveStore } from "../store/live/live-store.js";
 import { watchLiveState } from "../store/live/live-watch.js";
@@ -61,12 +62,18 @@ type SummaryReply = MessageInitShape<typeof GetFleetSummaryResponseSchema>;
 type WatchReply = MessageInitShape<typeof WatchLiveStateResponseSchema>;
 
 export class FleetHandler implements ServiceImpl<typeof FleetService> {
+  /** The links the answers read (ListVehicleLinks reads storage itself). */
+  private readonly links: VehicleLinkCache;
+
   constructor(
     private readonly client: ClickHouseClient,
     private readonly config: FleetConfig,
     private readonly live: LiveStore,
     private readonly now: () => number = Date.now,
-  ) {}
+    linkCache: VehicleLinkCacheOptions = {},
+  ) {
+    this.links = new VehicleLinkCache(client, linkCache);
+  }
 
   async linkVehicleToMeter(request: LinkVehicleToMeterRequest): Promise<LinkReply> {
     const vehicleId = deviceId("vehicle_id", request.vehicleId);
@@ -78,7 +85,12 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
       throw invalid(`valid_until (${new Date(validUntilMs).toISOString()}) must be after valid_from (${new Date(validFromMs).toISOString()})`);
     }
     const link: StoredLink = { vehicleId, meterId, validFromMs, validUntilMs };
-    await storage(() => insertVehicleLink(this.client, link));
+    try {
+      await storage(() => insertVehicleLink(this.client, link));
+    } finally {
+      // Even a failed insert may have been stored; the next answer reads the links again.
+      this.links.invalidate();
+    }
     return { link: linkShape(link) };
   }
 
@@ -97,7 +109,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
 
     let intervals: MeterInterval[];
     if (meterId !== undefined) intervals = [{ meterId, fromMs: startMs, toMs: endMs }];
-    else intervals = meterIntervals(await storage(() => listVehicleLinks(this.client, vehicleId)), startMs, endMs);
+    else intervals = meterIntervals(await storage(() => this.links.linksOf(vehicleId)), startMs, endMs);
     if (intervals.length > MAX_METER_INTERVALS) {
       throw new ConnectError(
         `vehicle ${vehicleId} has ${intervals.length} link intervals in the window; at most ${MAX_METER_INTERVALS} are supported: shorten window_hours`,
@@ -105,9 +117,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
       );
     }
 
-    const [vehicle, meter] = await storage(() =>
-      Promise.all([queryVehicleTotals(this.client, vehicleId, startMs, endMs), queryMeterTotals(this.client, intervals)]),
-    );
+    const { vehicle, meter } = await storage(() => queryPerformanceTotals(this.client, vehicleId, startMs, endMs, intervals));
     const ac = meter.kwhConsumedAc;
     const dc = vehicle.kwhDeliveredDc;
     // No AC energy leaves the ratio undefined: answer 0 with an alert, never NaN or Infinity.
@@ -214,6 +224,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     const all = await storage(
       () =>
         collectFleetAlerts(this.client, this.live, {
+          links: this.links,
           asOfMs,
           windowHours: hours,
           efficiencyThreshold: this.config.efficiencyAlertThreshold,
@@ -244,13 +255,8 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     const hours = windowHours(request.windowHours);
     const endMs = this.now();
     const startMs = endMs - hours * HOUR_MS;
-    const [energy, efficiency, states] = await storage(
-      () =>
-        Promise.all([
-          queryFleetEnergy(this.client, startMs, endMs),
-          queryFleetEfficiency(this.client, startMs, endMs),
-          allLiveStates(this.live),
-        ]),
+    const [{ energy, efficiency }, states] = await storage(
+      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), allLiveStates(this.live)]),
       BOTH_STORES,
     );
     const summary = summarizeFleet(efficiency, states, { nowMs: endMs, offlineAfterMs: this.config.offlineAfterMs });
