@@ -9,6 +9,11 @@ import { Redis } from "ioredis";
 export interface RedisServer {
   readonly url: string;
   readonly port: number;
+  /**
+   * Kills the server (SIGKILL: nothing is saved, and it runs without persistence anyway) and starts
+   * a new one on the same port: clients reconnect to the same URL and find an empty Redis.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -23,21 +28,31 @@ export function redisServerAvailable(): boolean {
 
 export async function startRedisServer(port?: number): Promise<RedisServer> {
   const chosenPort = port ?? (await getPort());
-  const child: ChildProcess = spawn(
-    "redis-server",
-    ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    { stdio: "ignore" },
-  );
   const url = `redis://127.0.0.1:${chosenPort}`;
-  await waitUntilAnswering(url, child);
+  const spawnServer = async () => {
+    const server = spawn(
+      "redis-server",
+      ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      { stdio: "ignore" },
+    );
+    await waitUntilAnswering(url, server);
+    return server;
+  };
+  const kill = async (server: ChildProcess) => {
+    if (server.exitCode !== null || server.signalCode !== null) return;
+    const exited = once(server, "exit");
+    server.kill("SIGKILL");
+    await exited;
+  };
+  let child = await spawnServer();
   return {
     url,
     port: chosenPort,
-    async stop() {
-      if (child.exitCode !== null) return;
-      child.kill("SIGKILL");
-      await once(child, "exit");
+    async restart() {
+      await kill(child);
+      child = await spawnServer();
     },
+    stop: () => kill(child),
   };
 }
 

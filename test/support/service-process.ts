@@ -23,9 +23,13 @@ export interface ServiceProcess {
   kill(): void;
 }
 
-/** Starts the service and resolves once it logs the port it serves on; fails after timeoutMs. */
-export async function startServiceProcess(env: Record<string, string>, timeoutMs = 60_000): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+/**
+ * Starts the service and resolves once it logs the port it serves on; fails after timeoutMs.
+ * `entry` is the script to run, relative to the repository root: src/main.ts, or a test-only entry
+ * that wires the same service with a fault switch (test/support/faulty-service-main.ts).
+ */
+export async function startServiceProcess(env: Record<string, string>, timeoutMs = 60_000, entry = "src/main.ts"): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
