@@ -236,17 +236,22 @@ export class IngestEngine {
     const token = randomUUID();
     let claim;
     try {
-      claim = await liveStore.claimEvents(candidates.map((c) => c.key), token, limits.claimLeaseMs);
+      claim = await liveStore.claimEvents(candidates.map((c) => c.key), token, limits.claimLeaseMs, limits.dedupeWindowMs);
     } catch (error) {
       log.error({ err: error }, "live store failed; the batch is answered retryable");
       throw unavailable("the live store is unavailable", error);
     }
 
     let claimed: Candidate[] = [];
+    // Taken over from a claim that lapsed: its holder may have stored the rows before it died.
+    const reclaimed = new Set<Candidate>();
     candidates.forEach((candidate, i) => {
       const status = claim.statuses[i];
       if (status === "claimed") claimed.push(candidate);
-      else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
+      else if (status === "reclaimed") {
+        claimed.push(candidate);
+        reclaimed.add(candidate);
+      } else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
       else {
         outcomeOf(candidate.offset).rejected.push({
           index: indexOf(candidate.offset),
@@ -258,7 +263,7 @@ export class IngestEngine {
       }
     });
 
-    const alreadyStored = await this.findStoredOutsideLedger(claimed, claim.ledgerSinceMs, receivedAtMs, token);
+    const alreadyStored = await this.findStoredOutsideLedger(claimed, reclaimed, claim.ledgerSinceMs, receivedAtMs, token);
     if (alreadyStored.size > 0) {
       for (const c of alreadyStored) outcomeOf(c.offset).duplicates++;
       const known = claimed.filter((c) => alreadyStored.has(c));
@@ -359,10 +364,13 @@ export class IngestEngine {
    * before it started (a restart of the embedded store, a Redis that lost its data), nor those
    * whose entry expired with the dedupe window. A reading that could be one of those is looked up
    * in history instead: one observed no later than the newest reading stored before the ledger
-   * started, or observed before the window. In steady state fresh readings skip this entirely.
+   * started, or observed before the window. So is a reading taken over from a lapsed claim (its
+   * holder may have died between storing it and committing it). In steady state fresh readings
+   * skip this entirely.
    */
   private async findStoredOutsideLedger(
     claimed: readonly Candidate[],
+    reclaimed: ReadonlySet<Candidate>,
     ledgerSinceMs: number,
     receivedAtMs: number,
     token: string,
@@ -372,7 +380,9 @@ export class IngestEngine {
       // A reading is committed no earlier than it was observed minus the allowed clock skew.
       const expiredBeforeMs = receivedAtMs - limits.dedupeWindowMs + limits.maxClockSkewMs;
       const newestBeforeLedgerMs = await this.newestStoredBeforeLedger(ledgerSinceMs);
-      const unsure = claimed.filter((c) => c.observedAtMs <= expiredBeforeMs || c.observedAtMs <= newestBeforeLedgerMs);
+      const unsure = claimed.filter(
+        (c) => reclaimed.has(c) || c.observedAtMs <= expiredBeforeMs || c.observedAtMs <= newestBeforeLedgerMs,
+      );
       if (unsure.length === 0) return new Set();
       const found = new Set<string>();
       for (const kind of new Set(unsure.map((c) => c.kind))) {

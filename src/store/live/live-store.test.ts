@@ -33,47 +33,62 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("claims new events once; a second claimer sees them in flight", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }, { deviceId: d, eventId: "e2" }];
-      expect((await store.claimEvents(keys, "batch-a", LEASE_MS)).statuses).toEqual(["claimed", "claimed"]);
-      expect((await store.claimEvents(keys, "batch-b", LEASE_MS)).statuses).toEqual(["in_flight", "in_flight"]);
+      expect((await store.claimEvents(keys, "batch-a", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed"]);
+      expect((await store.claimEvents(keys, "batch-b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight", "in_flight"]);
     });
 
     it("counts committed events as duplicates", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];
-      await store.claimEvents(keys, "a", LEASE_MS);
+      await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.commitEvents(keys, WINDOW_MS);
-      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["duplicate"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
     });
 
     it("lets a resend claim released events at once", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];
-      await store.claimEvents(keys, "a", LEASE_MS);
+      await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.releaseEvents(keys, "a");
-      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["claimed"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("does not release another batch's claim", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];
-      await store.claimEvents(keys, "a", LEASE_MS);
+      await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.releaseEvents(keys, "someone-else");
-      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["in_flight"]);
+      expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
     });
 
-    it("frees a claim when its lease runs out", async () => {
+    it("hands a claim whose lease ran out to the next claimer as reclaimed, which then holds it", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];
-      await store.claimEvents(keys, "a", 50);
+      await store.claimEvents(keys, "a", 50, WINDOW_MS);
       await new Promise((resolve) => setTimeout(resolve, 120));
-      expect((await store.claimEvents(keys, "b", LEASE_MS)).statuses).toEqual(["claimed"]);
+      // "a" may have stored the reading and died before committing: not a plain "claimed".
+      expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["reclaimed"]);
+      expect((await store.claimEvents(keys, "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
+      // The lapsed holder can no longer release what "b" holds now; "b" can.
+      await store.releaseEvents(keys, "a");
+      expect((await store.claimEvents(keys, "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
+      await store.releaseEvents(keys, "b");
+      expect((await store.claimEvents(keys, "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+    });
+
+    it("forgets a lapsed claim once the remember time is over", async () => {
+      const d = device();
+      const keys = [{ deviceId: d, eventId: "e1" }];
+      await store.claimEvents(keys, "a", 50, 100);
+      await new Promise((resolve) => setTimeout(resolve, 180));
+      expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("keeps event ids apart per device", async () => {
       const [d1, d2] = [device(), device()];
-      await store.claimEvents([{ deviceId: d1, eventId: "1" }], "a", LEASE_MS);
+      await store.claimEvents([{ deviceId: d1, eventId: "1" }], "a", LEASE_MS, WINDOW_MS);
       await store.commitEvents([{ deviceId: d1, eventId: "1" }], WINDOW_MS);
-      expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS)).statuses).toEqual(["claimed"]);
+      expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("keeps the newest reading by observed_at, while last_seen follows arrival", async () => {
@@ -101,8 +116,8 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("says since when its ledger is complete, and keeps saying the same", async () => {
       const before = Date.now();
       const d = device();
-      const first = await store.claimEvents([{ deviceId: d, eventId: "x" }], "a", LEASE_MS);
-      const second = await store.claimEvents([{ deviceId: d, eventId: "y" }], "a", LEASE_MS);
+      const first = await store.claimEvents([{ deviceId: d, eventId: "x" }], "a", LEASE_MS, WINDOW_MS);
+      const second = await store.claimEvents([{ deviceId: d, eventId: "y" }], "a", LEASE_MS, WINDOW_MS);
       expect(first.ledgerSinceMs).toBeLessThanOrEqual(before);
       expect(second.ledgerSinceMs).toBe(first.ledgerSinceMs);
     });

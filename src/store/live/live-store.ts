@@ -14,9 +14,13 @@ export interface EventKey {
  * What a claim found:
  * - "claimed": this caller now holds the event for the lease; it must commit or release it;
  * - "duplicate": the event was stored before (committed within the dedupe window);
- * - "in_flight": another caller holds it right now; the sender should retry later.
+ * - "in_flight": another caller holds it right now; the sender should retry later;
+ * - "reclaimed": this caller now holds the event, taken over from an earlier claim whose lease ran
+ *   out without a commit or a release. Its holder may have stored the reading and died before
+ *   committing (a process killed between the insert and the commit), so the history store must be
+ *   checked before the reading is stored again.
  */
-export type ClaimStatus = "claimed" | "duplicate" | "in_flight";
+export type ClaimStatus = "claimed" | "duplicate" | "in_flight" | "reclaimed";
 
 export interface ClaimResult {
   /** One status per key, in order. */
@@ -60,8 +64,12 @@ export interface LiveState {
 export type LiveStateListener = (state: LiveState) => void;
 
 export interface LiveStore {
-  /** Claims each event for leaseMs under token (unique per batch). */
-  claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult>;
+  /**
+   * Claims each event for leaseMs under token (unique per batch). A claim neither committed nor
+   * released is remembered for rememberMs (the dedupe window) after its lease ends, so that the
+   * next claimer is told "reclaimed" rather than "claimed".
+   */
+  claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult>;
   /** Marks events stored: they count as duplicates for windowMs. */
   commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
   /** Gives up claims still held under token, so a resend can claim them at once. */

@@ -1,12 +1,15 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
-import type { ClaimResult, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, newestPerDevice } from "./live-store.js";
 
 interface EventEntry {
   /** The claiming batch's token, or undefined once committed. */
   readonly claimedBy: string | undefined;
+  /** When a claim's lease ends: after that the claim is stale, and the next claimer takes it over. */
+  readonly leaseEndsAtMs: number;
+  /** When the entry is forgotten. */
   readonly expiresAtMs: number;
 }
 
@@ -35,23 +38,24 @@ export class MemoryLiveStore implements LiveStore {
     this.sweepTimer.unref();
   }
 
-  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult> {
+  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const now = this.now();
-    const statuses = keys.map((key) => {
+    const claim: EventEntry = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs) };
+    const statuses = keys.map((key): ClaimStatus => {
       const id = eventKey(key);
       const entry = this.events.get(id);
-      if (entry !== undefined && entry.expiresAtMs > now) {
-        return entry.claimedBy === undefined ? "duplicate" : "in_flight";
-      }
-      this.events.set(id, { claimedBy: token, expiresAtMs: now + leaseMs });
-      return "claimed" as const;
+      const live = entry !== undefined && entry.expiresAtMs > now;
+      if (live && entry.claimedBy === undefined) return "duplicate";
+      if (live && entry.leaseEndsAtMs > now) return "in_flight";
+      this.events.set(id, claim);
+      return live ? "reclaimed" : "claimed";
     });
     return { statuses, ledgerSinceMs: this.ledgerSinceMs };
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
     const expiresAtMs = this.now() + windowMs;
-    for (const key of keys) this.events.set(eventKey(key), { claimedBy: undefined, expiresAtMs });
+    for (const key of keys) this.events.set(eventKey(key), { claimedBy: undefined, leaseEndsAtMs: 0, expiresAtMs });
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {

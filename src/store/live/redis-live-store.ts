@@ -3,26 +3,40 @@
 // costs the client ~2 µs per id against ~16 µs per pipelined command.
 import { Redis } from "ioredis";
 import type { DeviceKind } from "../../process/history-rows.js";
-import type { ClaimResult, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { newestPerDevice } from "./live-store.js";
 
-/** The value of an event key once its reading is stored; any other value is a claim token. */
+/** The value of an event key once its reading is stored; a claim is `<token>@<lease end, ms>`. */
 const COMMITTED = "=";
 
-// KEYS: the ledger-since key, then event keys. ARGV: token, lease ms, now ms.
+// KEYS: the ledger-since key, then event keys. ARGV: token, lease ms, now ms, remember ms.
 // Answers the ledger's start (set now if Redis lost it), then per event 0 claimed, 1 duplicate,
-// 2 in flight.
+// 2 in flight, 3 reclaimed. A claim's key outlives its lease by the remember time: a claim whose
+// lease ran out without a commit or a release (its holder died after storing the rows, perhaps)
+// is then taken over as "reclaimed", which sends the reading to the history check, instead of
+// looking like an event never seen. Leases run on Redis's clock, the one every claimer shares.
 const CLAIM_EVENTS = `
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local out = { tonumber(redis.call('GET', KEYS[1])) }
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local claim = ARGV[1] .. '@' .. string.format('%d', now + tonumber(ARGV[2]))
 for i = 2, #KEYS do
   local key = KEYS[i]
-  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local current = redis.call('GET', key)
+  if not current then
+    redis.call('SET', key, claim, 'PX', ARGV[4])
     out[i] = 0
-  elseif redis.call('GET', key) == '${COMMITTED}' then
+  elseif current == '${COMMITTED}' then
     out[i] = 1
   else
-    out[i] = 2
+    local at = string.find(current, '@', 1, true)
+    if at and tonumber(string.sub(current, at + 1)) <= now then
+      redis.call('SET', key, claim, 'PX', ARGV[4])
+      out[i] = 3
+    else
+      out[i] = 2
+    end
   end
 end
 return out`;
@@ -36,8 +50,10 @@ return #KEYS`;
 
 // KEYS: event keys. ARGV: token. Deletes only claims this token still holds.
 const RELEASE_EVENTS = `
+local mine = ARGV[1] .. '@'
 for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+  local current = redis.call('GET', key)
+  if current and string.sub(current, 1, #mine) == mine then redis.call('DEL', key) end
 end
 return #KEYS`;
 
@@ -72,6 +88,9 @@ for i = 2, #KEYS do
   end
 end
 return #KEYS - 1`;
+
+/** CLAIM_EVENTS's answers, by number. */
+const CLAIM_STATUSES: readonly ClaimStatus[] = ["claimed", "duplicate", "in_flight", "reclaimed"];
 
 /** A change as APPLY_LIVE_STATE publishes it. */
 interface PublishedChange {
@@ -128,7 +147,7 @@ export class RedisLiveStore implements LiveStore {
     await this.redis.ping();
   }
 
-  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number): Promise<ClaimResult> {
+  async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const eventKeys = keys.map((k) => this.eventKey(k));
     const [ledgerSinceMs, ...answers] = await this.commands.claimEvents(
       eventKeys.length + 1,
@@ -137,11 +156,9 @@ export class RedisLiveStore implements LiveStore {
       token,
       leaseMs,
       Date.now(),
+      Math.max(leaseMs, rememberMs),
     );
-    return {
-      ledgerSinceMs: ledgerSinceMs!,
-      statuses: answers.map((answer) => (answer === 0 ? "claimed" : answer === 1 ? "duplicate" : "in_flight")),
-    };
+    return { ledgerSinceMs: ledgerSinceMs!, statuses: answers.map((answer) => CLAIM_STATUSES[answer]!) };
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
