@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
 import type { ClickHouseConfig } from "../../config.js";
+import { recoverSpool } from "./history-sink.js";
 
 export interface HistoryClient {
   readonly client: ClickHouseClient;
@@ -13,6 +14,10 @@ export interface HistoryClient {
    */
   readonly embedded: boolean;
   readonly database: string;
+  /** The embedded engine's data directory; undefined for a server. */
+  readonly dataDir?: string;
+  /** Inserts a killed process had left unfinished, sent again on opening (embedded only). */
+  readonly recoveredInserts: number;
 }
 
 export async function openHistoryClient(config: ClickHouseConfig): Promise<HistoryClient> {
@@ -29,7 +34,7 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
       password: config.password,
       database: config.database,
     });
-    return { client, embedded: false, database: config.database };
+    return { client, embedded: false, database: config.database, recoveredInserts: 0 };
   }
 
   mkdirSync(config.dataDir, { recursive: true });
@@ -42,5 +47,8 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
-  return { client, embedded: true, database: config.database };
+  // Before anything else reads or writes: the rollups must be whole before readings are checked
+  // against history or stored (see recoverSpool).
+  const recoveredInserts = await recoverSpool(client, config.database, config.dataDir);
+  return { client, embedded: true, database: config.database, dataDir: config.dataDir, recoveredInserts };
 }
