@@ -186,7 +186,7 @@ describe("fleet-wide totals over the hourly rollups", () => {
     expect(Number(summary.vehiclesWithoutEfficiency)).toBe(expected.perVehicle.size - withRatio);
   });
 
-  it("counts a retried insert block once in the hourly rollup, as in the history table", async () => {
+  it("counts a retried insert block once in the hourly and by-time rollups, as in the history table", async () => {
     const at = base + 3 * HOUR + 30 * MINUTE + 30_500;
     const insert = `INSERT INTO {db}.meter_readings (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage)
       SETTINGS insert_deduplication_token = 'hours-retry-1'
@@ -198,6 +198,8 @@ describe("fleet-wide totals over the hourly rollups", () => {
       "SELECT sum(readings) AS n, sum(kwh_consumed_ac) AS kwh FROM {db}.meter_hours WHERE device_id = 'meter-retry'",
     );
     expect([Number(row!.n), Number(row!.kwh)]).toEqual([2, 5.75]);
+    const [byTime] = await probe.rows<{ n: string }>("SELECT sum(readings) AS n FROM {db}.meter_minutes_by_time WHERE device_id = 'meter-retry'");
+    expect(Number(byTime!.n)).toBe(2);
     await expectEqualsBruteForce(base, base + 7 * HOUR);
   });
 });

@@ -5,8 +5,8 @@
 // linked to, while it was linked to them.
 // Fleet-wide energy and charging efficiency over a window. Each device's totals come from the
 // rollups in one statement: whole hours from meter_hours/vehicle_hours, the whole minutes outside
-// them from the minute rollups, and only the partial minutes at the window's edges from raw
-// history (window-levels.ts), so they equal sums over the raw rows. A vehicle's efficiency is
+// them from the minute rollups ordered by time (*_minutes_by_time), and only the partial minutes
+// at the window's edges from raw history (window-levels.ts), so they equal sums over the raw rows. A vehicle's efficiency is
 // computed exactly as GetVehiclePerformance computes it: DC over the AC of the meters it was
 // linked to, while it was linked to them. A meter linked for the whole window contributes its
 // window total from that same statement; only intervals that start or end inside the window (a
@@ -46,18 +46,27 @@ const ms = (param: string) => `fromUnixTimestamp64Milli({${param}:Int64}, 'UTC')
 /** A whole-second time in epoch ms, as a DateTime for comparing with minute and hour columns. */
 const sec = (param: string) => `toDateTime(intDiv({${param}:Int64}, 1000), 'UTC')`;
 
-/** One kind's rows of the window at the level each lies in (see window-levels.ts). */
-function levels(side: number, hours: string, minutes: string, raw: string, kwh: string): string {
-  return `SELECT ${side} AS side, device_id, ${kwh} AS kwh, readings AS n FROM ${hours}
-            WHERE hour >= ${sec("hourFrom")} AND hour < ${sec("hourTo")}
-          UNION ALL
-          SELECT ${side}, device_id, ${kwh}, readings FROM ${minutes}
-            WHERE minute >= ${sec("fullFrom")} AND minute < ${sec("fullTo")}
-              AND NOT (minute >= ${sec("hourFrom")} AND minute < ${sec("hourTo")})
-          UNION ALL
-          SELECT ${side}, device_id, ${kwh}, 1 FROM ${raw} FINAL
-            WHERE observed_at >= ${ms("from")} AND observed_at < ${ms("to")}
-              AND NOT (observed_at >= ${ms("fullFrom")} AND observed_at < ${ms("fullTo")})`;
+/**
+ * One kind's rows of the window at the level each lies in (see window-levels.ts). Every level is
+ * read from a table ordered by time first, so each read narrows to its part of the window across
+ * all devices, however the parts were merged — except the raw rows, which are ordered by device:
+ * a window with partial minutes reads those from every part whose time range they touch. A
+ * window on whole minutes (GetFleetSummary's) reads no raw rows at all.
+ */
+function levels(side: number, kwh: string, tables: { hours: string; minutes: string; raw: string }, raw: boolean): string {
+  const branches = [
+    `SELECT ${side} AS side, device_id, ${kwh} AS kwh, readings AS n FROM ${tables.hours}
+       WHERE hour >= ${sec("hourFrom")} AND hour < ${sec("hourTo")}`,
+    `SELECT ${side}, device_id, ${kwh}, readings FROM ${tables.minutes}
+       WHERE minute >= ${sec("fullFrom")} AND minute < ${sec("fullTo")}
+         AND NOT (minute >= ${sec("hourFrom")} AND minute < ${sec("hourTo")})`,
+  ];
+  if (raw) {
+    branches.push(`SELECT ${side}, device_id, ${kwh}, 1 FROM ${tables.raw} FINAL
+       WHERE observed_at >= ${ms("from")} AND observed_at < ${ms("to")}
+         AND NOT (observed_at >= ${ms("fullFrom")} AND observed_at < ${ms("fullTo")})`);
+  }
+  return branches.join("\nUNION ALL\n");
 }
 
 /** Every device's energy and reading count within [fromMs, toMs): meters' AC and vehicles' DC. */
@@ -67,11 +76,14 @@ async function queryDeviceTotals(
   toMs: number,
 ): Promise<{ meters: Map<string, number>; vehicles: VehicleWindowTotals[] }> {
   const w = windowLevels(fromMs, toMs);
+  const raw = w.fullFromMs !== fromMs || w.fullToMs !== toMs;
+  const meterTables = { hours: "meter_hours", minutes: "meter_minutes_by_time", raw: "meter_readings" };
+  const vehicleTables = { hours: "vehicle_hours", minutes: "vehicle_minutes_by_time", raw: "vehicle_readings" };
   const result = await client.query({
     query: `SELECT side, device_id, sum(kwh) AS kwh, sum(n) AS n FROM (
-              ${levels(0, "meter_hours", "meter_minutes", "meter_readings", "kwh_consumed_ac")}
+              ${levels(0, "kwh_consumed_ac", meterTables, raw)}
               UNION ALL
-              ${levels(1, "vehicle_hours", "vehicle_minutes", "vehicle_readings", "kwh_delivered_dc")}
+              ${levels(1, "kwh_delivered_dc", vehicleTables, raw)}
             )
             GROUP BY side, device_id
             HAVING n > 0

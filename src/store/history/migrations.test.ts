@@ -17,11 +17,15 @@ const SHIPPED_TABLES = [
   "meter_hours",
   "meter_hours_mv",
   "meter_minutes",
+  "meter_minutes_by_time",
+  "meter_minutes_by_time_mv",
   "meter_minutes_mv",
   "vehicle_hours",
   "vehicle_hours_mv",
   "vehicle_meter_links",
   "vehicle_minutes",
+  "vehicle_minutes_by_time",
+  "vehicle_minutes_by_time_mv",
   "vehicle_minutes_mv",
 ];
 
@@ -315,13 +319,14 @@ describe("applyMigrations on the embedded engine", () => {
     const history = await freshDatabase();
     const migrations = await loadMigrations();
     await applyMigrations(history.client, migrations.filter((m) => m.version < 5));
+    const through5 = migrations.filter((m) => m.version <= 5);
     // Two minutes of one hour and one of the next, through the minute views of 0003.
     await history.client.command({
       query: `INSERT INTO vehicle_readings (device_id, event_id, observed_at, received_at, soc, kwh_delivered_dc, battery_temp)
               VALUES ('v', 'e1', '2026-01-01 00:10:10', now64(3), 50, 1.5, 20), ('v', 'e2', '2026-01-01 00:59:59.999', now64(3), 50, 2, 30),
                      ('v', 'e3', '2026-01-01 01:00:00', now64(3), 50, 4, 40)`,
     });
-    expect(await applyMigrations(history.client, migrations)).toEqual([5]);
+    expect(await applyMigrations(history.client, through5)).toEqual([5]);
     const hourly = `SELECT toString(hour) AS hour, sum(kwh_delivered_dc) AS kwh, sum(battery_temp_sum) AS temp, toUInt32(sum(readings)) AS n
                     FROM vehicle_hours WHERE device_id = 'v' GROUP BY hour ORDER BY hour`;
     const backfilled = [
@@ -338,6 +343,29 @@ describe("applyMigrations on the embedded engine", () => {
               VALUES ('v', 'e4', '2026-01-01 01:30:00', now64(3), 50, 0.5, 10)`,
     });
     expect(await rows(history, hourly)).toEqual([backfilled[0], { hour: "2026-01-01 01:00:00", kwh: 4.5, temp: 50, n: 2 }]);
+  });
+
+  it("backfills the minute rollups ordered by time from those of 0003 before 0006, then keeps them from new readings", async () => {
+    const history = await freshDatabase();
+    const migrations = await loadMigrations();
+    await applyMigrations(history.client, migrations.filter((m) => m.version < 6));
+    await history.client.command({
+      query: `INSERT INTO meter_readings (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage)
+              VALUES ('m', 'e1', '2026-01-01 00:10:10', now64(3), 1.5, 230), ('m', 'e2', '2026-01-01 00:10:59.999', now64(3), 2, 230)`,
+    });
+    expect(await applyMigrations(history.client, migrations)).toEqual([6]);
+    const byTime = `SELECT toString(minute) AS minute, sum(kwh_consumed_ac) AS kwh, toUInt32(sum(readings)) AS n
+                    FROM meter_minutes_by_time WHERE device_id = 'm' GROUP BY minute ORDER BY minute`;
+    expect(await rows(history, byTime)).toEqual([{ minute: "2026-01-01 00:10:00", kwh: 3.5, n: 2 }]);
+    for (const statement of migrations.find((m) => m.version === 6)!.statements) await history.client.command({ query: statement });
+    await history.client.command({
+      query: `INSERT INTO meter_readings (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage)
+              VALUES ('m', 'e3', '2026-01-01 00:11:00', now64(3), 0.5, 230)`,
+    });
+    expect(await rows(history, byTime)).toEqual([
+      { minute: "2026-01-01 00:10:00", kwh: 3.5, n: 2 },
+      { minute: "2026-01-01 00:11:00", kwh: 0.5, n: 1 },
+    ]);
   });
 
   it("repairs a run that created the tables but did not record the migration", async () => {
