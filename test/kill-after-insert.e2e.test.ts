@@ -8,12 +8,12 @@
 // The fault suite (faults.e2e.test.ts) found this with random kills; here the kill is placed
 // exactly, by the test-only entry's `crash-after-insert` storage mode.
 import { writeFileSync } from "node:fs";
-import getPort from "get-port";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { meterReading } from "./support/readings.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
+import { restartablePort } from "./support/restartable-port.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { HistoryProbe, testEnv } from "./support/test-service.js";
 
@@ -41,7 +41,7 @@ describe.skipIf(!haveRedis)("a service killed after its insert landed, before it
   it("answers the resend as duplicates, and stores nothing twice", { timeout: 120_000 }, async () => {
     redis = await startRedisServer();
     const env = testEnv({
-      PORT: String(await getPort()),
+      PORT: String(await restartablePort()),
       REDIS_URL: redis.url,
       LOG_LEVEL: "info",
       AUTH: "off",

@@ -3,7 +3,7 @@
 // a failure instead of a skip (CI sets it).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import getPort from "get-port";
+import { restartablePort } from "./restartable-port.js";
 import { Redis } from "ioredis";
 
 export interface RedisServer {
@@ -27,7 +27,7 @@ export function redisServerAvailable(): boolean {
 }
 
 export async function startRedisServer(port?: number): Promise<RedisServer> {
-  const chosenPort = port ?? (await getPort());
+  const chosenPort = port ?? (await restartablePort());
   const url = `redis://127.0.0.1:${chosenPort}`;
   const spawnServer = async () => {
     const server = spawn(
