@@ -264,8 +264,11 @@ describe("fleet-wide answers", () => {
   it("lists alerts newest first, page by page, equal to a brute-force judgement of the raw rows", async () => {
     const alerts: Alert[] = [];
     let pageToken = "";
+    const before = Date.now();
+    let after: number | undefined;
     do {
       const page = await client.listAlerts({ pageSize: 2, pageToken });
+      after ??= Date.now();
       expect(page.alerts.length).toBeLessThanOrEqual(2);
       alerts.push(...page.alerts);
       pageToken = page.nextPageToken;
@@ -273,14 +276,23 @@ describe("fleet-wide answers", () => {
 
     const lowEfficiency = alerts.filter((a) => a.kind === AlertKind.LOW_EFFICIENCY);
     expect(lowEfficiency.length).toBeGreaterThan(0);
-    const asOf = timestampMs(lowEfficiency[0]!.detectedAt!);
-    const expected = await bruteForce(asOf, 24);
+    // Efficiency is judged over the 24 h ending at the last whole minute, when it is detected.
+    const windowEnd = timestampMs(lowEfficiency[0]!.detectedAt!);
+    expect(windowEnd % MINUTE).toBe(0);
+    expect(windowEnd).toBeGreaterThan(before - MINUTE);
+    const expected = await bruteForce(windowEnd, 24);
+    // Silence is judged at the service's clock when the first page was answered.
+    const offlineAt = async (asOf: number) => (await bruteForce(asOf, 24)).offline.map((o) => o.device).sort();
+    const [early, late] = [await offlineAt(before), await offlineAt(after!)];
+    const offline = alerts.filter((a) => a.kind === AlertKind.DEVICE_OFFLINE).map((a) => a.deviceId).sort();
+    expect(offline).toEqual(expect.arrayContaining(early));
+    expect(late).toEqual(expect.arrayContaining(offline));
 
     const key = (a: Alert) => `${AlertKind[a.kind]} ${a.deviceId}`;
     const want = [
       ...[...expected.ratios].filter(([, r]) => r !== undefined && r < 0.85).map(([d]) => `LOW_EFFICIENCY ${d}`),
       ...[...expected.latest.values()].filter((r) => r.level === "CRITICAL").map((r) => `BATTERY_CRITICAL ${r.device}`),
-      ...expected.offline.map((o) => `DEVICE_OFFLINE ${o.device}`),
+      ...offline.map((device) => `DEVICE_OFFLINE ${device}`),
     ];
     expect(alerts.map(key).sort()).toEqual(want.sort());
     expect(want.sort()).toEqual(
@@ -325,10 +337,16 @@ describe("fleet-wide answers", () => {
   });
 
   it("sums the fleet's energy, efficiency, levels and online devices as a brute force over raw rows does", async () => {
+    const before = Date.now();
     const summary = await client.getFleetSummary({ windowHours: 24 });
+    const after = Date.now();
     const start = timestampMs(summary.windowStart!);
     const end = timestampMs(summary.windowEnd!);
     expect(end - start).toBe(24 * HOUR);
+    // The window ends at the last whole minute before the call was answered.
+    expect(end % MINUTE).toBe(0);
+    expect(end).toBeGreaterThan(before - MINUTE);
+    expect(end).toBeLessThanOrEqual(after);
     const expected = await bruteForce(end, 24);
 
     expect(summary.totalKwhConsumedAc).toBeCloseTo(expected.ac, 9);
@@ -354,8 +372,11 @@ describe("fleet-wide answers", () => {
     expect(summary.batteryLevels.map((l) => [HealthLevel[l.level], Number(l.devices)])).toEqual([...levels]);
     expect(levels.get("CRITICAL")).toBe(2);
 
-    expect(Number(summary.offlineDevices)).toBe(expected.offline.length);
-    expect(Number(summary.onlineDevices)).toBe(expected.lastSeen.size - expected.offline.length);
+    // Online and offline are judged at the service's clock when it answered: between before and after.
+    const [early, late] = [(await bruteForce(before, 24)).offline.length, (await bruteForce(after, 24)).offline.length];
+    expect(Number(summary.offlineDevices)).toBeGreaterThanOrEqual(early);
+    expect(Number(summary.offlineDevices)).toBeLessThanOrEqual(late);
+    expect(Number(summary.onlineDevices)).toBe(expected.lastSeen.size - Number(summary.offlineDevices));
     expect(Number(summary.offlineDevices)).toBeGreaterThanOrEqual(2);
   });
 });

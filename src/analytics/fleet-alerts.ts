@@ -9,6 +9,7 @@ import { queryFleetEfficiency } from "./fleet-efficiency.js";
 import type { LinkSource } from "./vehicle-links.js";
 
 const HOUR_MS = 3_600_000;
+const MINUTE_MS = 60_000;
 
 export type FleetAlertKind = "LOW_EFFICIENCY" | "BATTERY_CRITICAL" | "DEVICE_OFFLINE";
 
@@ -28,7 +29,7 @@ export interface FleetAlertOptions {
   /** Where vehicle–meter links are read from; storage when unset. */
   readonly links?: LinkSource;
   readonly asOfMs: number;
-  /** The window over which efficiency is judged, ending at asOfMs. */
+  /** The window over which efficiency is judged, ending at the last whole minute at asOfMs. */
   readonly windowHours: number;
   readonly efficiencyThreshold: number;
   readonly offlineAfterMs: number;
@@ -44,8 +45,12 @@ export function compareAlerts(a: Pick<FleetAlert, "kind" | "deviceId" | "detecte
 /** Every alert as of options.asOfMs, in list order. */
 export async function collectFleetAlerts(client: ClickHouseClient, live: LiveStore, options: FleetAlertOptions): Promise<FleetAlert[]> {
   const { asOfMs, offlineAfterMs } = options;
-  const startMs = asOfMs - options.windowHours * HOUR_MS;
-  const [efficiency, states] = await Promise.all([queryFleetEfficiency(client, startMs, asOfMs, options.links), allLiveStates(live)]);
+  // Efficiency is judged over a window ending at the last whole minute, read from rollups alone
+  // (as GetFleetSummary's): a fleet-wide read of raw rows in a partial minute touches every part
+  // holding that minute. Its LOW_EFFICIENCY alerts are detected at that window's end.
+  const windowEndMs = Math.floor(asOfMs / MINUTE_MS) * MINUTE_MS;
+  const startMs = windowEndMs - options.windowHours * HOUR_MS;
+  const [efficiency, states] = await Promise.all([queryFleetEfficiency(client, startMs, windowEndMs, options.links), allLiveStates(live)]);
   const observedAt = new Map(states.map((s) => [s.deviceId, s.observedAtMs]));
   const alerts: FleetAlert[] = [];
 
@@ -57,7 +62,7 @@ export async function collectFleetAlerts(client: ClickHouseClient, live: LiveSto
       message:
         `charging efficiency over the ${options.windowHours} h window is ${percent(v.ratio)} ` +
         `(${round(v.kwhDeliveredDc)} kWh DC / ${round(v.kwhConsumedAc)} kWh AC), below the ${percent(options.efficiencyThreshold)} threshold`,
-      detectedAtMs: asOfMs,
+      detectedAtMs: windowEndMs,
       observedAtMs: observedAt.get(v.vehicleId),
     });
   }

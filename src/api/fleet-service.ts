@@ -50,6 +50,7 @@ export const MAX_PAGE_SIZE = 1_000;
 /** Most device_ids one GetLiveState or WatchLiveState call may name. */
 export const MAX_DEVICE_IDS = 1_000;
 const HOUR_MS = 3_600_000;
+const MINUTE_MS = 60_000;
 
 type LinkReply = MessageInitShape<typeof LinkVehicleToMeterResponseSchema>;
 type ListReply = MessageInitShape<typeof ListVehicleLinksResponseSchema>;
@@ -253,13 +254,17 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
 
   async getFleetSummary(request: GetFleetSummaryRequest): Promise<SummaryReply> {
     const hours = windowHours(request.windowHours);
-    const endMs = this.now();
+    const nowMs = this.now();
+    // The window ends at the last whole minute, so it is read from rollups alone: raw rows are
+    // ordered by device, and a fleet-wide read of a partial minute touches every part that holds
+    // that minute — after merges, a month's part. Online and offline are judged at now.
+    const endMs = Math.floor(nowMs / MINUTE_MS) * MINUTE_MS;
     const startMs = endMs - hours * HOUR_MS;
     const [{ energy, efficiency }, states] = await storage(
       () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), allLiveStates(this.live)]),
       BOTH_STORES,
     );
-    const summary = summarizeFleet(efficiency, states, { nowMs: endMs, offlineAfterMs: this.config.offlineAfterMs });
+    const summary = summarizeFleet(efficiency, states, { nowMs, offlineAfterMs: this.config.offlineAfterMs });
     return {
       windowStart: timestampFromMs(startMs),
       windowEnd: timestampFromMs(endMs),
