@@ -61,7 +61,14 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const history = await openHistoryClient(config.clickhouse);
   const applied = await applyMigrations(history.client, await loadMigrations());
   log.info(
-    { embedded: history.embedded, database: history.database, dataDir: history.embedded ? config.clickhouse.dataDir : undefined, applied },
+    {
+      embedded: history.embedded,
+      database: history.database,
+      dataDir: history.embedded ? config.clickhouse.dataDir : undefined,
+      applied,
+      // Inserts a killed process left unfinished, sent again so the rollups are whole.
+      recoveredInserts: history.recoveredInserts,
+    },
     "history store ready",
   );
 

@@ -45,7 +45,10 @@ export function createHistorySink(history: HistoryClient): OpenHistorySink {
         const result = await client.exec({
           query: `INSERT INTO ${HISTORY_TABLES[kind]} ${columnList(kind)} FORMAT ${INSERT_FORMAT}`,
           values: Readable.from([payload]),
-          clickhouse_settings: { insert_deduplication_token: token },
+          // A retried block the table already holds is dropped there, and each view checks its
+          // own copy (a view's part may be missing if the server failed between the two); older
+          // servers default the latter to off.
+          clickhouse_settings: { insert_deduplication_token: token, deduplicate_blocks_in_dependent_materialized_views: 1 },
         });
         // The response body is empty for an INSERT; drain it so the socket returns to the pool.
         result.stream.resume();
