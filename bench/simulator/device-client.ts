@@ -6,7 +6,7 @@
 // or duplicate, or rejected as not retryable (dropped and counted). Everything else stays and is
 // resent with the same event_id, so the service's dedupe turns resends into duplicates.
 //
-//   call fails with UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED or ABORTED
+//   call fails with UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED or CANCELLED
 //     → wait max(exponential backoff with jitter, the server's grpc-retry-pushback-ms), resend
 //   answer lists readings as rejected with retryable: true (another call is storing them)
 //     → the others are settled; those are resent after the backoff
@@ -54,8 +54,12 @@ const CODE_NAMES = [
   "UNAUTHENTICATED",
 ] as const;
 
-/** Call failures worth resending after a delay. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"]);
+/**
+ * Call failures worth resending after a delay. CANCELLED included: the device did not cancel (a
+ * lost link is handled apart), so it is a call the other side cut — some client stacks report a
+ * service killed mid-call that way.
+ */
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED"]);
 
 /** A StreamReadings call that did not produce an answer. */
 export class CallFailed extends Error {
