@@ -843,7 +843,8 @@ export type Alert = Message<"wattstream.fleet.v1.Alert"> & {
 
   /**
    * detected_at is when the condition was detected (UTC): for LOW_EFFICIENCY the end of the
-   * window judged, for BATTERY_CRITICAL the observed_at of the reading scored CRITICAL, for
+   * window judged (the start of the current minute: fleet-wide windows end at the last whole
+   * minute), for BATTERY_CRITICAL the observed_at of the reading scored CRITICAL, for
    * DEVICE_OFFLINE the moment the inactivity timeout ran out (last_seen plus OFFLINE_AFTER).
    *
    * @generated from field: google.protobuf.Timestamp detected_at = 4;
@@ -872,7 +873,8 @@ export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
  */
 export type GetFleetSummaryRequest = Message<"wattstream.fleet.v1.GetFleetSummaryRequest"> & {
   /**
-   * window_hours is the window's length, in hours, ending now: 0 means 24, at most 720 (30 days).
+   * window_hours is the window's length, in hours, ending at the start of the current minute: 0
+   * means 24, at most 720 (30 days).
    *
    * @generated from field: uint32 window_hours = 1;
    */
@@ -900,7 +902,9 @@ export type GetFleetSummaryResponse = Message<"wattstream.fleet.v1.GetFleetSumma
   windowStart?: Timestamp | undefined;
 
   /**
-   * window_end is the window's end (exclusive, UTC): the time of the answer.
+   * window_end is the window's end (exclusive, UTC): the start of the current minute at the time
+   * of the answer — the last whole minute, so fleet-wide totals come from the rollups alone.
+   * Online and offline counts are judged at the time of the answer itself.
    *
    * @generated from field: google.protobuf.Timestamp window_end = 2;
    */
