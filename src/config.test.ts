@@ -171,6 +171,13 @@ describe("OFFLINE_AFTER", () => {
     expect(loadConfig({ OFFLINE_AFTER: "2h" }).fleet.offlineAfterMs).toBe(2 * 3_600_000);
     expect(loadConfig({ OFFLINE_AFTER: "90s" }).fleet.offlineAfterMs).toBe(90_000);
   });
+});
+
+describe("LINK_CACHE_MAX_AGE", () => {
+  it("defaults to 5 seconds; 0 reads the links on every answer", () => {
+    expect(loadConfig({}).fleet.linkCacheMaxAgeMs).toBe(5_000);
+    expect(loadConfig({ LINK_CACHE_MAX_AGE: "0" }).fleet.linkCacheMaxAgeMs).toBe(0);
+  });
 
   it("refuses what is not a duration, naming the variable", () => {
     expect(configError({ OFFLINE_AFTER: "later" }).message).toContain("OFFLINE_AFTER");

@@ -54,6 +54,8 @@ export interface FleetConfig {
   readonly efficiencyAlertThreshold: number;
   /** A device not seen for longer than this is offline, in ms. */
   readonly offlineAfterMs: number;
+  /** How old the in-process copy of vehicle–meter links may get (links another process wrote), in ms. */
+  readonly linkCacheMaxAgeMs: number;
 }
 
 export interface ServerLimits {
@@ -191,6 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     fleet: {
       efficiencyAlertThreshold: read.decimal("EFFICIENCY_ALERT_THRESHOLD", 0.85, 0, 1),
       offlineAfterMs: read.duration("OFFLINE_AFTER", "15m", MAX_HORIZON_MS),
+      linkCacheMaxAgeMs: read.duration("LINK_CACHE_MAX_AGE", "5s"),
     },
     auth: {
       // Off by default only in the embedded quick start (no CLICKHOUSE_URL): a deployment with a

@@ -115,7 +115,10 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
       IngestService,
       new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator }),
     );
-    router.service(FleetService, new FleetHandler(history.client, config.fleet, liveStore));
+    router.service(
+      FleetService,
+      new FleetHandler(history.client, config.fleet, liveStore, Date.now, { maxAgeMs: config.fleet.linkCacheMaxAgeMs }),
+    );
     router.service(
       PartnerService,
       new PartnerHandler(liveStore, (principal, deviceId) => authenticator?.mayRead(principal, deviceId) ?? true, config.fleet.offlineAfterMs),
