@@ -1,0 +1,53 @@
+// What the fleet-wide rollups (migrations 0005 hourly, 0006 minutes by time) cost each small
+// insert: two databases on one embedded engine, one with every view and one without those four,
+// fleet-sized blocks (37 rows) inserted into each in turn — interleaved, so the machine's drift
+// hits both alike. Run: node --import tsx bench/insert-views-ab.ts [rows per block, default 37]
+// [blocks, default 300].
+import { randomUUID } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
+import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
+import { createHistorySink } from "../src/store/history/history-sink.js";
+import { encodeRow, RowBinaryWriter } from "../src/process/insert-encoding.js";
+
+const dataDir = mkdtempSync(path.join(os.tmpdir(), "ins-ab-"));
+const a = await openHistoryClient({ url: undefined, username: "default", password: "", database: "a", dataDir });
+await applyMigrations(a.client, await loadMigrations());
+const b = await openHistoryClient({ url: undefined, username: "default", password: "", database: "b", dataDir });
+await b.client.command({ query: "USE b" });
+await applyMigrations(b.client, await loadMigrations());
+for (const v of ["meter_hours_mv", "vehicle_hours_mv", "meter_minutes_by_time_mv", "vehicle_minutes_by_time_mv"]) await b.client.command({ query: `DROP VIEW b.${v}` });
+const rowsPerBlock = Number(process.argv[2] ?? 37);
+const blocks = Number(process.argv[3] ?? 300);
+const sinks = { a: createHistorySink(a), b: createHistorySink(b) };
+let seq = 0;
+function block(kind: "meter" | "vehicle"): Buffer {
+  const w = new RowBinaryWriter();
+  const now = Date.now();
+  for (let i = 0; i < rowsPerBlock; i++) {
+    const base = { device_id: `${kind}-${i % 20_000}`, event_id: `e-${seq++}`, observed_at: now - i };
+    const row = kind === "meter" ? { ...base, kwh_consumed_ac: 1, voltage: 230, register_kwh_ac: null } : { ...base, soc: 50, kwh_delivered_dc: 1, battery_temp: 25, register_kwh_dc: null, temp_risk: "OK", score_version: 1 };
+    encodeRow(kind, row as never, now, w);
+  }
+  return Buffer.from(w.finish());
+}
+const times: Record<string, number[]> = { a: [], b: [] };
+for (let i = 0; i < blocks; i++) {
+  const kind = i % 2 === 0 ? "meter" : "vehicle";
+  for (const which of i % 4 < 2 ? (["a", "b"] as const) : (["b", "a"] as const)) {
+    // The sink names tables unqualified and both clients share the engine's one session.
+    await (which === "a" ? a : b).client.command({ query: `USE ${which}` });
+    const t = performance.now();
+    await sinks[which].insert(kind, block(kind), randomUUID());
+    times[which]!.push(performance.now() - t);
+  }
+}
+for (const k of ["a", "b"]) {
+  const t = times[k]!.sort((x, y) => x - y);
+  const at = (q: number) => t[Math.floor(q * (t.length - 1))]!.toFixed(1);
+  const mean = t.reduce((sum, x) => sum + x, 0) / t.length;
+  const label = k === "a" ? "all views (0003–0006)" : "without 0005/0006 views";
+  console.log(`${label}: ${rowsPerBlock}-row blocks, ms p50 ${at(0.5)} p90 ${at(0.9)} mean ${mean.toFixed(1)}; ${Math.round((rowsPerBlock * 1000) / mean)} rows/s`);
+}
