@@ -38,6 +38,7 @@ import { redisServerAvailable, startRedisServer, type RedisServer } from "./supp
 import { restartablePort } from "./support/restartable-port.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { HistoryProbe, testEnv } from "./support/test-service.js";
+import { sleep, waitFor } from "./support/wait-for.js";
 
 type Fault =
   | { readonly kind: "kill" }
@@ -106,17 +107,6 @@ const SERVICE_TUNING = { INSERT_TIMEOUT: "2s", INSERT_ATTEMPTS: "2", CLAIM_LEASE
 const RECOVERY_TIMEOUT_MS = 90_000;
 const FAULTY_ENTRY = "test/support/faulty-service-main.ts";
 const TABLES = ["meter_readings", "vehicle_readings", "battery_readings"] as const;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls until `condition` holds; fails naming `what` after timeoutMs. */
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 const haveRedis = redisServerAvailable();
 

@@ -16,18 +16,9 @@ import { redisServerAvailable, startRedisServer, type RedisServer } from "./supp
 import { restartablePort } from "./support/restartable-port.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { HistoryProbe, testEnv } from "./support/test-service.js";
+import { sleep, waitFor } from "./support/wait-for.js";
 
 const FAULTY_ENTRY = "test/support/faulty-service-main.ts";
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
 const haveRedis = redisServerAvailable();
 
 describe.skipIf(!haveRedis)("a service killed after its insert landed, before it committed the event ids", () => {
