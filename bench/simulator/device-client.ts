@@ -24,8 +24,10 @@ import {
   RejectReason,
   StreamReadingsRequestSchema,
   StreamReadingsResponseSchema,
+  SyncReadingsRequestSchema,
   type StreamReadingsRequest,
   type StreamReadingsResponse,
+  type SyncReadingsResponse,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema, type Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { SimReading } from "./fleet-model.js";
@@ -107,7 +109,7 @@ export interface IngestTransport {
   close(): void;
 }
 
-export type TransportKind = "grpc" | "connect" | "connect-grpc";
+export type TransportKind = "grpc" | "connect" | "connect-grpc" | "sync";
 
 const STREAM_READINGS_PATH = "/wattstream.telemetry.v1.IngestService/StreamReadings";
 
@@ -204,8 +206,53 @@ export function connectNodeTransport(target: string, protocol: "connect" | "grpc
   };
 }
 
+/**
+ * The long-lived firmware path, SyncReadings (bidirectional, connect-node over gRPC), one stream
+ * per upload: the frames are sent, the request side closed, and the stream's cumulative
+ * acknowledgements gathered into one answer. A stream that fails acknowledges nothing here, even
+ * what earlier acknowledgements covered: the device resends it all and gets duplicates — the
+ * conservative reading of a partial answer.
+ */
+export function syncReadingsTransport(target: string): IngestTransport {
+  const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
+  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 60_000 });
+  const client = createClient(IngestService, createGrpcTransport({ baseUrl, sessionManager }));
+  return {
+    async streamReadings(frames, { signal, timeoutMs, headers }) {
+      async function* messages() {
+        for (const readings of frames) yield create(SyncReadingsRequestSchema, { readings: [...readings] });
+      }
+      let last: SyncReadingsResponse | undefined;
+      const rejected: SyncReadingsResponse["rejected"] = [];
+      try {
+        const responses = client.syncReadings(messages(), { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) });
+        for await (const response of responses) {
+          last = response;
+          rejected.push(...response.rejected);
+        }
+      } catch (error) {
+        const e = ConnectError.from(error);
+        throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+      }
+      const sent = frames.reduce((n, f) => n + f.length, 0);
+      if (Number(last?.acknowledged ?? 0) !== sent) {
+        throw new CallFailed("UNKNOWN", `the stream ended with ${last?.acknowledged ?? 0} of ${sent} readings acknowledged`);
+      }
+      return toAnswer(create(StreamReadingsResponseSchema, { accepted: last!.accepted, duplicates: last!.duplicates, rejected }));
+    },
+    close: () => sessionManager.abort(),
+  };
+}
+
 export function createTransport(kind: TransportKind, target: string): IngestTransport {
-  return kind === "grpc" ? grpcJsTransport(target) : connectNodeTransport(target, kind === "connect" ? "connect" : "grpc");
+  switch (kind) {
+    case "grpc":
+      return grpcJsTransport(target);
+    case "sync":
+      return syncReadingsTransport(target);
+    default:
+      return connectNodeTransport(target, kind === "connect" ? "connect" : "grpc");
+  }
 }
 
 /**

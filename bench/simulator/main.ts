@@ -27,7 +27,8 @@ Streams a simulated fleet's readings to a running wattstream service over Stream
 Target
   --target HOST:PORT        service address (default localhost:8080)
   --transport KIND          grpc (@grpc/grpc-js, default) | connect (connect-node, Connect
-                            protocol over HTTP/2) | connect-grpc (connect-node, gRPC)
+                            protocol over HTTP/2) | connect-grpc (connect-node, gRPC) |
+                            sync (connect-node, gRPC, the bidirectional SyncReadings)
   --credentials FILE        the service's credentials file (AUTH=on): register every simulated
                             device with a token, and an operator key for the links, in it
 Fleet
@@ -207,8 +208,8 @@ function parseCli(argv: string[]): Cli {
   const seconds = (name: string, fallback: number) => number(name, fallback, { above: 0 }) * 1000;
 
   const transport = (v.transport as string | undefined) ?? "grpc";
-  if (!["grpc", "connect", "connect-grpc"].includes(transport)) {
-    throw new UsageError(`--transport is ${JSON.stringify(transport)}; it must be grpc, connect or connect-grpc`);
+  if (!["grpc", "connect", "connect-grpc", "sync"].includes(transport)) {
+    throw new UsageError(`--transport is ${JSON.stringify(transport)}; it must be grpc, connect, connect-grpc or sync`);
   }
   let startMs: number | undefined;
   if (v.start !== undefined) {

@@ -59,8 +59,11 @@ export interface RecordedFleetOptions extends FleetSize {
 /** Simulated time between two readings of one device. */
 const INTERVAL_MS = 60_000;
 const TICK_MS = 100;
-/** The client stacks in turn, so devices talk gRPC over grpc-js and connect-node, and Connect. */
-const TRANSPORT_KINDS: readonly TransportKind[] = ["grpc", "connect", "connect-grpc"];
+/**
+ * The client stacks in turn: StreamReadings over grpc-js, Connect and connect-node's gRPC, and
+ * the bidirectional SyncReadings.
+ */
+const TRANSPORT_KINDS: readonly TransportKind[] = ["grpc", "connect", "connect-grpc", "sync"];
 
 export class RecordedFleet {
   readonly stats = new ClientStats();
