@@ -143,7 +143,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     writeMaxBytes: config.server.maxMessageBytes,
     maxTimeoutMs: config.server.maxTimeoutMs,
     fallback: probeHandler(isReady, metrics.registry),
-    requestGate: createRequestGate(ACCESS, authenticator),
+    requestGate: createRequestGate(ACCESS, authenticator, (code, service) => metrics.deniedCalls.inc({ code, service })),
     contextValues: (req) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req)),
   });
   const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });

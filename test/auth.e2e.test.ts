@@ -176,6 +176,13 @@ describe("devices", () => {
     renewed.close();
   });
 
+  it("counts refused calls and readings in /metrics, so an operator sees who knocks", async () => {
+    const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
+    const value = (pattern: RegExp) => Number(pattern.exec(metrics)?.[1] ?? 0);
+    expect(value(/^wattstream_calls_denied_total\{code="unauthenticated",service="wattstream\.telemetry\.v1\.IngestService"\} (\d+)$/m)).toBeGreaterThanOrEqual(4);
+    expect(value(/^wattstream_readings_total\{outcome="rejected",reason="PERMISSION_DENIED"\} (\d+)$/m)).toBeGreaterThanOrEqual(2);
+  });
+
   it("does not let a device token read the fleet or partner data", async () => {
     const headers = bearer("ev-1");
     const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));

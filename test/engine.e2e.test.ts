@@ -202,7 +202,7 @@ describe("with storage stalled", () => {
     expect(heapGrowth).toBeLessThan(8 * 1024 * 1024);
     const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
     expect(metrics).toMatch(/^wattstream_rows_in_flight 2000$/m);
-    expect(metrics).toMatch(/^wattstream_calls_refused_total 200$/m);
+    expect(metrics).toMatch(/^wattstream_calls_refused_total\{reason="capacity"\} 200$/m);
 
     sink.unstall();
     const answers = await Promise.all(stuck);

@@ -161,6 +161,10 @@ describe("per call and per device", () => {
     expect(Number((await other.streamReadings([readings("other", 1)])).accepted)).toBe(1);
     other.close();
 
+    const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^wattstream_calls_refused_total\{reason="device_streams"\} [1-9]\d*$/m);
+    expect(metrics).toMatch(/^wattstream_calls_refused_total\{reason="device_rate"\} [1-9]\d*$/m);
+
     expect(Number((await open[0]!.end()).accepted)).toBe(1);
     expect(Number((await multi.streamReadings([readings("multi", 1)])).accepted)).toBe(1);
     expect(Number((await open[1]!.end()).accepted)).toBe(1);

@@ -116,6 +116,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
   private openCall(device: string): void {
     const open = this.openCallsByDevice.get(device) ?? 0;
     if (open >= this.limits.maxStreamsPerDevice) {
+      this.metrics.refusedCalls.inc({ reason: "device_streams" });
       throw new ConnectError(
         `device ${device} already has ${open} ingest calls open (at most ${this.limits.maxStreamsPerDevice}); send on one of them`,
         Code.ResourceExhausted,
@@ -168,7 +169,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
       const waitMs = rateLimit.take(counts);
       if (waitMs > 0) {
-        this.metrics.refusedCalls.inc();
+        this.metrics.refusedCalls.inc({ reason: "device_rate" });
         throw new ConnectError(
           `a device sent more than ${this.limits.deviceReadingsPerSecond} readings per second (burst ${this.limits.deviceBurstReadings}, DEVICE_RATE_LIMIT): resend the readings not yet confirmed in ${(waitMs / 1000).toFixed(1)} s`,
           Code.ResourceExhausted,
@@ -228,6 +229,8 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         throw error;
       }
       submitted.outcome.catch(refund);
+      // The engine counts what it stored or rejected; readings refused here are counted here.
+      if (refused.length > 0) this.metrics.countOutcome({ accepted: 0, duplicates: 0, rejected: refused });
       const outcome = positions === undefined ? submitted.outcome : submitted.outcome.then((o) => withRefused(o, positions, refused));
       const batch: Submitted = { count: readings.length, settled: false, done: Promise.resolve() };
       batch.done = outcome

@@ -20,7 +20,16 @@ export class IngestMetrics {
   });
   readonly refusedCalls = new Counter({
     name: "wattstream_calls_refused_total",
-    help: "Calls refused with UNAVAILABLE because the engine was at capacity.",
+    help:
+      "Ingest calls (or batches of open streams) refused before storing, by reason: capacity (UNAVAILABLE, the engine " +
+      "was full), device_rate and device_streams (RESOURCE_EXHAUSTED, a device over its limits).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly deniedCalls = new Counter({
+    name: "wattstream_calls_denied_total",
+    help: "Calls refused by authentication (UNAUTHENTICATED) or authorization (PERMISSION_DENIED), by code and service.",
+    labelNames: ["code", "service"] as const,
     registers: [this.registry],
   });
   readonly flushRows = new Histogram({

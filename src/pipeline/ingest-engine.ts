@@ -135,7 +135,7 @@ export class IngestEngine {
     if (readings.length === 0) return { outcome: Promise.resolve(emptyOutcome()) };
     if (options.opening) {
       if (!this.inFlight.tryAcquire(readings.length)) {
-        this.deps.metrics.refusedCalls.inc();
+        this.deps.metrics.refusedCalls.inc({ reason: "capacity" });
         throw unavailable("the service is at capacity (storage is behind)");
       }
     } else {
