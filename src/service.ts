@@ -1,5 +1,6 @@
 // The composition root: the only place that picks concrete parts (embedded or server ClickHouse,
 // Redis or in-process live store) and wires them into the pipeline, the RPC routes and the port.
+import type { ClickHouseClient } from "@clickhouse/client";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
@@ -8,6 +9,7 @@ import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { newestReadings } from "./analytics/newest-readings.js";
 import { FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
@@ -72,7 +74,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     "history store ready",
   );
 
-  const liveStore = await openLiveStore(config, log);
+  const liveStore = await openLiveStore(config, log, history.client);
   const metrics = new IngestMetrics();
   const realSink = createHistorySink(history);
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
@@ -194,10 +196,18 @@ function openAuthenticator(config: Config, log: Logger): Authenticator | undefin
   return authenticator;
 }
 
-async function openLiveStore(config: Config, log: Logger): Promise<LiveStore> {
+async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<LiveStore> {
   if (config.redisUrl === undefined) {
-    log.info("live store: embedded (in-process; one service process only)");
-    return new MemoryLiveStore();
+    // The in-process store starts empty; each device's newest reading comes back from history
+    // (within MAX_READING_AGE), so devices that are silent now are still known, and offline.
+    const store = new MemoryLiveStore();
+    const started = performance.now();
+    await store.applyLiveState(await newestReadings(history, Date.now() - config.ingest.maxReadingAgeMs));
+    log.info(
+      { devices: (await store.listDevices(undefined, Number.MAX_SAFE_INTEGER)).length, ms: Math.round(performance.now() - started) },
+      "live store: embedded (in-process; one service process only), newest readings restored from history",
+    );
+    return store;
   }
   const store = new RedisLiveStore({ url: config.redisUrl });
   await store.connect();

@@ -2,6 +2,9 @@
 // dedupe answer — a reading resent after the restart is still a duplicate, not stored twice.
 import { afterAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { loadConfig } from "../src/config.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
@@ -25,6 +28,34 @@ async function send(target: string, readings: Parameters<GrpcIngestClient["strea
 }
 
 describe("restarting the embedded service", () => {
+  it("restores each device's newest reading into the in-process live state", async () => {
+    const restoreEnv = testEnv();
+    const now = Date.now();
+    running = await startTestService(restoreEnv);
+    const sent = [
+      meterReading("meter-live", "l-1", now - 60_000, 0.5, 229),
+      meterReading("meter-live", "l-2", now - 30_000, 0.7, 231.5),
+      vehicleReading("ev-live", "l-3", now - 20_000, 1.2, 64, 33),
+      batteryReading("bbu-live", "l-4", now - 10_000, 51.6, 28, ["E7"]),
+      // Older, sent last: the newest by observed_at must win, as it does live.
+      meterReading("meter-live", "l-0", now - 90_000, 0.1, 220),
+    ];
+    expect((await send(running.target, [sent])).accepted).toBe(5n);
+    const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: running.baseUrl }));
+    const before = await fleet.getLiveState({ deviceIds: ["meter-live", "ev-live", "bbu-live"] });
+    await running.service.stop();
+
+    running = await startTestService(restoreEnv);
+    const restoredFleet = createClient(FleetService, createGrpcTransport({ baseUrl: running.baseUrl }));
+    const after = await restoredFleet.getLiveState({ deviceIds: ["meter-live", "ev-live", "bbu-live"] });
+    expect(after.devices.map((d) => d.deviceId)).toEqual(["meter-live", "ev-live", "bbu-live"]);
+    // The same answer as before the restart: values, scores, observed_at and last_seen.
+    expect(after.devices).toEqual(before.devices);
+    expect(after.devices[0]!.eventId).toBe("l-2");
+    await running.service.stop();
+    running = undefined;
+  });
+
   it("keeps the data, and still counts resent readings as duplicates", async () => {
     const now = Date.now();
     const readings = [
