@@ -173,6 +173,13 @@ describe("OFFLINE_AFTER", () => {
   });
 });
 
+describe("LIVE_RESTORE_WINDOW", () => {
+  it("defaults to 7 days and takes a duration", () => {
+    expect(loadConfig({}).liveRestoreWindowMs).toBe(7 * DAY);
+    expect(loadConfig({ LIVE_RESTORE_WINDOW: "1h" }).liveRestoreWindowMs).toBe(3_600_000);
+  });
+});
+
 describe("LINK_CACHE_MAX_AGE", () => {
   it("defaults to 5 seconds; 0 reads the links on every answer", () => {
     expect(loadConfig({}).fleet.linkCacheMaxAgeMs).toBe(5_000);

@@ -18,6 +18,8 @@ export interface Config {
   readonly clickhouse: ClickHouseConfig;
   /** Redis URL; unset means the embedded in-process live store. */
   readonly redisUrl: string | undefined;
+  /** How far back the in-process live store looks in history at start for each device's newest reading, in ms. */
+  readonly liveRestoreWindowMs: number;
   readonly ingest: IngestConfig;
   readonly fleet: FleetConfig;
   readonly auth: AuthConfig;
@@ -168,6 +170,7 @@ export function loadConfig(env: Env = process.env): Config {
       dataDir,
     },
     redisUrl: read.url("REDIS_URL", ["redis:", "rediss:"]),
+    liveRestoreWindowMs: read.duration("LIVE_RESTORE_WINDOW", "7d", MAX_HORIZON_MS),
     ingest: {
       maxReadingAgeMs: read.duration("MAX_READING_AGE", "30d", MAX_HORIZON_MS),
       maxClockSkewMs: read.duration("MAX_CLOCK_SKEW", "5m"),

@@ -9,7 +9,7 @@ import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { newestReadings } from "./analytics/newest-readings.js";
+import { restoreNewestReadings } from "./analytics/newest-readings.js";
 import { FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
@@ -74,7 +74,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     "history store ready",
   );
 
-  const liveStore = await openLiveStore(config, log, history.client);
+  const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
   const metrics = new IngestMetrics();
   const realSink = createHistorySink(history);
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
@@ -162,6 +162,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         await listener.close(config.server.shutdownGraceMs);
         await Promise.all(Object.values(batchers).map((b) => b.drain()));
         await pool.close();
+        await stopRestore();
         await realSink.close();
         await liveStore.close();
         await history.client.close();
@@ -196,23 +197,41 @@ function openAuthenticator(config: Config, log: Logger): Authenticator | undefin
   return authenticator;
 }
 
-async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<LiveStore> {
+async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<{ store: LiveStore; stopRestore: () => Promise<void> }> {
   if (config.redisUrl === undefined) {
-    // The in-process store starts empty; each device's newest reading comes back from history
-    // (within MAX_READING_AGE), so devices that are silent now are still known, and offline.
+    log.info("live store: embedded (in-process; one service process only)");
     const store = new MemoryLiveStore();
-    const started = performance.now();
-    await store.applyLiveState(await newestReadings(history, Date.now() - config.ingest.maxReadingAgeMs));
-    log.info(
-      { devices: (await store.listDevices(undefined, Number.MAX_SAFE_INTEGER)).length, ms: Math.round(performance.now() - started) },
-      "live store: embedded (in-process; one service process only), newest readings restored from history",
-    );
-    return store;
+    return { store, stopRestore: restoreInBackground(store, config, log, history) };
   }
   const store = new RedisLiveStore({ url: config.redisUrl });
   await store.connect();
   log.info({ redis: redactUrl(config.redisUrl) }, "live store: redis");
-  return store;
+  return { store, stopRestore: async () => {} };
+}
+
+/**
+ * Fills the in-process live store, which starts empty, with each device's newest reading from
+ * history (within LIVE_RESTORE_WINDOW), so a device silent since before a restart is still known —
+ * and offline. In the background, newest first in slices from an hour to a day: the port opens at
+ * once, ingest interleaves with the statements, and a reading arriving meanwhile wins over the restored
+ * one (the store keeps the newest by observed_at). Answers a function that stops it and waits.
+ */
+function restoreInBackground(store: MemoryLiveStore, config: Config, log: Logger, history: ClickHouseClient): () => Promise<void> {
+  let stopped = false;
+  const started = performance.now();
+  const done = restoreNewestReadings(history, (updates) => store.applyLiveState(updates), {
+    sinceMs: Date.now() - config.liveRestoreWindowMs,
+    sliceMs: 3_600_000,
+    maxSliceMs: 24 * 3_600_000,
+    stopped: () => stopped,
+  }).then(
+    (devices) => log.info({ devices, ms: Math.round(performance.now() - started), complete: !stopped }, "live state restored from history"),
+    (error: unknown) => log.error({ err: error }, "restoring live state from history failed; devices reappear as they report"),
+  );
+  return async () => {
+    stopped = true;
+    await done;
+  };
 }
 
 function redactUrl(url: string): string {

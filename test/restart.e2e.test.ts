@@ -47,7 +47,12 @@ describe("restarting the embedded service", () => {
 
     running = await startTestService(restoreEnv);
     const restoredFleet = createClient(FleetService, createGrpcTransport({ baseUrl: running.baseUrl }));
-    const after = await restoredFleet.getLiveState({ deviceIds: ["meter-live", "ev-live", "bbu-live"] });
+    // Restored in the background, after the port opens.
+    let after = await restoredFleet.getLiveState({ deviceIds: ["meter-live", "ev-live", "bbu-live"] });
+    for (let i = 0; i < 100 && after.devices.length < 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      after = await restoredFleet.getLiveState({ deviceIds: ["meter-live", "ev-live", "bbu-live"] });
+    }
     expect(after.devices.map((d) => d.deviceId)).toEqual(["meter-live", "ev-live", "bbu-live"]);
     // The same answer as before the restart: values, scores, observed_at and last_seen.
     expect(after.devices).toEqual(before.devices);

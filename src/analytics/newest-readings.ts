@@ -10,25 +10,64 @@ import type { LiveStateUpdate } from "../store/live/live-store.js";
 /** Columns every table has that live state keeps apart from a reading's values. */
 const IDENTITY_COLUMNS = new Set(["device_id", "observed_at", "received_at"]);
 
+export interface RestoreOptions {
+  /** How far back to look, epoch ms: devices silent since before then stay unknown. */
+  readonly sinceMs: number;
+  /** Length of the first (newest) slice of history read in one statement, ms; each next doubles. */
+  readonly sliceMs: number;
+  /** The longest slice, ms: bounds how long one statement holds the engine. */
+  readonly maxSliceMs: number;
+  /** Answers true to stop early (the service is shutting down). */
+  readonly stopped?: () => boolean;
+}
+
 /**
- * Per device: the newest reading observed since sinceMs (ties on observed_at broken by event_id,
- * as every column is taken from the same row), and when the service last received any reading of
- * it. Battery trends are not in history; a unit's scoring baseline starts again from its next
- * reading.
+ * Finds each device's newest reading, reading history in slices of observed time from now
+ * backwards, and hands each slice's newly found devices to `apply`. The first slice is short, as
+ * most devices reported lately; slices then double, up to maxSliceMs, so the tail costs few
+ * statements while none holds the engine long (it runs one statement at a time, and inserts wait
+ * behind a long scan).
+ * A device's last_seen is the newest received_at within the slice its newest reading is in (a
+ * backlog reading observed earlier but received later is not looked for). Battery trends are not
+ * in history; a unit's scoring baseline starts again from its next reading. Answers the number of
+ * devices found.
  */
-export async function newestReadings(client: ClickHouseClient, sinceMs: number): Promise<LiveStateUpdate[]> {
+export async function restoreNewestReadings(
+  client: ClickHouseClient,
+  apply: (updates: LiveStateUpdate[]) => Promise<void>,
+  options: RestoreOptions,
+): Promise<number> {
+  const found = new Set<string>();
+  const nowMs = Date.now();
+  // The first slice reaches a day ahead: readings may be observed a little in the future (clock skew).
+  let sliceMs = options.sliceMs;
+  for (let toMs = nowMs + 86_400_000, fromMs = nowMs - sliceMs; toMs > options.sinceMs && !options.stopped?.(); toMs = fromMs, fromMs -= sliceMs) {
+    fromMs = Math.max(options.sinceMs, fromMs);
+    sliceMs = Math.min(options.maxSliceMs, sliceMs * 2);
+    const fresh = (await newestReadingsBetween(client, fromMs, toMs)).filter((u) => !found.has(u.deviceId));
+    for (const update of fresh) found.add(update.deviceId);
+    if (fresh.length > 0) await apply(fresh);
+  }
+  return found.size;
+}
+
+/** Per device, the newest reading observed in [fromMs, toMs) (ties broken by event_id). */
+export async function newestReadingsBetween(client: ClickHouseClient, fromMs: number, toMs: number): Promise<LiveStateUpdate[]> {
   const updates: LiveStateUpdate[] = [];
   for (const kind of Object.keys(HISTORY_TABLES) as DeviceKind[]) {
     const columns = TABLE_COLUMNS[kind].filter((c) => !IDENTITY_COLUMNS.has(c));
+    // Every column from the same row: the arg is unique per device. Aliases differ from the
+    // column names, which the aggregates read.
     const result = await client.query({
       query: `SELECT device_id,
                      toString(toUnixTimestamp64Milli(max(observed_at))) AS observed_at_ms,
                      toString(toUnixTimestamp64Milli(max(received_at))) AS last_seen_ms,
                      ${columns.map((c) => `argMax(${c}, (observed_at, event_id)) AS newest_${c}`).join(",\n                     ")}
               FROM ${HISTORY_TABLES[kind]}
-              WHERE observed_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+              WHERE observed_at >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')
+                AND observed_at < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
               GROUP BY device_id`,
-      query_params: { since: Math.floor(sinceMs) },
+      query_params: { from: Math.floor(fromMs), to: Math.floor(toMs) },
       format: "JSONEachRow",
     });
     for (const row of await result.json<Record<string, unknown>>()) {
