@@ -109,7 +109,7 @@ export interface IngestTransport {
   close(): void;
 }
 
-export type TransportKind = "grpc" | "connect" | "connect-grpc" | "sync";
+export type TransportKind = "grpc" | "connect" | "connect-grpc" | "sync" | "unary";
 
 const STREAM_READINGS_PATH = "/wattstream.telemetry.v1.IngestService/StreamReadings";
 
@@ -244,12 +244,39 @@ export function syncReadingsTransport(target: string): IngestTransport {
   };
 }
 
+/**
+ * The unary IngestReadings (connect-node over gRPC): every frame of an upload in one request, as
+ * a device that batches and posts would. Its answer is the same counts a StreamReadings call gives.
+ */
+export function ingestReadingsTransport(target: string): IngestTransport {
+  const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
+  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 60_000 });
+  const client = createClient(IngestService, createGrpcTransport({ baseUrl, sessionManager }));
+  return {
+    async streamReadings(frames, { signal, timeoutMs, headers }) {
+      try {
+        const response = await client.ingestReadings(
+          { readings: frames.flat() },
+          { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) },
+        );
+        return toAnswer(create(StreamReadingsResponseSchema, { accepted: response.accepted, duplicates: response.duplicates, rejected: response.rejected }));
+      } catch (error) {
+        const e = ConnectError.from(error);
+        throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+      }
+    },
+    close: () => sessionManager.abort(),
+  };
+}
+
 export function createTransport(kind: TransportKind, target: string): IngestTransport {
   switch (kind) {
     case "grpc":
       return grpcJsTransport(target);
     case "sync":
       return syncReadingsTransport(target);
+    case "unary":
+      return ingestReadingsTransport(target);
     default:
       return connectNodeTransport(target, kind === "connect" ? "connect" : "grpc");
   }

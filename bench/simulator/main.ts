@@ -28,7 +28,8 @@ Target
   --target HOST:PORT        service address (default localhost:8080)
   --transport KIND          grpc (@grpc/grpc-js, default) | connect (connect-node, Connect
                             protocol over HTTP/2) | connect-grpc (connect-node, gRPC) |
-                            sync (connect-node, gRPC, the bidirectional SyncReadings)
+                            sync (connect-node, gRPC, the bidirectional SyncReadings) |
+                            unary (connect-node, gRPC, IngestReadings: an upload per request)
   --credentials FILE        the service's credentials file (AUTH=on): register every simulated
                             device with a token, and an operator key for the links, in it
 Fleet
@@ -208,8 +209,8 @@ function parseCli(argv: string[]): Cli {
   const seconds = (name: string, fallback: number) => number(name, fallback, { above: 0 }) * 1000;
 
   const transport = (v.transport as string | undefined) ?? "grpc";
-  if (!["grpc", "connect", "connect-grpc", "sync"].includes(transport)) {
-    throw new UsageError(`--transport is ${JSON.stringify(transport)}; it must be grpc, connect, connect-grpc or sync`);
+  if (!["grpc", "connect", "connect-grpc", "sync", "unary"].includes(transport)) {
+    throw new UsageError(`--transport is ${JSON.stringify(transport)}; it must be grpc, connect, connect-grpc, sync or unary`);
   }
   let startMs: number | undefined;
   if (v.start !== undefined) {

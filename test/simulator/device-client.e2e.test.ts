@@ -111,7 +111,7 @@ describe("the simulator's device client against a service that fails on purpose"
     expect(stats.sent).toBe(5 * readings.length);
   });
 
-  it.each<TransportKind>(["grpc", "connect", "sync"])(
+  it.each<TransportKind>(["grpc", "connect", "sync", "unary"])(
     "keeps every unacknowledged reading of a fleet on one shared %s connection through failures, lost answers and outages",
     async (kind) => {
       const prefix = `fleet-${kind}`;

@@ -60,10 +60,10 @@ export interface RecordedFleetOptions extends FleetSize {
 const INTERVAL_MS = 60_000;
 const TICK_MS = 100;
 /**
- * The client stacks in turn: StreamReadings over grpc-js, Connect and connect-node's gRPC, and
- * the bidirectional SyncReadings.
+ * The client stacks in turn: StreamReadings over grpc-js, Connect and connect-node's gRPC, the
+ * bidirectional SyncReadings, and the unary IngestReadings.
  */
-const TRANSPORT_KINDS: readonly TransportKind[] = ["grpc", "connect", "connect-grpc", "sync"];
+const TRANSPORT_KINDS: readonly TransportKind[] = ["grpc", "connect", "connect-grpc", "sync", "unary"];
 
 export class RecordedFleet {
   readonly stats = new ClientStats();
