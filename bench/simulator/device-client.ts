@@ -181,28 +181,43 @@ export function grpcJsTransport(target: string): IngestTransport {
   };
 }
 
-/** connect-node over HTTP/2: the Connect protocol ("connect") or gRPC ("connect-grpc"). */
-export function connectNodeTransport(target: string, protocol: "connect" | "grpc"): IngestTransport {
+/** One HTTP/2 connection for connect-node clients, speaking the Connect protocol or gRPC. */
+function connectNodeClient(target: string, protocol: "connect" | "grpc") {
   const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
   const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 60_000 });
   const transport =
     protocol === "connect"
       ? createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager })
       : createGrpcTransport({ baseUrl, sessionManager });
-  const client = createClient(IngestService, transport);
+  return { client: createClient(IngestService, transport), close: () => sessionManager.abort() };
+}
+
+/** A call's options as connect-node takes them. */
+function connectCallOptions({ signal, timeoutMs, headers }: CallOptions) {
+  return { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) };
+}
+
+/** A connect-node call's failure as the device sees it: code, message, the server's pushback. */
+function callFailedFrom(error: unknown): CallFailed {
+  const e = ConnectError.from(error);
+  return new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+}
+
+/** connect-node over HTTP/2: the Connect protocol ("connect") or gRPC ("connect-grpc"). */
+export function connectNodeTransport(target: string, protocol: "connect" | "grpc"): IngestTransport {
+  const { client, close } = connectNodeClient(target, protocol);
   return {
-    async streamReadings(frames, { signal, timeoutMs, headers }) {
+    async streamReadings(frames, options) {
       async function* messages() {
         for (const readings of frames) yield create(StreamReadingsRequestSchema, { readings: [...readings] });
       }
       try {
-        return toAnswer(await client.streamReadings(messages(), { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) }));
+        return toAnswer(await client.streamReadings(messages(), connectCallOptions(options)));
       } catch (error) {
-        const e = ConnectError.from(error);
-        throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+        throw callFailedFrom(error);
       }
     },
-    close: () => sessionManager.abort(),
+    close,
   };
 }
 
@@ -214,25 +229,21 @@ export function connectNodeTransport(target: string, protocol: "connect" | "grpc
  * conservative reading of a partial answer.
  */
 export function syncReadingsTransport(target: string): IngestTransport {
-  const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
-  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 60_000 });
-  const client = createClient(IngestService, createGrpcTransport({ baseUrl, sessionManager }));
+  const { client, close } = connectNodeClient(target, "grpc");
   return {
-    async streamReadings(frames, { signal, timeoutMs, headers }) {
+    async streamReadings(frames, options) {
       async function* messages() {
         for (const readings of frames) yield create(SyncReadingsRequestSchema, { readings: [...readings] });
       }
       let last: SyncReadingsResponse | undefined;
       const rejected: SyncReadingsResponse["rejected"] = [];
       try {
-        const responses = client.syncReadings(messages(), { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) });
-        for await (const response of responses) {
+        for await (const response of client.syncReadings(messages(), connectCallOptions(options))) {
           last = response;
           rejected.push(...response.rejected);
         }
       } catch (error) {
-        const e = ConnectError.from(error);
-        throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+        throw callFailedFrom(error);
       }
       const sent = frames.reduce((n, f) => n + f.length, 0);
       if (Number(last?.acknowledged ?? 0) !== sent) {
@@ -240,7 +251,7 @@ export function syncReadingsTransport(target: string): IngestTransport {
       }
       return toAnswer(create(StreamReadingsResponseSchema, { accepted: last!.accepted, duplicates: last!.duplicates, rejected }));
     },
-    close: () => sessionManager.abort(),
+    close,
   };
 }
 
@@ -249,23 +260,17 @@ export function syncReadingsTransport(target: string): IngestTransport {
  * a device that batches and posts would. Its answer is the same counts a StreamReadings call gives.
  */
 export function ingestReadingsTransport(target: string): IngestTransport {
-  const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
-  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 60_000 });
-  const client = createClient(IngestService, createGrpcTransport({ baseUrl, sessionManager }));
+  const { client, close } = connectNodeClient(target, "grpc");
   return {
-    async streamReadings(frames, { signal, timeoutMs, headers }) {
+    async streamReadings(frames, options) {
       try {
-        const response = await client.ingestReadings(
-          { readings: frames.flat() },
-          { signal, timeoutMs, ...(headers !== undefined && { headers: { ...headers } }) },
-        );
+        const response = await client.ingestReadings({ readings: frames.flat() }, connectCallOptions(options));
         return toAnswer(create(StreamReadingsResponseSchema, { accepted: response.accepted, duplicates: response.duplicates, rejected: response.rejected }));
       } catch (error) {
-        const e = ConnectError.from(error);
-        throw new CallFailed(CODE_NAMES[e.code] ?? `CODE_${e.code}`, e.rawMessage, pushbackFrom((key) => e.metadata.get(key) ?? undefined));
+        throw callFailedFrom(error);
       }
     },
-    close: () => sessionManager.abort(),
+    close,
   };
 }
 
