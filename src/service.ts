@@ -146,7 +146,12 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     maxTimeoutMs: config.server.maxTimeoutMs,
     fallback: probeHandler(isReady, metrics.registry),
     requestGate: createRequestGate(ACCESS, authenticator, (code, service) => metrics.deniedCalls.inc({ code, service })),
-    contextValues: (req) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req)),
+    // Only where a client certificate can identify a device: otherwise every call would carry
+    // a context and a closure it never uses.
+    ...(authenticator !== undefined &&
+      config.auth.clientCaFile !== undefined && {
+        contextValues: (req) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req)),
+      }),
   });
   const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
