@@ -128,6 +128,8 @@ try {
             : "per reading, from its write on the open SyncReadings stream to the cumulative acknowledgement covering it",
       ...connections,
       live_store: redis ? "redis-server" : "embedded",
+      // The service reads LEAN_GRPC_STREAMS from the environment the bench was started with.
+      lean_grpc_streams: process.env.LEAN_GRPC_STREAMS ?? "on",
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
       load_generator: loadArgs.join(" "),

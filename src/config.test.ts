@@ -180,6 +180,14 @@ describe("LIVE_RESTORE_WINDOW", () => {
   });
 });
 
+describe("LEAN_GRPC_STREAMS", () => {
+  it("defaults to on; off sends the ingest streams through connect", () => {
+    expect(loadConfig({}).leanGrpcStreams).toBe(true);
+    expect(loadConfig({ LEAN_GRPC_STREAMS: "off" }).leanGrpcStreams).toBe(false);
+    expect(configError({ LEAN_GRPC_STREAMS: "fast" }).message).toContain("LEAN_GRPC_STREAMS");
+  });
+});
+
 describe("LINK_CACHE_MAX_AGE", () => {
   it("defaults to 5 seconds; 0 reads the links on every answer", () => {
     expect(loadConfig({}).fleet.linkCacheMaxAgeMs).toBe(5_000);

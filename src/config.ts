@@ -15,6 +15,11 @@ export interface Config {
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
   readonly logLevel: LogLevel;
   readonly server: ServerLimits;
+  /**
+   * Serve the ingest streams over binary gRPC on the lean path (src/server/lean-grpc-streams.ts)
+   * rather than through connect's generic pipeline; off sends every call to connect.
+   */
+  readonly leanGrpcStreams: boolean;
   readonly clickhouse: ClickHouseConfig;
   /** Redis URL; unset means the embedded in-process live store. */
   readonly redisUrl: string | undefined;
@@ -162,6 +167,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxTimeoutMs: read.duration("MAX_CALL_TIMEOUT", "1h"),
       shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s"),
     },
+    leanGrpcStreams: read.oneOf("LEAN_GRPC_STREAMS", ["on", "off"], "on") === "on",
     clickhouse: {
       url: clickhouseUrl,
       username: read.string("CLICKHOUSE_USER") ?? "default",

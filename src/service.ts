@@ -1,5 +1,7 @@
 // The composition root: the only place that picks concrete parts (embedded or server ClickHouse,
 // Redis or in-process live store) and wires them into the pipeline, the RPC routes and the port.
+import type http from "node:http";
+import type http2 from "node:http2";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -25,7 +27,8 @@ import { DeviceRateLimit } from "./pipeline/device-rate-limit.js";
 import { IngestEngine } from "./pipeline/ingest-engine.js";
 import { ProcessPool } from "./process/process-pool.js";
 import type { DeviceKind } from "./process/history-rows.js";
-import { Listener } from "./server/listener.js";
+import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./server/lean-grpc-streams.js";
+import { Listener, type RequestHandler } from "./server/listener.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient } from "./store/history/clickhouse-client.js";
 import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
@@ -112,11 +115,9 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     await liveStore.ping();
   };
   const rateLimit = new DeviceRateLimit({ readingsPerSecond: config.calls.deviceReadingsPerSecond, burst: config.calls.deviceBurstReadings });
+  const ingest = new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator });
   const routes = (router: ConnectRouter) => {
-    router.service(
-      IngestService,
-      new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator }),
-    );
+    router.service(IngestService, ingest);
     router.service(
       FleetService,
       new FleetHandler(history.client, config.fleet, liveStore, Date.now, { maxAgeMs: config.fleet.linkCacheMaxAgeMs }),
@@ -139,20 +140,39 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   // EventTarget's add/removeEventListener costs grow with its listener count — with thousands of
   // concurrent calls that made each call cost milliseconds (measured). At shutdown the listener
   // destroys the connections still open after the grace period instead, which cancels their calls.
-  const handler = connectNodeAdapter({
+  const requestGate = createRequestGate(ACCESS, authenticator, (code, service) => metrics.deniedCalls.inc({ code, service }));
+  // Only where a client certificate can identify a device: otherwise every call would carry a
+  // context and a closure it never uses.
+  const contextValues =
+    authenticator !== undefined && config.auth.clientCaFile !== undefined
+      ? (req: http.IncomingMessage | http2.Http2ServerRequest) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req))
+      : undefined;
+  const connectHandler = connectNodeAdapter({
     routes,
     readMaxBytes: config.server.maxMessageBytes,
     writeMaxBytes: config.server.maxMessageBytes,
     maxTimeoutMs: config.server.maxTimeoutMs,
     fallback: probeHandler(isReady, metrics.registry),
-    requestGate: createRequestGate(ACCESS, authenticator, (code, service) => metrics.deniedCalls.inc({ code, service })),
-    // Only where a client certificate can identify a device: otherwise every call would carry
-    // a context and a closure it never uses.
-    ...(authenticator !== undefined &&
-      config.auth.clientCaFile !== undefined && {
-        contextValues: (req) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req)),
-      }),
+    requestGate,
+    ...(contextValues !== undefined && { contextValues }),
   });
+  // The device streams over gRPC, the long-lived calls a host holds by the ten thousand, take the
+  // lean path (src/server/lean-grpc-streams.ts); LEAN_GRPC_STREAMS=off sends them to connect too.
+  const lean = config.leanGrpcStreams
+    ? createLeanGrpcStreams({
+        methods: [
+          bidiStreamingMethod(IngestService.method.syncReadings, (requests, ctx) => ingest.syncReadings(requests, ctx)),
+          clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReadings(requests, ctx)),
+        ],
+        requestGate,
+        readMaxBytes: config.server.maxMessageBytes,
+        maxTimeoutMs: config.server.maxTimeoutMs,
+        contextValues,
+      })
+    : undefined;
+  const handler: RequestHandler = lean === undefined ? connectHandler : (req, res) => {
+    if (!("stream" in req) || !lean(req, res as never)) void connectHandler(req as never, res as never);
+  };
   const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
   log.info({ port, host: config.host, tls: config.tls !== undefined }, "serving gRPC, gRPC-Web and Connect");

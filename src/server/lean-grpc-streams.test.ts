@@ -1,0 +1,295 @@
+// The lean gRPC stream path must answer exactly as connect does. Each case runs the same method
+// implementation and request gate behind both — the lean route, and connect-node's adapter alone
+// — over a real HTTP/2 server, called by a stock grpc-js client, and compares what the client sees.
+import { once } from "node:events";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  IngestService,
+  StreamReadingsRequestSchema,
+  StreamReadingsResponseSchema,
+  SyncReadingsRequestSchema,
+  SyncReadingsResponseSchema,
+  type StreamReadingsRequest,
+  type SyncReadingsRequest,
+} from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./lean-grpc-streams.js";
+
+const READ_MAX_BYTES = 1024;
+const SYNC = "/wattstream.telemetry.v1.IngestService/SyncReadings";
+const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
+
+/** How each call ended on the server: whether its signal was aborted when the handler finished. */
+const serverEnds: string[] = [];
+
+async function* syncReadings(requests: AsyncIterable<SyncReadingsRequest>, ctx: HandlerContext) {
+  let count = 0;
+  try {
+    for await (const request of requests) {
+      for (const reading of request.readings) {
+        if (reading.deviceId === "exhausted") {
+          throw new ConnectError("slow down", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "1500" });
+        }
+        if (reading.deviceId === "crash") throw new Error("a bug");
+      }
+      count += request.readings.length;
+      yield create(SyncReadingsResponseSchema, { acknowledged: BigInt(count) });
+    }
+  } finally {
+    serverEnds.push(`${ctx.requestHeader.get("x-call")}:${ctx.signal.aborted ? "aborted" : "completed"}`);
+  }
+}
+
+async function streamReadings(requests: AsyncIterable<StreamReadingsRequest>) {
+  let count = 0;
+  for await (const request of requests) count += request.readings.length;
+  return create(StreamReadingsResponseSchema, { accepted: BigInt(count) });
+}
+
+function requestGate(ctx: HandlerContext): void {
+  if (ctx.requestHeader.get("authorization") !== "Bearer good") {
+    throw new ConnectError("no valid credential", Code.Unauthenticated);
+  }
+}
+
+interface TestServer {
+  port: number;
+  /** Calls connect served (in "lean" mode: the calls the lean route declined). */
+  connectCalls: number;
+  close(): Promise<void>;
+}
+
+async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
+  const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings, streamReadings });
+  const connect = connectNodeAdapter({ routes, readMaxBytes: READ_MAX_BYTES, requestGate });
+  const lean = createLeanGrpcStreams({
+    methods: [
+      bidiStreamingMethod(IngestService.method.syncReadings, syncReadings),
+      clientStreamingMethod(IngestService.method.streamReadings, streamReadings),
+    ],
+    requestGate,
+    readMaxBytes: READ_MAX_BYTES,
+    maxTimeoutMs: 60_000,
+  });
+  const server: TestServer = { port: 0, connectCalls: 0, close: async () => {} };
+  const h2 = http2.createServer((req, res) => {
+    if (mode === "lean" && lean(req, res)) return;
+    server.connectCalls++;
+    connect(req, res);
+  });
+  h2.listen(0, "127.0.0.1");
+  await once(h2, "listening");
+  server.port = (h2.address() as AddressInfo).port;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  server.close = () =>
+    new Promise((resolve) => {
+      for (const s of sessions) s.destroy();
+      h2.close(() => resolve());
+    });
+  return server;
+}
+
+const identity = (b: Buffer) => b;
+const syncMessage = (...devices: string[]) =>
+  Buffer.from(toBinary(SyncReadingsRequestSchema, create(SyncReadingsRequestSchema, { readings: devices.map((deviceId) => ({ deviceId })) })));
+
+interface Seen {
+  code: grpc.status;
+  details: string;
+  trailers: Record<string, unknown>;
+  responses: bigint[];
+}
+
+/** One bidi call with raw request bytes: writes them, ends (unless told not to), and reports what the client saw. */
+function callSync(
+  port: number,
+  messages: Buffer[],
+  options: { token?: string; call?: string; end?: boolean; deadlineMs?: number; channel?: grpc.ChannelOptions; onResponse?: (call: grpc.ClientDuplexStream<Buffer, Buffer>) => void } = {},
+): Promise<Seen> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), options.channel);
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${options.token ?? "good"}`);
+  metadata.set("x-call", options.call ?? "call");
+  const call = client.makeBidiStreamRequest(SYNC, identity, identity, metadata, {
+    ...(options.deadlineMs !== undefined && { deadline: Date.now() + options.deadlineMs }),
+  });
+  const responses: bigint[] = [];
+  return new Promise((resolve) => {
+    call.on("data", (bytes: Buffer) => {
+      responses.push(fromBinary(SyncReadingsResponseSchema, bytes).acknowledged);
+      options.onResponse?.(call);
+    });
+    call.on("error", () => {});
+    call.on("status", (status: grpc.StatusObject) => {
+      client.close();
+      resolve({ code: status.code, details: status.details, trailers: status.metadata.getMap(), responses });
+    });
+    for (const m of messages) call.write(m);
+    if (options.end !== false) call.end();
+  });
+}
+
+let lean: TestServer;
+let plain: TestServer;
+beforeAll(async () => {
+  [lean, plain] = await Promise.all([startServer("lean"), startServer("connect")]);
+});
+afterAll(async () => {
+  await Promise.all([lean?.close(), plain?.close()]);
+});
+
+/** Runs the same call against both servers; answers what each client saw, the lean one first. */
+async function both(run: (port: number) => Promise<Seen>): Promise<[Seen, Seen]> {
+  const before = lean.connectCalls;
+  const seen = await Promise.all([run(lean.port), run(plain.port)]);
+  expect(lean.connectCalls, "the lean route served the call").toBe(before);
+  return seen;
+}
+
+/** How the server-side handler of a call ended ("aborted" or "completed"), waiting up to 2 s for it. */
+async function serverEnd(call: string): Promise<string[]> {
+  const ends = () => serverEnds.filter((e) => e.startsWith(`${call}:`)).map((e) => e.slice(call.length + 1));
+  for (let i = 0; i < 200 && ends().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  return ends();
+}
+
+describe("the lean gRPC stream path answers as connect does", () => {
+  it("acknowledges each message of a bidi stream and ends OK", async () => {
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("m-2", "m-3")]));
+    expect(a).toEqual(b);
+    expect(a.code).toBe(grpc.status.OK);
+    expect(a.responses).toEqual([1n, 3n]);
+  });
+
+  it("answers a client-streaming call with one response", async () => {
+    const run = (port: number) =>
+      new Promise<{ code: grpc.status; accepted?: bigint }>((resolve) => {
+        const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+        const metadata = new grpc.Metadata();
+        metadata.set("authorization", "Bearer good");
+        const call = client.makeClientStreamRequest(STREAM, identity, identity, metadata, (error, bytes) => {
+          client.close();
+          resolve(error ? { code: error.code } : { code: grpc.status.OK, accepted: fromBinary(StreamReadingsResponseSchema, bytes!).accepted });
+        });
+        for (const n of [2, 3]) {
+          call.write(Buffer.from(toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings: Array.from({ length: n }, () => ({ deviceId: "d" })) }))));
+        }
+        call.end();
+      });
+    const before = lean.connectCalls;
+    const [a, b] = await Promise.all([run(lean.port), run(plain.port)]);
+    expect(lean.connectCalls).toBe(before);
+    expect(a).toEqual(b);
+    expect(a).toEqual({ code: grpc.status.OK, accepted: 5n });
+  });
+
+  it("refuses a call the request gate refuses, before reading it", async () => {
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1")], { token: "bad" }));
+    expect(a).toEqual(b);
+    expect(a).toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: "no valid credential", responses: [] });
+  });
+
+  it("carries a handler's error code, message and metadata in the trailers, after the acknowledgements before it", async () => {
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("exhausted")]));
+    expect(a).toEqual(b);
+    expect(a).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: "slow down", responses: [1n] });
+    expect(a.trailers["grpc-retry-pushback-ms"]).toBe("1500");
+  });
+
+  it("answers INTERNAL for a handler's unexpected error, without its message", async () => {
+    const [a, b] = await both((port) => callSync(port, [syncMessage("crash")]));
+    expect(a).toEqual(b);
+    expect(a).toMatchObject({ code: grpc.status.INTERNAL, details: "internal error" });
+  });
+
+  it("reports a message that is not a valid request as connect does", async () => {
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), Buffer.from([0x0a, 0xff, 0xff])]));
+    expect(a).toEqual(b);
+    expect(a.code).toBe(grpc.status.INTERNAL);
+    expect(a.details).toMatch(/^parse binary/);
+    expect(a.responses).toEqual([1n]);
+  });
+
+  it("refuses a message over the size limit with RESOURCE_EXHAUSTED", async () => {
+    const big = Buffer.from(toBinary(SyncReadingsRequestSchema, create(SyncReadingsRequestSchema, { readings: [{ deviceId: "x".repeat(READ_MAX_BYTES) }] })));
+    const [a, b] = await both((port) => callSync(port, [big]));
+    expect(a.code).toBe(b.code);
+    expect(a.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(a.details).toMatch(/larger than configured readMaxBytes 1024/);
+  });
+
+  it("ends the handler when the client cancels a stream that waits for its next message", async () => {
+    await both((port) =>
+      callSync(port, [syncMessage("m-1")], { call: `cancel-${port}`, end: false, onResponse: (call) => call.cancel() }),
+    );
+    // The requests end, or fail with the cancellation, depending on which the server hears first;
+    // either way the handler ends, once, and frees what it holds.
+    expect(await serverEnd(`cancel-${lean.port}`)).toHaveLength(1);
+    expect(await serverEnd(`cancel-${plain.port}`)).toHaveLength(1);
+  });
+
+  it("ends the handler at the call's deadline while it waits for a message", async () => {
+    const [a, b] = await both((port) => callSync(port, [], { call: `deadline-${port}`, end: false, deadlineMs: 300 }));
+    expect(a.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(b.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(await serverEnd(`deadline-${lean.port}`)).toHaveLength(1);
+    expect(await serverEnd(`deadline-${plain.port}`)).toHaveLength(1);
+  });
+
+  it("ends the call at its deadline when the client does not cancel it (connect does not: its handler waits for the body)", async () => {
+    // A raw HTTP/2 client: it sends grpc-timeout, then neither writes, ends nor cancels.
+    const run = async (port: number) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      try {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": SYNC,
+          "content-type": "application/grpc",
+          te: "trailers",
+          "grpc-timeout": "300m",
+          authorization: "Bearer good",
+          "x-call": `raw-deadline-${port}`,
+        });
+        stream.resume();
+        const [trailers] = (await once(stream, "trailers")) as [http2.IncomingHttpHeaders];
+        return { status: trailers["grpc-status"], ends: await serverEnd(`raw-deadline-${port}`) };
+      } finally {
+        session.destroy();
+      }
+    };
+    const a = await run(lean.port);
+    expect(a).toEqual({ status: String(grpc.status.DEADLINE_EXCEEDED), ends: ["aborted"] });
+  });
+});
+
+describe("what the lean path leaves to connect", () => {
+  it("a gRPC call with compressed messages", async () => {
+    const before = lean.connectCalls;
+    // grpc-js: 2 is gzip.
+    const seen = await callSync(lean.port, [syncMessage("m-1")], { channel: { "grpc.default_compression_algorithm": 2 } });
+    expect(seen).toMatchObject({ code: grpc.status.OK, responses: [1n] });
+    expect(lean.connectCalls).toBe(before + 1);
+  });
+
+  it("the Connect protocol", async () => {
+    const before = lean.connectCalls;
+    const client = createClient(IngestService, createConnectTransport({ baseUrl: `http://127.0.0.1:${lean.port}`, httpVersion: "2" }));
+    const response = await client.streamReadings(
+      (async function* () {
+        yield { readings: [{ deviceId: "d" }] };
+      })(),
+      { headers: { authorization: "Bearer good" } },
+    );
+    expect(response.accepted).toBe(1n);
+    expect(lean.connectCalls).toBe(before + 1);
+  });
+});

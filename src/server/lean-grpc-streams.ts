@@ -1,0 +1,305 @@
+// A lean path for the long-lived device streams over gRPC. Firmware holds one stream open for
+// hours, tens of thousands at once, so what a waiting stream costs is what limits a host. connect-es
+// serves each stream through a chain of about ten async generators, which its published build
+// compiles to helper-driven state machines (a generator, closures and promises per stage); measured,
+// that was ~47 kB of live objects per waiting stream. This route serves the same methods, with the
+// same implementation and request gate, for the one shape devices use — HTTP/2, `application/grpc`
+// (binary protobuf), no message compression — reading envelopes off the request and writing them
+// onto the response directly. Every other request (Connect, gRPC-Web, JSON, compressed messages,
+// HTTP/1.1, other methods) goes to connect unchanged. The protocol's own details — content types,
+// timeouts, status trailers — come from connect's protocol modules, not from here.
+import {
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethodBiDiStreaming,
+  type DescMethodClientStreaming,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  createHandlerContext,
+  type ContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import { grpcStatusOk, headerGrpcStatus, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type http2 from "node:http2";
+
+/** A client-streaming method's implementation: every request in, one response out. */
+type ClientStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  requests: AsyncIterable<MessageShape<I>>,
+  context: HandlerContext,
+) => Promise<MessageShape<O>>;
+
+/** A bidirectional method's implementation: responses while requests still arrive. */
+type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  requests: AsyncIterable<MessageShape<I>>,
+  context: HandlerContext,
+) => AsyncIterable<MessageShape<O>>;
+
+export type LeanStreamMethod =
+  | { readonly kind: "client"; readonly method: DescMethodClientStreaming; readonly impl: ClientStreamingImpl<DescMessage, DescMessage> }
+  | { readonly kind: "bidi"; readonly method: DescMethodBiDiStreaming; readonly impl: BidiStreamingImpl<DescMessage, DescMessage> };
+
+export function clientStreamingMethod<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodClientStreaming<I, O>,
+  impl: ClientStreamingImpl<I, O>,
+): LeanStreamMethod {
+  return { kind: "client", method, impl } as unknown as LeanStreamMethod;
+}
+
+export function bidiStreamingMethod<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodBiDiStreaming<I, O>,
+  impl: BidiStreamingImpl<I, O>,
+): LeanStreamMethod {
+  return { kind: "bidi", method, impl } as unknown as LeanStreamMethod;
+}
+
+export interface LeanGrpcStreamsOptions {
+  readonly methods: readonly LeanStreamMethod[];
+  /** The check connect runs before a body is read (the same function is given to connect). */
+  readonly requestGate: (context: HandlerContext) => void | Promise<void>;
+  readonly readMaxBytes: number;
+  readonly maxTimeoutMs: number;
+  readonly contextValues?: ((req: http2.Http2ServerRequest) => ContextValues) | undefined;
+}
+
+/** Answers whether it took the request; a request it does not take is for connect. */
+export type LeanRoute = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean;
+
+const FLAG_COMPRESSED = 0b0000_0001;
+const ENVELOPE_HEADER_BYTES = 5;
+/** Decoded requests held before the stream is paused (HTTP/2 flow control then holds the client). */
+const MAX_QUEUED_REQUESTS = 16;
+
+export function createLeanGrpcStreams(options: LeanGrpcStreamsOptions): LeanRoute {
+  const byPath = new Map(options.methods.map((m) => [`/${m.method.parent.typeName}/${m.method.name}`, m]));
+  return (req, res) => {
+    if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
+    const route = byPath.get(req.url);
+    if (route === undefined) return false;
+    if (parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
+    const encoding = req.headers["grpc-encoding"];
+    if (encoding !== undefined && encoding !== "identity") return false;
+    void serve(route, req, res, options);
+    return true;
+  };
+}
+
+async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: LeanGrpcStreamsOptions) {
+  const requestHeader = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    if (Array.isArray(value)) for (const v of value) requestHeader.append(name, v);
+    else requestHeader.set(name, value);
+  }
+  const timeout = parseTimeout(requestHeader.get("grpc-timeout"), options.maxTimeoutMs);
+  const cancelled = new AbortController();
+  const onClose = () => cancelled.abort(new ConnectError("the client cancelled the call or went away", Code.Canceled));
+  res.once("close", onClose);
+  const context = createHandlerContext({
+    service: route.method.parent,
+    method: route.method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: req.url,
+    timeoutMs: timeout.timeoutMs,
+    requestSignal: cancelled.signal,
+    requestHeader,
+    responseHeader: { "content-type": "application/grpc+proto" },
+    responseTrailer: { [headerGrpcStatus]: grpcStatusOk },
+    contextValues: options.contextValues?.(req) ?? createContextValues(),
+  });
+  const response = new ResponseWriter(res, context);
+  try {
+    if (timeout.error !== undefined) throw timeout.error;
+    await options.requestGate(context);
+    const requests = new RequestReader(req, route.method.input, options.readMaxBytes, context.signal);
+    if (route.kind === "bidi") {
+      for await (const message of route.impl(requests, context)) await response.message(toBinary(route.method.output, message));
+    } else {
+      const message = await route.impl(requests, context);
+      await response.message(toBinary(route.method.output, message));
+    }
+    response.finish(undefined);
+  } catch (error) {
+    response.finish(error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
+  } finally {
+    res.off("close", onClose);
+    context.abort();
+  }
+}
+
+/** The response side: headers with the first message (or at the end), then messages, then the status. */
+class ResponseWriter {
+  constructor(
+    private readonly res: http2.Http2ServerResponse,
+    private readonly context: HandlerContext,
+  ) {}
+
+  async message(bytes: Uint8Array): Promise<void> {
+    if (this.res.stream.closed) throw this.context.signal.reason ?? new ConnectError("the stream is closed", Code.Canceled);
+    this.writeHead();
+    const envelope = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + bytes.byteLength);
+    envelope[0] = 0;
+    envelope.writeUInt32BE(bytes.byteLength, 1);
+    envelope.set(bytes, ENVELOPE_HEADER_BYTES);
+    if (!this.res.write(envelope)) await drained(this.res);
+  }
+
+  finish(error: ConnectError | undefined): void {
+    if (this.res.stream.closed || this.res.writableEnded) return;
+    this.writeHead();
+    setTrailerStatus(this.context.responseTrailer, error);
+    this.res.addTrailers(plain(this.context.responseTrailer));
+    this.res.end();
+  }
+
+  private writeHead(): void {
+    if (!this.res.headersSent) this.res.writeHead(200, plain(this.context.responseHeader));
+  }
+}
+
+function plain(headers: Headers): Record<string, string> {
+  const fields: Record<string, string> = {};
+  headers.forEach((value, name) => (fields[name] = value));
+  return fields;
+}
+
+function drained(res: http2.Http2ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
+
+/**
+ * The request side: gRPC envelopes (a flags byte, a 4-byte length, the message) split out of the
+ * body's chunks and decoded as the handler asks for them; the body is paused while more than a few
+ * decoded messages wait, so a client faster than storage is held back by HTTP/2 flow control.
+ */
+class RequestReader<I extends DescMessage> implements AsyncIterable<MessageShape<I>>, AsyncIterator<MessageShape<I>> {
+  private readonly queue: MessageShape<I>[] = [];
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  private failure: ConnectError | undefined;
+  private waiting: { resolve: (r: IteratorResult<MessageShape<I>>) => void; reject: (e: unknown) => void } | undefined;
+
+  constructor(
+    private readonly req: http2.Http2ServerRequest,
+    private readonly schema: I,
+    private readonly readMaxBytes: number,
+    signal: AbortSignal,
+  ) {
+    req.on("data", (chunk: Buffer) => this.received(chunk));
+    req.once("end", () => {
+      if (this.buffered > 0) this.fail(new ConnectError(`the body ended inside a message (${this.buffered} bytes left over)`, Code.InvalidArgument));
+      this.ended = true;
+      this.settle();
+    });
+    req.once("error", (error: Error) => this.fail(new ConnectError(`reading the request failed: ${error.message}`, Code.Canceled)));
+    // A call cancelled by the client (RST_STREAM, connection lost) or past its deadline ends the
+    // body without an "end": a handler waiting for the next message must hear of it.
+    const onAbort = () => this.fail(ConnectError.from(signal.reason, Code.Canceled));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<MessageShape<I>> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<MessageShape<I>>> {
+    const ready = this.take();
+    if (ready !== undefined) return ready;
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<MessageShape<I>>> {
+    // The handler stopped reading (it failed or finished): drop what is left, stop the body.
+    this.ended = true;
+    this.queue.length = 0;
+    this.req.removeAllListeners("data");
+    this.req.resume();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  private received(chunk: Buffer): void {
+    if (this.failure !== undefined || this.ended) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.byteLength;
+    while (this.buffered >= ENVELOPE_HEADER_BYTES) {
+      const head = this.peek(ENVELOPE_HEADER_BYTES);
+      const length = head.readUInt32BE(1);
+      if (length > this.readMaxBytes) {
+        this.fail(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${this.readMaxBytes}`, Code.ResourceExhausted));
+        return;
+      }
+      if (this.buffered < ENVELOPE_HEADER_BYTES + length) break;
+      const envelope = this.peek(ENVELOPE_HEADER_BYTES + length);
+      this.consume(ENVELOPE_HEADER_BYTES + length);
+      if ((envelope[0]! & FLAG_COMPRESSED) !== 0) {
+        // Only requests without grpc-encoding come here, so a compressed message cannot be read.
+        this.fail(new ConnectError("protocol error: received compressed message without grpc-encoding", Code.Internal));
+        return;
+      }
+      try {
+        this.queue.push(fromBinary(this.schema, envelope.subarray(ENVELOPE_HEADER_BYTES)));
+      } catch (error) {
+        // The same error connect gives an undecodable message, so handlers treat both alike.
+        this.fail(new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.Internal));
+        return;
+      }
+    }
+    if (this.queue.length >= MAX_QUEUED_REQUESTS) this.req.pause();
+    this.settle();
+  }
+
+  /** The first n buffered bytes, as one buffer (joining chunks only when a message spans them). */
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.byteLength < n) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private consume(n: number): void {
+    const first = this.chunks[0]!;
+    if (first.byteLength === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+  }
+
+  private fail(error: ConnectError): void {
+    this.failure ??= error;
+    this.chunks = [];
+    this.buffered = 0;
+    this.settle();
+  }
+
+  private take(): Promise<IteratorResult<MessageShape<I>>> | undefined {
+    if (this.queue.length > 0) {
+      const value = this.queue.shift()!;
+      if (this.queue.length < MAX_QUEUED_REQUESTS && this.req.isPaused()) this.req.resume();
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return undefined;
+  }
+
+  private settle(): void {
+    if (this.waiting === undefined) return;
+    const ready = this.take();
+    if (ready === undefined) return;
+    const { resolve, reject } = this.waiting;
+    this.waiting = undefined;
+    ready.then(resolve, reject);
+  }
+}
