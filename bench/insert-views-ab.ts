@@ -21,7 +21,7 @@ await applyMigrations(b.client, await loadMigrations());
 for (const v of ["meter_hours_mv", "vehicle_hours_mv", "meter_minutes_by_time_mv", "vehicle_minutes_by_time_mv"]) await b.client.command({ query: `DROP VIEW b.${v}` });
 const rowsPerBlock = Number(process.argv[2] ?? 37);
 const blocks = Number(process.argv[3] ?? 300);
-const sinks = { a: createHistorySink(a), b: createHistorySink(b) };
+const sinks = { a: await createHistorySink(a), b: await createHistorySink(b) };
 let seq = 0;
 function block(kind: "meter" | "vehicle"): Buffer {
   const w = new RowBinaryWriter();

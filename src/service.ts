@@ -79,7 +79,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
 
   const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
   const metrics = new IngestMetrics();
-  const realSink = createHistorySink(history);
+  const realSink = await createHistorySink(history);
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
   const { inserts, workers } = config.ingest;
   const batcherOptions = {

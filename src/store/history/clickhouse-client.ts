@@ -38,12 +38,7 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   }
 
   mkdirSync(config.dataDir, { recursive: true });
-  // Loaded only here: the engine's native library is large, and a server deployment never needs it.
-  const { createChdbConnection } = await import("chdb/connection");
-  // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
-  // identically in a newer patch release; the shapes match, only the nominal imports differ.
-  const connection = createChdbConnection({ path: config.dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
-  const client = createClient({ connection });
+  const client = await openEmbeddedConnection(config.dataDir);
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
@@ -51,4 +46,18 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   // against history or stored (see recoverSpool).
   const recoveredInserts = await recoverSpool(client, config.database, config.dataDir);
   return { client, embedded: true, database: config.database, dataDir: config.dataDir, recoveredInserts };
+}
+
+/**
+ * A connection of its own to the embedded engine in dataDir. Connections to one data directory
+ * share the engine; each runs one statement at a time, and statements of different connections
+ * run in parallel (unless they bind parameters, which chdb runs one at a time process-wide).
+ */
+export async function openEmbeddedConnection(dataDir: string): Promise<ClickHouseClient> {
+  // Loaded only here: the engine's native library is large, and a server deployment never needs it.
+  const { createChdbConnection } = await import("chdb/connection");
+  // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
+  // identically in a newer patch release; the shapes match, only the nominal imports differ.
+  const connection = createChdbConnection({ path: dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
+  return createClient({ connection });
 }

@@ -65,11 +65,11 @@ function deadPid(): number {
  * found by letting a sink create its own (the name carries the directory's key), then renamed to
  * a dead pid's.
  */
-function leaveDeadSpool(history: HistoryClient, blocks: { token: string; payload: Buffer }[]): string {
+async function leaveDeadSpool(history: HistoryClient, blocks: { token: string; payload: Buffer }[]): Promise<string> {
   const before = new Set(readdirSync(SPOOL_BASE));
-  const sink = createHistorySink(history);
+  const sink = await createHistorySink(history);
   const mine = readdirSync(SPOOL_BASE).find((e) => !before.has(e) && e.includes(`-${process.pid}-`))!;
-  void sink.close();
+  await sink.close();
   const [key] = mine.slice("wattstream-spool-".length).split("-");
   const dir = path.join(SPOOL_BASE, `wattstream-spool-${key}-${deadPid()}-${randomUUID().slice(0, 8)}`);
   mkdirSync(dir);
@@ -87,13 +87,13 @@ describe("the embedded sink's spool after a kill", () => {
     // What a kill between the two commits leaves: the block in the history table (its token
     // recorded), nothing in the rollup. The view is detached while the block goes in.
     await history.client.command({ query: `DETACH TABLE ${database}.battery_health_hours_mv` });
-    const sink = createHistorySink(history);
+    const sink = await createHistorySink(history);
     await sink.insert("battery", payload, token);
     await sink.close();
     await history.client.command({ query: `ATTACH TABLE ${database}.battery_health_hours_mv` });
     expect(await count(history, `SELECT count() AS n FROM ${database}.battery_readings`)).toBe(30);
     expect(await count(history, `SELECT sum(readings) AS n FROM ${database}.battery_health_hours`)).toBe(0);
-    const spool = leaveDeadSpool(history, [{ token, payload }]);
+    const spool = await leaveDeadSpool(history, [{ token, payload }]);
     await history.client.close();
     open = undefined;
 
@@ -110,12 +110,12 @@ describe("the embedded sink's spool after a kill", () => {
     const database = `spool_${randomUUID().replaceAll("-", "")}`;
     let history = await openHistory(dataDir, database);
     const landed = { token: randomUUID(), payload: batteryBlock(10) };
-    const sink = createHistorySink(history);
+    const sink = await createHistorySink(history);
     await sink.insert("battery", landed.payload, landed.token);
     await sink.close();
     // Rows e-10… of a second block: never inserted.
     const lost = { token: randomUUID(), payload: batteryBlock(25).subarray(landed.payload.length) };
-    leaveDeadSpool(history, [landed, lost]);
+    await leaveDeadSpool(history, [landed, lost]);
     await history.client.close();
     open = undefined;
 
@@ -135,7 +135,7 @@ describe("the embedded sink's spool after a kill", () => {
     const [dirA, dirB] = [0, 1].map(() => mkdtempSync(path.join(os.tmpdir(), "wattstream-spool-test-")));
     const database = `spool_${randomUUID().replaceAll("-", "")}`;
     let history = await openHistory(dirA!, database);
-    const spool = leaveDeadSpool(history, [{ token: randomUUID(), payload: batteryBlock(5) }]);
+    const spool = await leaveDeadSpool(history, [{ token: randomUUID(), payload: batteryBlock(5) }]);
     await history.client.close();
     open = undefined;
 
