@@ -7,6 +7,10 @@
 //   npm run bench:query -- --rows 50000000 --json out/query-50m.json
 // With --data-dir DIR the seeded directory is kept there and reused by later runs with the same
 // --rows and --devices (the history then ends when it was seeded, not now: see seed_age_hours).
+// With --ingest-compress N the fleet load (bench/fleet-load.ts, 20,000 devices, one reading a
+// minute each, clocks sped up N times) runs against the service while the calls are timed, so
+// the answers are measured while readings are being stored, as operators ask them.
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -34,6 +38,8 @@ const { values } = parseArgs({
     keep: { type: "boolean", default: false },
     // Seed into DIR once and reuse it on later runs (never removed).
     "data-dir": { type: "string" },
+    // Run the fleet ingest load at this time compression during the timed calls (0: none).
+    "ingest-compress": { type: "string", default: "0" },
   },
 });
 
@@ -49,6 +55,8 @@ const dataDir = path.join(root, "data");
 const seedFile = path.join(root, "seed.json");
 mkdirSync(dataDir, { recursive: true });
 let service: ServiceProcess | undefined;
+let ingestLoad: ChildProcess | undefined;
+const ingestCompress = Number(values["ingest-compress"]);
 const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 try {
@@ -85,6 +93,12 @@ try {
   log(`serving on ${service.target} after ${serviceStartSeconds.toFixed(1)} s`);
   const client = createClient(FleetService, createGrpcTransport({ baseUrl: `http://${service.target}` }));
 
+  if (ingestCompress > 0) {
+    const args = ["--import", "tsx", "bench/fleet-load.ts", "--target", service.target, "--compress", String(ingestCompress), "--seconds", "3600"];
+    log(`ingest load while timing: ${args.slice(2).join(" ")}`);
+    ingestLoad = spawn(process.execPath, args, { stdio: "ignore" });
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+  }
   const vehicles = seed.vehicleIds;
   const pick = () => vehicles[Math.floor(Math.random() * vehicles.length)]!;
   const samples: Record<string, unknown> = {};
@@ -135,6 +149,8 @@ try {
   });
   log(summary("ListAlerts", alerts));
 
+  ingestLoad?.kill();
+  ingestLoad = undefined;
   const exit = await service.stop(60_000);
   service = undefined;
 
@@ -159,6 +175,8 @@ try {
       parts_after_load: seed.partsAfterLoad,
       service_start_seconds: round(serviceStartSeconds),
       service_exit_code: exit,
+      ingest_load_during_calls:
+        ingestCompress > 0 ? `bench/fleet-load.ts --compress ${ingestCompress} (20,000 devices, ${Math.round((20_000 * ingestCompress) / 60)} readings/s offered)` : "none",
       windows: "GetVehiclePerformance: 24 h (default) and 720 h, random vehicle each call; GetFleetSummary and ListAlerts: 24 h",
       live_state:
         "in-memory live store (no REDIS_URL), empty after the fresh start: online/offline counts, battery levels, BATTERY_CRITICAL and DEVICE_OFFLINE alerts are empty; the fleet calls' time is their ClickHouse part",
@@ -171,6 +189,7 @@ try {
   console.log(text);
   if (values.json) writeFileSync(values.json, `${text}\n`);
 } finally {
+  ingestLoad?.kill();
   service?.kill();
   if (reuse || values.keep) log(`kept ${root}`);
   else rmSync(root, { recursive: true, force: true });
