@@ -170,9 +170,15 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         contextValues,
       })
     : undefined;
-  const handler: RequestHandler = lean === undefined ? connectHandler : (req, res) => {
-    if (!("stream" in req) || !lean(req, res as never)) void connectHandler(req as never, res as never);
-  };
+  const handler: RequestHandler =
+    lean === undefined
+      ? connectHandler
+      : (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => {
+          // An HTTP/2 request comes with its HTTP/2 response (connect types the response loosely
+          // as either); HTTP/1.1 requests are all connect's.
+          if ("stream" in req && lean(req, res as unknown as http2.Http2ServerResponse)) return;
+          connectHandler(req, res);
+        };
   const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
   log.info({ port, host: config.host, tls: config.tls !== undefined }, "serving gRPC, gRPC-Web and Connect");

@@ -57,14 +57,16 @@ export async function createHistorySink(history: HistoryClient): Promise<OpenHis
     };
   }
 
-  const spool = openSpool(history.dataDir, database);
+  const { dataDir } = history;
+  if (dataDir === undefined) throw new Error("the embedded history sink needs the data directory");
+  const spool = openSpool(dataDir, database);
   // One connection per table: a connection runs one statement at a time, so on a shared one an
   // acknowledgement waited for the other tables' inserts (and their views) as well as its own.
   // Measured with the fleet load: the third table's insert took ~3× its own time.
   const lanes: Record<DeviceKind, ClickHouseClient> = {
-    meter: await openEmbeddedConnection(history.dataDir!),
-    vehicle: await openEmbeddedConnection(history.dataDir!),
-    battery: await openEmbeddedConnection(history.dataDir!),
+    meter: await openEmbeddedConnection(dataDir),
+    vehicle: await openEmbeddedConnection(dataDir),
+    battery: await openEmbeddedConnection(dataDir),
   };
   return {
     async insert(kind, payload, token) {
@@ -159,8 +161,7 @@ function spoolKey(dataDir: string, database: string): string {
  * Empty directories left by processes that died are removed, as are those of the older layout
  * (no data directory key); ones still holding blocks wait for their data directory's recovery.
  */
-function openSpool(dataDir: string | undefined, database: string): string {
-  if (dataDir === undefined) throw new Error("the embedded history sink needs the data directory");
+function openSpool(dataDir: string, database: string): string {
   const base = spoolBase();
   for (const entry of safeReaddir(base)) {
     if (!entry.startsWith(SPOOL_PREFIX)) continue;
