@@ -26,9 +26,12 @@ const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
 
 /** How each call ended on the server: whether its signal was aborted when the handler finished. */
 const serverEnds: string[] = [];
+/** The URL each call's handler context gave, by the call's x-call header. */
+const contextUrls = new Map<string, string>();
 
 async function* syncReadings(requests: AsyncIterable<SyncReadingsRequest>, ctx: HandlerContext) {
   let count = 0;
+  contextUrls.set(ctx.requestHeader.get("x-call") ?? "", ctx.url);
   try {
     for await (const request of requests) {
       for (const reading of request.readings) {
@@ -164,10 +167,11 @@ async function serverEnd(call: string): Promise<string[]> {
 
 describe("the lean gRPC stream path answers as connect does", () => {
   it("acknowledges each message of a bidi stream and ends OK", async () => {
-    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("m-2", "m-3")]));
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("m-2", "m-3")], { call: `ok-${port}` }));
     expect(a).toEqual(b);
     expect(a.code).toBe(grpc.status.OK);
     expect(a.responses).toEqual([1n, 3n]);
+    for (const port of [lean.port, plain.port]) expect(contextUrls.get(`ok-${port}`)).toBe(`http://127.0.0.1:${port}${SYNC}`);
   });
 
   it("answers a client-streaming call with one response", async () => {

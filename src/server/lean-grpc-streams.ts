@@ -104,7 +104,7 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     method: route.method,
     protocolName: "grpc",
     requestMethod: "POST",
-    url: req.url,
+    url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${req.authority}${req.url}`,
     timeoutMs: timeout.timeoutMs,
     requestSignal: cancelled.signal,
     requestHeader,
