@@ -228,7 +228,7 @@ export class IngestEngine {
         seen.add(id);
         // The same conversion the validator used for the stored row, so a history lookup matches it.
         const observedAtMs = timestampMs(reading.observedAt!);
-        candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId }, observedAtMs });
+        candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs });
       });
     }
     if (candidates.length === 0) return finish();

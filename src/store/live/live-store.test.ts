@@ -208,6 +208,24 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
 contract("embedded", async () => new MemoryLiveStore());
 
+describe("the embedded store's dedupe window", () => {
+  it("remembers a committed event for the window (to the next whole second), then forgets it", async () => {
+    let now = 1_764_000_000_250;
+    const store = new MemoryLiveStore({ now: () => now });
+    try {
+      const key = { deviceId: "meter-1", eventId: "e-1" };
+      expect((await store.claimEvents([key], "t1", LEASE_MS, 10_000)).statuses).toEqual(["claimed"]);
+      await store.commitEvents([key], 10_000);
+      now += 10_000;
+      expect((await store.claimEvents([key], "t2", LEASE_MS, 10_000)).statuses).toEqual(["duplicate"]);
+      now += 1_000;
+      expect((await store.claimEvents([key], "t3", LEASE_MS, 10_000)).statuses).toEqual(["claimed"]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 const haveRedis = redisServerAvailable();
 let server: RedisServer | undefined;
 describe.skipIf(!haveRedis)("with a real redis-server", () => {

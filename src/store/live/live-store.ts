@@ -8,6 +8,8 @@ import type { DeviceKind } from "../../process/history-rows.js";
 export interface EventKey {
   readonly deviceId: string;
   readonly eventId: string;
+  /** eventIdentity(deviceId, eventId), when the caller has already built it (it is per reading). */
+  readonly identity?: string;
 }
 
 /**

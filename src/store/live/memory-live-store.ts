@@ -4,14 +4,26 @@ import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, 
 import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, newestPerDevice } from "./live-store.js";
 
-interface EventEntry {
-  /** The claiming batch's token, or undefined once committed. */
-  readonly claimedBy: string | undefined;
-  /** When a claim's lease ends: after that the claim is stale, and the next claimer takes it over. */
+/** An event some batch is storing. */
+interface Claim {
+  /** The claiming batch's token. */
+  readonly claimedBy: string;
+  /** When the lease ends: after that the claim is stale, and the next claimer takes it over. */
   readonly leaseEndsAtMs: number;
   /** When the entry is forgotten. */
   readonly expiresAtMs: number;
 }
+
+/**
+ * An event once stored is only its expiry, in whole seconds since the epoch: a small integer V8
+ * keeps in the map's slot, where an object per event (millions of them over the dedupe window)
+ * cost an allocation each and much of the collector's time.
+ */
+type Committed = number;
+
+type EventEntry = Claim | Committed;
+
+const expiresAtMs = (entry: EventEntry) => (typeof entry === "number" ? entry * 1000 : entry.expiresAtMs);
 
 export interface MemoryLiveStoreOptions {
   /** How often expired dedupe entries are swept, in ms. */
@@ -40,13 +52,13 @@ export class MemoryLiveStore implements LiveStore {
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const now = this.now();
-    const claim: EventEntry = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs) };
+    const claim: Claim = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs) };
     const statuses = keys.map((key): ClaimStatus => {
       const id = eventKey(key);
       const entry = this.events.get(id);
-      const live = entry !== undefined && entry.expiresAtMs > now;
-      if (live && entry.claimedBy === undefined) return "duplicate";
-      if (live && entry.leaseEndsAtMs > now) return "in_flight";
+      const live = entry !== undefined && expiresAtMs(entry) > now;
+      if (live && typeof entry === "number") return "duplicate";
+      if (live && (entry as Claim).leaseEndsAtMs > now) return "in_flight";
       this.events.set(id, claim);
       return live ? "reclaimed" : "claimed";
     });
@@ -54,14 +66,16 @@ export class MemoryLiveStore implements LiveStore {
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
-    const expiresAtMs = this.now() + windowMs;
-    for (const key of keys) this.events.set(eventKey(key), { claimedBy: undefined, leaseEndsAtMs: 0, expiresAtMs });
+    // Rounded up, so an entry is never forgotten before its window ends.
+    const committed: Committed = Math.ceil((this.now() + windowMs) / 1000);
+    for (const key of keys) this.events.set(eventKey(key), committed);
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
     for (const key of keys) {
       const id = eventKey(key);
-      if (this.events.get(id)?.claimedBy === token) this.events.delete(id);
+      const entry = this.events.get(id);
+      if (typeof entry === "object" && entry.claimedBy === token) this.events.delete(id);
     }
   }
 
@@ -134,10 +148,10 @@ export class MemoryLiveStore implements LiveStore {
 
   private sweep(): void {
     const now = this.now();
-    for (const [id, entry] of this.events) if (entry.expiresAtMs <= now) this.events.delete(id);
+    for (const [id, entry] of this.events) if (expiresAtMs(entry) <= now) this.events.delete(id);
   }
 }
 
 function eventKey(key: EventKey): string {
-  return eventIdentity(key.deviceId, key.eventId);
+  return key.identity ?? eventIdentity(key.deviceId, key.eventId);
 }
