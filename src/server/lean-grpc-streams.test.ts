@@ -20,7 +20,7 @@ import {
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./lean-grpc-streams.js";
 
-const READ_MAX_BYTES = 1024;
+const READ_MAX_BYTES = 256 * 1024;
 const SYNC = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
 
@@ -228,7 +228,19 @@ describe("the lean gRPC stream path answers as connect does", () => {
     const [a, b] = await both((port) => callSync(port, [big]));
     expect(a.code).toBe(b.code);
     expect(a.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(a.details).toMatch(/larger than configured readMaxBytes 1024/);
+    expect(a.details).toMatch(new RegExp(`larger than configured readMaxBytes ${READ_MAX_BYTES}`));
+  });
+
+  it("reads a message spanning many HTTP/2 frames, and many messages in one frame, in order", async () => {
+    // ~200 kB: a dozen or more DATA frames of 16 kB; then 300 messages of a few bytes each.
+    const large = syncMessage(...Array.from({ length: 4_000 }, (_, i) => `meter-${String(i).padStart(40, "0")}`));
+    expect(large.byteLength).toBeGreaterThan(150_000);
+    const small = Array.from({ length: 300 }, (_, i) => syncMessage(`m-${i}`));
+    const [a, b] = await both((port) => callSync(port, [large, ...small, large]));
+    expect(a).toEqual(b);
+    expect(a.code).toBe(grpc.status.OK);
+    expect(a.responses.at(-1)).toBe(8_300n);
+    expect(a.responses).toHaveLength(302);
   });
 
   it("ends the handler when the client cancels a stream that waits for its next message", async () => {
