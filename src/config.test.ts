@@ -188,6 +188,20 @@ describe("LEAN_GRPC_STREAMS", () => {
   });
 });
 
+describe("LEDGER_MAX_EVENTS", () => {
+  it("defaults to 4 million ids and takes up to 8 million", () => {
+    expect(loadConfig({}).ingest.memoryLedgerMaxEvents).toBe(4_000_000);
+    expect(loadConfig({ LEDGER_MAX_EVENTS: "8000000" }).ingest.memoryLedgerMaxEvents).toBe(8_000_000);
+    expect(configError({ LEDGER_MAX_EVENTS: "9000000" }).message).toContain("LEDGER_MAX_EVENTS");
+  });
+
+  it("leaves room in the in-process ledger for the claims in flight, unless Redis holds the ledger", () => {
+    const tooMany = { LEDGER_MAX_EVENTS: "8000000", MAX_ROWS_IN_FLIGHT: "1000000" };
+    expect(configError(tooMany).message).toContain("LEDGER_MAX_EVENTS + MAX_ROWS_IN_FLIGHT must not exceed 8388608");
+    expect(loadConfig({ ...tooMany, REDIS_URL: "redis://127.0.0.1:6379" }).ingest.maxRowsInFlight).toBe(1_000_000);
+  });
+});
+
 describe("LINK_CACHE_MAX_AGE", () => {
   it("defaults to 5 seconds; 0 reads the links on every answer", () => {
     expect(loadConfig({}).fleet.linkCacheMaxAgeMs).toBe(5_000);

@@ -230,8 +230,8 @@ function openAuthenticator(config: Config, log: Logger): Authenticator | undefin
 
 async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<{ store: LiveStore; stopRestore: () => Promise<void> }> {
   if (config.redisUrl === undefined) {
-    log.info("live store: embedded (in-process; one service process only)");
-    const store = new MemoryLiveStore();
+    log.info({ ledgerMaxEvents: config.ingest.memoryLedgerMaxEvents }, "live store: embedded (in-process; one service process only)");
+    const store = new MemoryLiveStore({ maxEvents: config.ingest.memoryLedgerMaxEvents });
     return { store, stopRestore: restoreInBackground(store, config, log, history) };
   }
   const store = new RedisLiveStore({ url: config.redisUrl });

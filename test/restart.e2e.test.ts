@@ -118,6 +118,36 @@ describe("a resend after the dedupe window", () => {
   });
 });
 
+describe("a resend of an id the in-process ledger forgot to stay within LEDGER_MAX_EVENTS", () => {
+  it("is still a duplicate, and the ledger keeps taking new ids", async () => {
+    const app = await startTestService(testEnv({ LEDGER_MAX_EVENTS: "1000" }));
+    try {
+      const start = Date.now() - 60_000;
+      // 3,000 readings over 30 meters, in calls of 500: the ledger fills three times over.
+      const all = Array.from({ length: 3_000 }, (_, i) => meterReading(`meter-l${i % 30}`, `l-${i}`, start + i, 0.1));
+      for (let call = 0; call < 6; call++) {
+        const sent = await send(app.target, [all.slice(call * 500, (call + 1) * 500)]);
+        expect(sent.accepted).toBe(500n);
+      }
+      // The first ones were forgotten long ago; the newest are still held.
+      const oldest = await send(app.target, [all.slice(0, 500)]);
+      expect({ accepted: oldest.accepted, duplicates: oldest.duplicates }).toEqual({ accepted: 0n, duplicates: 500n });
+      const newest = await send(app.target, [all.slice(2_600)]);
+      expect({ accepted: newest.accepted, duplicates: newest.duplicates }).toEqual({ accepted: 0n, duplicates: 400n });
+      const fresh = Array.from({ length: 500 }, (_, i) => meterReading(`meter-l${i % 30}`, `f-${i}`, Date.now() - 1_000 + i, 0.1));
+      expect((await send(app.target, [fresh])).accepted).toBe(500n);
+      const probe = new HistoryProbe(app.config);
+      try {
+        expect(await probe.count("meter_readings")).toBe(3_500);
+      } finally {
+        await probe.close();
+      }
+    } finally {
+      await app.service.stop();
+    }
+  });
+});
+
 describe("a reading whose observed_at has a sub-millisecond part", () => {
   it("is recognised after a restart, however its nanoseconds round", async () => {
     const env = testEnv();

@@ -226,6 +226,78 @@ describe("the embedded store's dedupe window", () => {
   });
 });
 
+describe("the embedded store's capacity", () => {
+  const keysOf = (from: number, count: number) =>
+    Array.from({ length: count }, (_, i) => ({ deviceId: `meter-${(from + i) % 7}`, eventId: `e-${from + i}` }));
+
+  it("forgets its oldest stored ids beyond maxEvents and moves its start past them; claims in flight stay", async () => {
+    let now = 1_764_000_000_000;
+    const store = new MemoryLiveStore({ maxEvents: 100, now: () => now });
+    try {
+      const started = (await store.claimEvents([], "t0", LEASE_MS, WINDOW_MS)).ledgerSinceMs;
+      // The oldest claim is still being stored when the ledger fills up.
+      const inFlight = keysOf(-1, 1);
+      await store.claimEvents(inFlight, "slow", 600_000, WINDOW_MS);
+      // 99 ids stored one second apart: the ledger is full.
+      for (let i = 0; i < 99; i++) {
+        now += 1_000;
+        await store.claimEvents(keysOf(i, 1), `t${i}`, LEASE_MS, WINDOW_MS);
+        await store.commitEvents(keysOf(i, 1), WINDOW_MS);
+      }
+      const full = await store.claimEvents(keysOf(0, 99), "check", LEASE_MS, WINDOW_MS);
+      expect(full.statuses.every((s) => s === "duplicate")).toBe(true);
+      expect(full.ledgerSinceMs).toBe(started);
+
+      // 10 new ids: room for them is made by forgetting the oldest stored ones, down to 90 % of
+      // the capacity (the in-flight claim at the front is kept).
+      now += 1_000;
+      const fresh = await store.claimEvents(keysOf(1_000, 10), "fresh", LEASE_MS, WINDOW_MS);
+      expect(fresh.statuses.every((s) => s === "claimed")).toBe(true);
+      const forgotten = 10;
+      const kept = await store.claimEvents(keysOf(forgotten, 99 - forgotten), "kept", LEASE_MS, WINDOW_MS);
+      expect(kept.statuses.every((s) => s === "duplicate")).toBe(true);
+      // The ledger now vouches only for ids stored after the newest forgotten one: that id was
+      // committed at started + 10 s (its expiry rounded up to a whole second).
+      const newestForgottenAt = started + forgotten * 1_000;
+      expect(kept.ledgerSinceMs).toBeGreaterThan(newestForgottenAt);
+      expect(kept.ledgerSinceMs).toBeLessThanOrEqual(newestForgottenAt + 1_000);
+      const oldest = await store.claimEvents(keysOf(0, forgotten), "oldest", LEASE_MS, WINDOW_MS);
+      expect(oldest.statuses.every((s) => s === "claimed")).toBe(true);
+      expect((await store.claimEvents(inFlight, "other", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("holds at most maxEvents through a long run of fresh ids", async () => {
+    let now = 1_764_000_000_000;
+    const store = new MemoryLiveStore({ maxEvents: 1_000, now: () => now });
+    try {
+      let since = 0;
+      for (let batch = 0; batch < 50; batch++) {
+        now += 100;
+        const keys = keysOf(batch * 100, 100);
+        const claim = await store.claimEvents(keys, `b${batch}`, LEASE_MS, WINDOW_MS);
+        expect(claim.statuses.every((s) => s === "claimed")).toBe(true);
+        expect(claim.ledgerSinceMs).toBeGreaterThanOrEqual(since);
+        since = claim.ledgerSinceMs;
+        await store.commitEvents(keys, WINDOW_MS);
+      }
+      // The newest 900 (at least) are remembered; the first ones long forgotten.
+      const newest = await store.claimEvents(keysOf(4_100, 900), "n", LEASE_MS, WINDOW_MS);
+      expect(newest.statuses.every((s) => s === "duplicate")).toBe(true);
+      expect((await store.claimEvents(keysOf(0, 1), "o", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+      expect(since).toBeGreaterThan(1_764_000_000_000);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("refuses a capacity a JavaScript Map cannot keep", () => {
+    expect(() => new MemoryLiveStore({ maxEvents: 16_000_000 })).toThrow(/maxEvents must be from 1 to 8000000/);
+  });
+});
+
 const haveRedis = redisServerAvailable();
 let server: RedisServer | undefined;
 describe.skipIf(!haveRedis)("with a real redis-server", () => {

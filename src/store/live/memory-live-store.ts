@@ -1,5 +1,6 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
-// quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep.
+// quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep;
+// beyond its capacity the ledger forgets its oldest stored ids and says so (see evict).
 import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, newestPerDevice } from "./live-store.js";
@@ -25,7 +26,28 @@ type EventEntry = Claim | Committed;
 
 const expiresAtMs = (entry: EventEntry) => (typeof entry === "number" ? entry * 1000 : entry.expiresAtMs);
 
+/**
+ * The most entries the ledger's map may reach. A JavaScript Map holds at most 2^24 entries counting
+ * the slots of deleted ones; kept to half of that, deleting makes room instead of growing the
+ * table (V8 rehashes in place once half its slots are deleted), so it never throws.
+ */
+export const MAX_LEDGER_ENTRIES = 2 ** 23;
+
+/** The most stored ids the ledger may be asked to hold, leaving room for claims in flight. */
+export const MAX_LEDGER_EVENTS = 8_000_000;
+
+/**
+ * Eviction frees this share of the capacity at once, so that it — and the history lookup of the
+ * new horizon it causes — runs now and then, not per batch.
+ */
+const EVICT_SHARE = 0.1;
+
 export interface MemoryLiveStoreOptions {
+  /**
+   * The most event ids held, at most MAX_LEDGER_EVENTS (the default); beyond it the oldest
+   * stored ones are forgotten.
+   */
+  readonly maxEvents?: number;
   /** How often expired dedupe entries are swept, in ms. */
   readonly sweepIntervalMs?: number;
   /** The clock, for tests of expiry. */
@@ -33,6 +55,7 @@ export interface MemoryLiveStoreOptions {
 }
 
 export class MemoryLiveStore implements LiveStore {
+  /** In insertion order, which is claim order: the front holds the oldest ids. */
   private readonly events = new Map<string, EventEntry>();
   private readonly live = new Map<string, LiveState>();
   /** The keys of `live`, kept sorted (UTF-8 byte order) for paging through the fleet. */
@@ -40,11 +63,24 @@ export class MemoryLiveStore implements LiveStore {
   private readonly listeners = new Set<LiveStateListener>();
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout;
-  /** This process remembers nothing from before it started. */
-  private readonly ledgerSinceMs: number;
+  private readonly maxEvents: number;
+  /** Normally maxEvents; above it while claims in flight fill the ledger, so each new id does not rescan it. */
+  private evictAtSize: number;
+  /**
+   * Since when every stored id is held: this process remembers nothing from before it started,
+   * and moves this on when it forgets ids to stay within maxEvents.
+   */
+  private ledgerSinceMs: number;
+  /** The shortest dedupe window ids were committed with; with an expiry it bounds when one was committed. */
+  private shortestWindowMs = Infinity;
 
   constructor(options: MemoryLiveStoreOptions = {}) {
     this.now = options.now ?? Date.now;
+    this.maxEvents = options.maxEvents ?? MAX_LEDGER_EVENTS;
+    if (!(this.maxEvents >= 1 && this.maxEvents <= MAX_LEDGER_EVENTS)) {
+      throw new RangeError(`maxEvents must be from 1 to ${MAX_LEDGER_EVENTS}, not ${this.maxEvents}`);
+    }
+    this.evictAtSize = this.maxEvents;
     this.ledgerSinceMs = this.now();
     this.sweepTimer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
@@ -59,6 +95,7 @@ export class MemoryLiveStore implements LiveStore {
       const live = entry !== undefined && expiresAtMs(entry) > now;
       if (live && typeof entry === "number") return "duplicate";
       if (live && (entry as Claim).leaseEndsAtMs > now) return "in_flight";
+      if (entry === undefined && this.events.size >= this.evictAtSize) this.evict(now);
       this.events.set(id, claim);
       return live ? "reclaimed" : "claimed";
     });
@@ -68,6 +105,7 @@ export class MemoryLiveStore implements LiveStore {
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
     // Rounded up, so an entry is never forgotten before its window ends.
     const committed: Committed = Math.ceil((this.now() + windowMs) / 1000);
+    this.shortestWindowMs = Math.min(this.shortestWindowMs, windowMs);
     for (const key of keys) this.events.set(eventKey(key), committed);
   }
 
@@ -144,6 +182,32 @@ export class MemoryLiveStore implements LiveStore {
   async close(): Promise<void> {
     clearInterval(this.sweepTimer);
     this.listeners.clear();
+  }
+
+  /**
+   * Makes room by forgetting the oldest stored ids (and expired claims), from the front of the
+   * map, down to 90 % of the capacity. Claims still in flight are kept: they are few, and forgetting one would
+   * let a resend be stored twice. The ledger is then complete only for ids committed after the
+   * newest one forgotten, so ledgerSinceMs moves there; the engine looks up in history any
+   * reading that could have been stored before it (as after a restart).
+   */
+  private evict(now: number): void {
+    const target = Math.floor(this.maxEvents * (1 - EVICT_SHARE));
+    let forgottenCommittedBeforeMs = this.ledgerSinceMs;
+    for (const [id, entry] of this.events) {
+      if (this.events.size <= target) break;
+      if (typeof entry === "number") {
+        // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
+        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry * 1000 - this.shortestWindowMs + 1);
+        this.events.delete(id);
+      } else if (entry.expiresAtMs <= now) {
+        this.events.delete(id);
+      }
+    }
+    this.ledgerSinceMs = forgottenCommittedBeforeMs;
+    // Claims in flight are never forgotten, so the map can stay above target until they are
+    // stored; rescan only after as many new ids again.
+    this.evictAtSize = Math.max(this.maxEvents, this.events.size + (this.maxEvents - target));
   }
 
   private sweep(): void {
