@@ -232,7 +232,8 @@ describe("the embedded store's capacity", () => {
 
   it("forgets its oldest stored ids beyond maxEvents and moves its start past them; claims in flight stay", async () => {
     let now = 1_764_000_000_000;
-    const store = new MemoryLiveStore({ maxEvents: 100, now: () => now });
+    // One shard, so "oldest" is across every id.
+    const store = new MemoryLiveStore({ maxEvents: 100, shards: 1, now: () => now });
     try {
       const started = (await store.claimEvents([], "t0", LEASE_MS, WINDOW_MS)).ledgerSinceMs;
       // The oldest claim is still being stored when the ledger fills up.
@@ -269,11 +270,12 @@ describe("the embedded store's capacity", () => {
     }
   });
 
-  it("holds at most maxEvents through a long run of fresh ids", async () => {
+  it("split into shards, keeps the newest ids and forgets the oldest through a long run of fresh ids", async () => {
     let now = 1_764_000_000_000;
-    const store = new MemoryLiveStore({ maxEvents: 1_000, now: () => now });
+    const store = new MemoryLiveStore({ maxEvents: 1_000, shards: 16, now: () => now });
     try {
-      let since = 0;
+      let since = (await store.claimEvents([], "t0", LEASE_MS, WINDOW_MS)).ledgerSinceMs;
+      const started = since;
       for (let batch = 0; batch < 50; batch++) {
         now += 100;
         const keys = keysOf(batch * 100, 100);
@@ -283,11 +285,33 @@ describe("the embedded store's capacity", () => {
         since = claim.ledgerSinceMs;
         await store.commitEvents(keys, WINDOW_MS);
       }
-      // The newest 900 (at least) are remembered; the first ones long forgotten.
-      const newest = await store.claimEvents(keysOf(4_100, 900), "n", LEASE_MS, WINDOW_MS);
+      // Each shard holds its newest ~56–63 of ~312 ids: the newest 500 overall are all still
+      // there, the first 100 all gone, and the ledger's start has moved past them.
+      const newest = await store.claimEvents(keysOf(4_500, 500), "n", LEASE_MS, WINDOW_MS);
       expect(newest.statuses.every((s) => s === "duplicate")).toBe(true);
-      expect((await store.claimEvents(keysOf(0, 1), "o", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
-      expect(since).toBeGreaterThan(1_764_000_000_000);
+      expect(since).toBeGreaterThan(started);
+      const oldest = await store.claimEvents(keysOf(0, 100), "o", LEASE_MS, WINDOW_MS);
+      expect(oldest.statuses.every((s) => s === "claimed")).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("never moves its start past now, though expiries are rounded up to whole seconds", async () => {
+    // The engine asks history once per start for the newest reading received before it; a start
+    // in the future would let ids committed after that question be forgotten under it.
+    let now = 1_764_000_000_100;
+    const store = new MemoryLiveStore({ maxEvents: 2, shards: 1, now: () => now });
+    try {
+      for (const id of ["a", "b", "c", "d"]) {
+        now += 1;
+        const key = { deviceId: "meter-1", eventId: id };
+        const claim = await store.claimEvents([key], id, LEASE_MS, WINDOW_MS);
+        expect(claim.statuses).toEqual(["claimed"]);
+        expect(claim.ledgerSinceMs).toBeLessThanOrEqual(now + 1);
+        await store.commitEvents([key], WINDOW_MS);
+      }
+      expect((await store.claimEvents([], "e", LEASE_MS, WINDOW_MS)).ledgerSinceMs).toBeGreaterThan(1_764_000_000_100);
     } finally {
       await store.close();
     }
@@ -295,6 +319,7 @@ describe("the embedded store's capacity", () => {
 
   it("refuses a capacity a JavaScript Map cannot keep", () => {
     expect(() => new MemoryLiveStore({ maxEvents: 16_000_000 })).toThrow(/maxEvents must be from 1 to 8000000/);
+    expect(() => new MemoryLiveStore({ shards: 12 })).toThrow(/shards must be a power of two/);
   });
 });
 

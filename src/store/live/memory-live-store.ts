@@ -1,6 +1,6 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep;
-// beyond its capacity the ledger forgets its oldest stored ids and says so (see evict).
+// beyond its capacity the ledger forgets its oldest stored ids and says so (see forgetOldest).
 import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, newestPerDevice } from "./live-store.js";
@@ -37,10 +37,10 @@ export const MAX_LEDGER_ENTRIES = 2 ** 23;
 export const MAX_LEDGER_EVENTS = 8_000_000;
 
 /**
- * Eviction frees this share of the capacity at once, so that it — and the history lookup of the
- * new horizon it causes — runs now and then, not per batch.
+ * Forgetting frees this share of a shard at once, so that it — and the history lookup of the
+ * ledger's new start it causes — runs now and then, not per batch.
  */
-const EVICT_SHARE = 0.1;
+const FORGET_SHARE = 0.1;
 
 export interface MemoryLiveStoreOptions {
   /**
@@ -48,6 +48,8 @@ export interface MemoryLiveStoreOptions {
    * stored ones are forgotten.
    */
   readonly maxEvents?: number;
+  /** Maps the ledger is split into (a power of two); each forgets and grows on its own. */
+  readonly shards?: number;
   /** How often expired dedupe entries are swept, in ms. */
   readonly sweepIntervalMs?: number;
   /** The clock, for tests of expiry. */
@@ -55,20 +57,22 @@ export interface MemoryLiveStoreOptions {
 }
 
 export class MemoryLiveStore implements LiveStore {
-  /** In insertion order, which is claim order: the front holds the oldest ids. */
-  private readonly events = new Map<string, EventEntry>();
+  /**
+   * The ledger, split by a hash of the event's identity: a map stops the event loop while it
+   * grows or rehashes, for a time that follows its size (~0.7 s at 4M ids in one map), so each
+   * shard holding 1/16 of the ids keeps those pauses short.
+   */
+  private readonly shards: LedgerShard[];
+  private readonly shardMask: number;
   private readonly live = new Map<string, LiveState>();
   /** The keys of `live`, kept sorted (UTF-8 byte order) for paging through the fleet. */
   private readonly deviceIds: string[] = [];
   private readonly listeners = new Set<LiveStateListener>();
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout;
-  private readonly maxEvents: number;
-  /** Normally maxEvents; above it while claims in flight fill the ledger, so each new id does not rescan it. */
-  private evictAtSize: number;
   /**
    * Since when every stored id is held: this process remembers nothing from before it started,
-   * and moves this on when it forgets ids to stay within maxEvents.
+   * and moves this on when a shard forgets ids to stay within its share of maxEvents.
    */
   private ledgerSinceMs: number;
   /** The shortest dedupe window ids were committed with; with an expiry it bounds when one was committed. */
@@ -76,11 +80,14 @@ export class MemoryLiveStore implements LiveStore {
 
   constructor(options: MemoryLiveStoreOptions = {}) {
     this.now = options.now ?? Date.now;
-    this.maxEvents = options.maxEvents ?? MAX_LEDGER_EVENTS;
-    if (!(this.maxEvents >= 1 && this.maxEvents <= MAX_LEDGER_EVENTS)) {
-      throw new RangeError(`maxEvents must be from 1 to ${MAX_LEDGER_EVENTS}, not ${this.maxEvents}`);
+    const maxEvents = options.maxEvents ?? MAX_LEDGER_EVENTS;
+    if (!(maxEvents >= 1 && maxEvents <= MAX_LEDGER_EVENTS)) {
+      throw new RangeError(`maxEvents must be from 1 to ${MAX_LEDGER_EVENTS}, not ${maxEvents}`);
     }
-    this.evictAtSize = this.maxEvents;
+    const shards = options.shards ?? 16;
+    if (!(Number.isInteger(Math.log2(shards)) && shards <= 1024)) throw new RangeError(`shards must be a power of two up to 1024, not ${shards}`);
+    this.shards = Array.from({ length: shards }, () => new LedgerShard(Math.ceil(maxEvents / shards)));
+    this.shardMask = shards - 1;
     this.ledgerSinceMs = this.now();
     this.sweepTimer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
@@ -91,12 +98,15 @@ export class MemoryLiveStore implements LiveStore {
     const claim: Claim = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs) };
     const statuses = keys.map((key): ClaimStatus => {
       const id = eventKey(key);
-      const entry = this.events.get(id);
+      const shard = this.shardOf(id);
+      const entry = shard.events.get(id);
       const live = entry !== undefined && expiresAtMs(entry) > now;
       if (live && typeof entry === "number") return "duplicate";
       if (live && (entry as Claim).leaseEndsAtMs > now) return "in_flight";
-      if (entry === undefined && this.events.size >= this.evictAtSize) this.evict(now);
-      this.events.set(id, claim);
+      if (entry === undefined && shard.full) {
+        this.ledgerSinceMs = Math.max(this.ledgerSinceMs, shard.forgetOldest(now, this.shortestWindowMs));
+      }
+      shard.events.set(id, claim);
       return live ? "reclaimed" : "claimed";
     });
     return { statuses, ledgerSinceMs: this.ledgerSinceMs };
@@ -106,14 +116,18 @@ export class MemoryLiveStore implements LiveStore {
     // Rounded up, so an entry is never forgotten before its window ends.
     const committed: Committed = Math.ceil((this.now() + windowMs) / 1000);
     this.shortestWindowMs = Math.min(this.shortestWindowMs, windowMs);
-    for (const key of keys) this.events.set(eventKey(key), committed);
+    for (const key of keys) {
+      const id = eventKey(key);
+      this.shardOf(id).events.set(id, committed);
+    }
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
     for (const key of keys) {
       const id = eventKey(key);
-      const entry = this.events.get(id);
-      if (typeof entry === "object" && entry.claimedBy === token) this.events.delete(id);
+      const { events } = this.shardOf(id);
+      const entry = events.get(id);
+      if (typeof entry === "object" && entry.claimedBy === token) events.delete(id);
     }
   }
 
@@ -184,38 +198,67 @@ export class MemoryLiveStore implements LiveStore {
     this.listeners.clear();
   }
 
-  /**
-   * Makes room by forgetting the oldest stored ids (and expired claims), from the front of the
-   * map, down to 90 % of the capacity. Claims still in flight are kept: they are few, and forgetting one would
-   * let a resend be stored twice. The ledger is then complete only for ids committed after the
-   * newest one forgotten, so ledgerSinceMs moves there; the engine looks up in history any
-   * reading that could have been stored before it (as after a restart).
-   */
-  private evict(now: number): void {
-    const target = Math.floor(this.maxEvents * (1 - EVICT_SHARE));
-    let forgottenCommittedBeforeMs = this.ledgerSinceMs;
-    for (const [id, entry] of this.events) {
-      if (this.events.size <= target) break;
-      if (typeof entry === "number") {
-        // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
-        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry * 1000 - this.shortestWindowMs + 1);
-        this.events.delete(id);
-      } else if (entry.expiresAtMs <= now) {
-        this.events.delete(id);
-      }
-    }
-    this.ledgerSinceMs = forgottenCommittedBeforeMs;
-    // Claims in flight are never forgotten, so the map can stay above target until they are
-    // stored; rescan only after as many new ids again.
-    this.evictAtSize = Math.max(this.maxEvents, this.events.size + (this.maxEvents - target));
+  private shardOf(id: string): LedgerShard {
+    // FNV-1a over the identity's tail, where event ids differ most.
+    let hash = 0x811c9dc5;
+    for (let i = Math.max(0, id.length - 16); i < id.length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
+    return this.shards[(hash ^ (hash >>> 16)) & this.shardMask]!;
   }
 
   private sweep(): void {
     const now = this.now();
-    for (const [id, entry] of this.events) if (expiresAtMs(entry) <= now) this.events.delete(id);
+    for (const { events } of this.shards) for (const [id, entry] of events) if (expiresAtMs(entry) <= now) events.delete(id);
   }
 }
 
 function eventKey(key: EventKey): string {
   return key.identity ?? eventIdentity(key.deviceId, key.eventId);
+}
+
+/** One shard of the ledger: its ids in insertion order, which is claim order (oldest first). */
+class LedgerShard {
+  readonly events = new Map<string, EventEntry>();
+  /** Normally maxEvents; above it while claims in flight fill the shard, so each new id does not rescan it. */
+  private forgetAtSize: number;
+
+  constructor(private readonly maxEvents: number) {
+    this.forgetAtSize = maxEvents;
+  }
+
+  get full(): boolean {
+    return this.events.size >= this.forgetAtSize;
+  }
+
+  /**
+   * Makes room by forgetting the oldest stored ids (and expired claims), from the front of the
+   * map, down to 90 % of the capacity. Claims still in flight are kept: they are few, and
+   * forgetting one would let a resend be stored twice. Answers a time before which every
+   * forgotten id was committed: the ledger is complete only for ids committed after it, so the
+   * store's ledgerSinceMs moves there, and the engine looks up in history any reading that could
+   * have been stored before it (as after a restart).
+   *
+   * That time is never later than now (+1 ms): the engine asks history once per value of
+   * ledgerSinceMs, for the newest reading received before it, and the answer must already cover
+   * every row whose id the ledger may drop under that same value. A time in the future (an expiry
+   * rounded up to the second) would let an id committed after the question, and forgotten later
+   * under the same value, escape it: found so, by a resend stored twice.
+   */
+  forgetOldest(now: number, shortestWindowMs: number): number {
+    const target = Math.floor(this.maxEvents * (1 - FORGET_SHARE));
+    let forgottenCommittedBeforeMs = -Infinity;
+    for (const [id, entry] of this.events) {
+      if (this.events.size <= target) break;
+      if (typeof entry === "number") {
+        // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
+        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry * 1000 - shortestWindowMs + 1);
+        this.events.delete(id);
+      } else if (entry.expiresAtMs <= now) {
+        this.events.delete(id);
+      }
+    }
+    // Claims in flight are never forgotten, so the shard can stay above target until they are
+    // stored; look again only after as many new ids as a pass frees.
+    this.forgetAtSize = Math.max(this.maxEvents, this.events.size + (this.maxEvents - target));
+    return Math.min(forgottenCommittedBeforeMs, now + 1);
+  }
 }
