@@ -241,7 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   if (config.redisUrl === undefined && ingest.memoryLedgerMaxEvents + ingest.maxRowsInFlight > MAX_LEDGER_ENTRIES) {
-    // Claims in flight come on top of the ids held, in one JavaScript Map of bounded size.
+    // Claims in flight come on top of the ids held, in JavaScript Maps of bounded size.
     problems.push(`LEDGER_MAX_EVENTS + MAX_ROWS_IN_FLIGHT must not exceed ${MAX_LEDGER_ENTRIES} without Redis`);
   }
 

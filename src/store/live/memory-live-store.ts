@@ -27,9 +27,10 @@ type EventEntry = Claim | Committed;
 const expiresAtMs = (entry: EventEntry) => (typeof entry === "number" ? entry * 1000 : entry.expiresAtMs);
 
 /**
- * The most entries the ledger's map may reach. A JavaScript Map holds at most 2^24 entries counting
- * the slots of deleted ones; kept to half of that, deleting makes room instead of growing the
- * table (V8 rehashes in place once half its slots are deleted), so it never throws.
+ * The most entries the ledger may reach, all shards together (so any one of them too). A
+ * JavaScript Map holds at most 2^24 entries counting the slots of deleted ones; kept to half of
+ * that, deleting makes room instead of growing the table (V8 rehashes in place once half its
+ * slots are deleted), so it never throws.
  */
 export const MAX_LEDGER_ENTRIES = 2 ** 23;
 
@@ -241,7 +242,7 @@ class LedgerShard {
    * ledgerSinceMs, for the newest reading received before it, and the answer must already cover
    * every row whose id the ledger may drop under that same value. A time in the future (an expiry
    * rounded up to the second) would let an id committed after the question, and forgotten later
-   * under the same value, escape it: found so, by a resend stored twice.
+   * under the same value, escape it (a test caught this as a resend stored twice).
    */
   forgetOldest(now: number, shortestWindowMs: number): number {
     const target = Math.floor(this.maxEvents * (1 - FORGET_SHARE));
