@@ -9,6 +9,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { IngestReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema, type Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { processBatch } from "../src/process/process-batch.js";
+import { scanReadings, toProcessInput } from "../src/pipeline/received-reading.js";
 import { TABLE_COLUMNS, INSERT_FORMAT } from "../src/process/insert-encoding.js";
 import type { DeviceKind } from "../src/process/history-rows.js";
 import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
@@ -60,9 +61,8 @@ export async function measureLimit(dataDir: string, rows: number): Promise<Limit
   const window = { nowMs: now, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 };
   const payloads: Record<DeviceKind, Uint8Array[]> = { meter: [], vehicle: [], battery: [] };
   for (let start = 0; start < frames.length; start += 50) {
-    const batch = frames.slice(start, start + 50).flatMap((f) => fromBinary(IngestReadingsRequestSchema, f).readings);
-    const encoded = toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: batch }));
-    const processed = processBatch({ encoded, window, receivedAtMs: now, batteryTrends: {} });
+    const batch = frames.slice(start, start + 50).flatMap((f) => scanReadings(f).readings);
+    const processed = processBatch({ ...toProcessInput(batch), window, receivedAtMs: now, batteryTrends: {} });
     for (const [kind, table] of Object.entries(processed.tables)) payloads[kind as DeviceKind].push(table.payload);
   }
 

@@ -28,6 +28,7 @@ import { IngestEngine } from "./pipeline/ingest-engine.js";
 import { ProcessPool } from "./process/process-pool.js";
 import type { DeviceKind } from "./process/history-rows.js";
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./server/lean-grpc-streams.js";
+import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient } from "./store/history/clickhouse-client.js";
@@ -161,8 +162,9 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const lean = config.leanGrpcStreams
     ? createLeanGrpcStreams({
         methods: [
-          bidiStreamingMethod(IngestService.method.syncReadings, (requests, ctx) => ingest.syncReadings(requests, ctx)),
-          clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReadings(requests, ctx)),
+          // Messages are scanned for the fields the main thread needs; the worker decodes the rest.
+          bidiStreamingMethod(IngestService.method.syncReadings, (requests, ctx) => ingest.syncReceived(requests, ctx), scanReadings),
+          clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReceived(requests, ctx), scanReadings),
         ],
         requestGate,
         readMaxBytes: config.server.maxMessageBytes,

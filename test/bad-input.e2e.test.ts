@@ -4,6 +4,7 @@
 // unaffected. Frames are written by hand over a raw HTTP/2 stream, as a broken firmware would.
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -114,6 +115,33 @@ describe("malformed frames", () => {
     expect(status).toBe(INTERNAL);
     expect(message).toContain("parse binary");
     await goodDeviceStillServed("after-utf8");
+  });
+
+  it("refuses a stream message whose reading decodes differently from its framing, storing nothing of the call", async () => {
+    // A meter sample that declares 1 byte but holds the tag of a double: read by the declared
+    // lengths the reading is device "meterB" (the last device_id); protobuf-es reads the double
+    // past the sample, over that device_id, and makes it "meter-oa". Which device it is decides
+    // authorisation, so the stream is refused rather than stored as either.
+    const seconds = BigInt(Math.floor((Date.now() - 60_000) / 1000));
+    const overrunning = new BinaryWriter()
+      .tag(1, WireType.LengthDelimited).string("overrun-1")
+      .tag(2, WireType.LengthDelimited).string("meter-oa")
+      .tag(3, WireType.LengthDelimited).bytes(new BinaryWriter().tag(1, WireType.Varint).int64(seconds).finish())
+      .tag(10, WireType.LengthDelimited).bytes(new Uint8Array([0x09]))
+      .tag(2, WireType.LengthDelimited).string("meterB")
+      .finish();
+    const good = encodedBatch([meterReading("meter-beside-overrun", "ok-1", Date.now(), 0.2)]);
+    const request = Buffer.concat([Buffer.from(good), new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(overrunning).finish()]);
+    const { status, message } = await rawCall("StreamReadings", frame(request));
+    expect(status).toBe(INVALID_ARGUMENT);
+    expect(message).toContain("malformed");
+    const probe = new HistoryProbe(app.config);
+    try {
+      expect(await probe.rows("SELECT device_id FROM {db}.meter_readings WHERE device_id IN ('meterB', 'meter-oa', 'meter-beside-overrun')")).toEqual([]);
+    } finally {
+      await probe.close();
+    }
+    await goodDeviceStillServed("after-overrun");
   });
 
   it("ignores unknown fields and stores the reading", async () => {

@@ -14,6 +14,7 @@ import {
   type SyncReadingsResponse,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import { receivedFrom, type ReceivedReading } from "../pipeline/received-reading.js";
 import type { Authenticator } from "../auth/authenticator.js";
 import { principalKey, type Principal } from "../auth/principal.js";
 import type { CallLimits } from "../config.js";
@@ -49,6 +50,11 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
   }
 
   async streamReadings(requests: AsyncIterable<StreamReadingsRequest>, ctx: HandlerContext) {
+    return this.streamReceived(received(requests), ctx);
+  }
+
+  /** StreamReadings from messages already scanned (the lean gRPC path). */
+  async streamReceived(requests: AsyncIterable<ReceivedMessage>, ctx: HandlerContext) {
     const total = emptyOutcome();
     await this.tracked("StreamReadings", ctx, () => this.ingestStream(requests, ctx, (batch) => addOutcome(total, batch)));
     return create(StreamReadingsResponseSchema, toCounts(total));
@@ -56,15 +62,22 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
 
   async ingestReadings(request: IngestReadingsRequest, ctx: HandlerContext) {
     const total = emptyOutcome();
-    await this.tracked("IngestReadings", ctx, () => this.ingestStream(once(request.readings), ctx, (batch) => addOutcome(total, batch)));
+    await this.tracked("IngestReadings", ctx, () =>
+      this.ingestStream(once(request.readings.map(receivedFrom)), ctx, (batch) => addOutcome(total, batch)),
+    );
     return create(IngestReadingsResponseSchema, toCounts(total));
   }
 
+  syncReadings(requests: AsyncIterable<SyncReadingsRequest>, ctx: HandlerContext): AsyncGenerator<SyncReadingsResponse> {
+    return this.syncReceived(received(requests), ctx);
+  }
+
   /**
-   * Acknowledgements flow back while the stream stays open: each settled batch, in stream order,
-   * advances `acknowledged` and reports its rejections.
+   * SyncReadings from messages already scanned (the lean gRPC path). Acknowledgements flow back
+   * while the stream stays open: each settled batch, in stream order, advances `acknowledged` and
+   * reports its rejections.
    */
-  async *syncReadings(requests: AsyncIterable<SyncReadingsRequest>, ctx: HandlerContext): AsyncGenerator<SyncReadingsResponse> {
+  async *syncReceived(requests: AsyncIterable<ReceivedMessage>, ctx: HandlerContext): AsyncGenerator<SyncReadingsResponse> {
     const acks = new AckQueue();
     let acknowledged = 0;
     let accepted = 0;
@@ -137,7 +150,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
    * rejected PERMISSION_DENIED, per reading), and each device within its rate. Answers the
    * readings to store with their call-wide indexes, and the rejections.
    */
-  private admit(principal: Principal, readings: Reading[], firstIndex: number): Admitted {
+  private admit(principal: Principal, readings: ReceivedReading[], firstIndex: number): Admitted {
     const { authenticator, rateLimit } = this.deps;
     if (authenticator !== undefined && !authenticator.isStillValid(principal)) {
       throw new ConnectError("the credential was revoked while the call was open", Code.Unauthenticated);
@@ -188,7 +201,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
    * already submitted settle (so their claims are resolved), and throws.
    */
   private async ingestStream(
-    requests: AsyncIterable<{ readings: Reading[] }>,
+    requests: AsyncIterable<ReceivedMessage>,
     ctx: HandlerContext,
     onSettled: (outcome: IngestOutcome, count: number) => void,
   ): Promise<void> {
@@ -214,7 +227,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         } else if (failure === undefined) onSettled(batch.outcome!, batch.count);
       }
     };
-    const submit = async (readings: Reading[]) => {
+    const submit = async (readings: ReceivedReading[]) => {
       const firstIndex = nextIndex;
       nextIndex += readings.length;
       const { own, positions, refused, charged } = this.admit(principal, readings, firstIndex);
@@ -252,7 +265,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     });
     try {
       const iterator = requests[Symbol.asyncIterator]();
-      let pending: Reading[] = [];
+      let pending: ReceivedReading[] = [];
       let next = iterator.next();
       while (failure === undefined) {
         // Take every message that has already arrived; once none is waiting, store what we have.
@@ -286,9 +299,14 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
   }
 }
 
+/** A request message's readings, as the engine holds them. */
+export interface ReceivedMessage {
+  readonly readings: ReceivedReading[];
+}
+
 interface Admitted {
   /** The readings to store (all of them unless some were another device's). */
-  readonly own: Reading[];
+  readonly own: ReceivedReading[];
   /** Call-wide index of each of `own`, when some readings were taken out. */
   readonly positions: number[] | undefined;
   /** Readings refused before storing, at their call-wide indexes. */
@@ -372,8 +390,13 @@ function nothingQueued(): Promise<typeof NOTHING_QUEUED> {
   return new Promise((resolve) => setImmediate(() => resolve(NOTHING_QUEUED)));
 }
 
-async function* once(readings: Reading[]): AsyncGenerator<{ readings: Reading[] }> {
+async function* once(readings: ReceivedReading[]): AsyncGenerator<ReceivedMessage> {
   yield { readings };
+}
+
+/** Messages connect decoded, as the engine holds them. */
+async function* received(requests: AsyncIterable<{ readings: Reading[] }>): AsyncGenerator<ReceivedMessage> {
+  for await (const request of requests) yield { readings: request.readings.map(receivedFrom) };
 }
 
 function toCounts(outcome: IngestOutcome) {

@@ -1,17 +1,14 @@
 // One batch of readings through the engine:
-//   admit (bounded rows in flight) → process in a worker (validate, score, encode) → claim event
+//   admit (bounded rows in flight) → process in a worker (decode, validate, score, encode) → claim event
 //   ids → check history for ids the ledger cannot vouch for → queue rows with the table batchers
 //   (group commit across all calls) → once durable: commit ids, update live state → count.
 // A reading is counted accepted only after the insert carrying it was acknowledged. When storage
 // fails, the batch's claims are released and the call fails retryably, so the device resends and
 // nothing it was told is stored is lost.
 import { randomUUID } from "node:crypto";
-import { create, toBinary } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { IngestReadingsRequestSchema, RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { IngestConfig } from "../config.js";
 import { eventIdentity, type DeviceKind, type RowIdentity } from "../process/history-rows.js";
 import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
@@ -21,6 +18,7 @@ import { InsertFailedError, type TableBatcher } from "../store/history/table-bat
 import type { EventKey, LiveStore } from "../store/live/live-store.js";
 import type { IngestMetrics } from "../observe/metrics.js";
 import { InFlightLimit } from "./in-flight-limit.js";
+import { toProcessInput, type ReceivedReading } from "./received-reading.js";
 
 export interface ReadingRejection {
   /** Position of the reading in its call, counting across all messages of a stream. */
@@ -81,7 +79,7 @@ export interface IngestEngineDeps {
 
 /** A batch admitted and waiting to be merged with others submitted in the same turn. */
 interface WaitingBatch {
-  readonly readings: readonly Reading[];
+  readonly readings: readonly ReceivedReading[];
   readonly firstIndex: number;
   readonly resolve: (outcome: IngestOutcome) => void;
   readonly reject: (error: unknown) => void;
@@ -127,7 +125,7 @@ export class IngestEngine {
    * sender.
    */
   async submit(
-    readings: readonly Reading[],
+    readings: readonly ReceivedReading[],
     firstIndex: number,
     options: { opening: boolean; signal?: AbortSignal },
   ): Promise<{ readonly outcome: Promise<IngestOutcome> }> {
@@ -179,7 +177,12 @@ export class IngestEngine {
           return source;
         });
         this.ingestAdmitted(readings, sources).then(
-          (outcomes) => group.forEach((b, i) => b.resolve(outcomes[i]!)),
+          (outcomes) =>
+            group.forEach((b, i) => {
+              const outcome = outcomes[i]!;
+              if (outcome instanceof ConnectError) b.reject(outcome);
+              else b.resolve(outcome);
+            }),
           (error: unknown) => group.forEach((b) => b.reject(error)),
         );
       }
@@ -188,9 +191,10 @@ export class IngestEngine {
 
   /**
    * Ingests readings gathered from one or more batches (`sources`, each a range of `readings`);
-   * answers one outcome per source.
+   * answers one outcome per source — or, for a source that sent a reading the worker could not
+   * decode as the main thread read it, the error its call fails with.
    */
-  private async ingestAdmitted(readings: readonly Reading[], sources: readonly BatchSource[]): Promise<IngestOutcome[]> {
+  private async ingestAdmitted(readings: readonly ReceivedReading[], sources: readonly BatchSource[]): Promise<(IngestOutcome | ConnectError)[]> {
     const { limits, liveStore, log } = this.deps;
     const receivedAtMs = this.now();
     const outcomes = sources.map(() => emptyOutcome());
@@ -204,6 +208,7 @@ export class IngestEngine {
     const finish = () => outcomes.map(sortRejected);
 
     const processed = await this.process(readings, receivedAtMs);
+    if (processed.undecodable.length > 0) return this.withoutMalformed(readings, sources, processed, sourceOf);
     for (const r of processed.rejected) {
       outcomeOf(r.offset).rejected.push({
         index: indexOf(r.offset),
@@ -226,8 +231,9 @@ export class IngestEngine {
           return;
         }
         seen.add(id);
-        // The same conversion the validator used for the stored row, so a history lookup matches it.
-        const observedAtMs = timestampMs(reading.observedAt!);
+        // Converted as the validator converts it for the stored row (the worker checked they
+        // agree), so a history lookup matches it; a valid row always has one.
+        const observedAtMs = reading.observedAtMs!;
         candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs });
       });
     }
@@ -289,9 +295,37 @@ export class IngestEngine {
     return finish();
   }
 
-  private async process(readings: readonly Reading[], receivedAtMs: number): Promise<ProcessedBatch> {
+  /**
+   * Fails the calls that sent a malformed reading (as a message that does not decode fails them:
+   * INVALID_ARGUMENT, nothing of the batch stored) and ingests the other calls' readings anew.
+   */
+  private async withoutMalformed(
+    readings: readonly ReceivedReading[],
+    sources: readonly BatchSource[],
+    processed: ProcessedBatch,
+    sourceOf: Uint32Array,
+  ): Promise<(IngestOutcome | ConnectError)[]> {
+    const failed = new Map<number, ConnectError>();
+    for (const { offset, message } of processed.undecodable) {
+      const source = sourceOf[offset]!;
+      if (!failed.has(source)) failed.set(source, new ConnectError(`a message of the stream is not a valid request: ${message}`, Code.InvalidArgument));
+    }
+    this.deps.log.warn({ calls: failed.size, readings: processed.undecodable.length }, "malformed readings: their calls are refused");
+    const kept: ReceivedReading[] = [];
+    const keptSources: BatchSource[] = [];
+    sources.forEach((source, i) => {
+      if (failed.has(i)) return;
+      keptSources.push({ start: kept.length, count: source.count, firstIndex: source.firstIndex });
+      kept.push(...readings.slice(source.start, source.start + source.count));
+    });
+    const keptOutcomes = kept.length > 0 ? await this.ingestAdmitted(kept, keptSources) : [];
+    let next = 0;
+    return sources.map((_, i) => failed.get(i) ?? keptOutcomes[next++]!);
+  }
+
+  private async process(readings: readonly ReceivedReading[], receivedAtMs: number): Promise<ProcessedBatch> {
     const { limits, liveStore } = this.deps;
-    const batteryUnits = [...new Set(readings.filter((r) => r.sample.case === "battery").map((r) => r.deviceId))];
+    const batteryUnits = [...new Set(readings.filter((r) => r.kind === "battery").map((r) => r.deviceId))];
     const batteryTrends: Record<string, BatteryTrend> = {};
     if (batteryUnits.length > 0) {
       // The scorer needs each unit's trend; live state is a cache, so without it units score fresh.
@@ -300,10 +334,9 @@ export class IngestEngine {
         if (state?.trend !== undefined) batteryTrends[batteryUnits[i]!] = state.trend as unknown as BatteryTrend;
       });
     }
-    const encoded = toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: [...readings] }));
     try {
       return await this.deps.process({
-        encoded,
+        ...toProcessInput(readings),
         receivedAtMs,
         batteryTrends,
         window: { nowMs: receivedAtMs, maxReadingAgeMs: limits.maxReadingAgeMs, maxClockSkewMs: limits.maxClockSkewMs },

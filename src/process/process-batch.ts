@@ -3,7 +3,9 @@
 // ends and batch offsets of its rows so the caller can drop rows (duplicates) without re-encoding.
 // Pure and synchronous: no I/O, no shared state.
 import { fromBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { IngestReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { DeviceKind, HistoryRow } from "./history-rows.js";
 import { encodeRow, RowBinaryWriter } from "./insert-encoding.js";
 import { scoreBattery, type BatteryTrend } from "./scoring/battery-health.js";
@@ -11,13 +13,35 @@ import { VEHICLE_SCORE_VERSION, vehicleTemperatureRisk } from "./scoring/vehicle
 import { validateReading, type TimeWindow } from "./validate-reading.js";
 
 export interface ProcessTask {
-  /** The batch as an encoded IngestReadingsRequest (moved, not copied, to the worker). */
+  /** The batch as an encoded IngestReadingsRequest, its readings' entries joined (moved, not copied, to the worker). */
   readonly encoded: Uint8Array;
+  /** entryEnds[i] is where reading i's entry ends in `encoded` (it starts where i − 1 ends, or at 0). */
+  readonly entryEnds: Uint32Array;
+  /** What the main thread read of each reading, and decided on; the full decode must agree. */
+  readonly scanned: ScannedFields;
   readonly window: TimeWindow;
   /** When the batch was received, epoch ms; stored as received_at. */
   readonly receivedAtMs: number;
   /** Each battery unit's trend so far, by device id (units in this batch only). */
   readonly batteryTrends: Readonly<Record<string, BatteryTrend>>;
+}
+
+export interface ScannedFields {
+  readonly deviceIds: readonly string[];
+  readonly eventIds: readonly string[];
+  /** NaN where observed_at is unset. */
+  readonly observedAtMs: Float64Array;
+  /** KIND_CODES, 0 where the reading has no sample. */
+  readonly kinds: Uint8Array;
+}
+
+/** A sample's kind as a byte, for ScannedFields. */
+export const KIND_CODES: Readonly<Record<DeviceKind, number>> = { meter: 1, vehicle: 2, battery: 3 };
+
+/** A reading that cannot be decoded, or that decodes differently from what the main thread read. */
+export interface Undecodable {
+  readonly offset: number;
+  readonly message: string;
 }
 
 export interface TablePayload {
@@ -46,6 +70,8 @@ export interface LiveUpdate {
 
 export interface ProcessedBatch {
   readonly count: number;
+  /** Readings not processed at all: the calls that sent them are refused as malformed. */
+  readonly undecodable: Undecodable[];
   readonly rejected: ProcessedRejection[];
   readonly tables: Partial<Record<DeviceKind, TablePayload>>;
   /** The newest valid reading per device (ties: the later in the batch). */
@@ -53,14 +79,14 @@ export interface ProcessedBatch {
 }
 
 export function processBatch(task: ProcessTask): ProcessedBatch {
-  const { readings } = fromBinary(IngestReadingsRequestSchema, task.encoded);
+  const { readings, undecodable } = decodeEntries(task);
   const rejected: ProcessedRejection[] = [];
   const builders = new Map<DeviceKind, TableBuilder>();
   const live = new Map<string, LiveUpdate>();
   const trends = new Map(Object.entries(task.batteryTrends));
 
   // Battery trends move forward in observed order, so score each unit's readings oldest first.
-  const validated = readings.map((reading, offset) => ({ offset, result: validateReading(reading, task.window) }));
+  const validated = readings.flatMap((reading, offset) => (reading === undefined ? [] : [{ offset, result: validateReading(reading, task.window) }]));
   const order = validated
     .filter((v) => v.result.ok)
     .sort((a, b) => observedAt(a.result) - observedAt(b.result) || a.offset - b.offset);
@@ -94,7 +120,54 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
 
   const tables: Partial<Record<DeviceKind, TablePayload>> = {};
   for (const [kind, builder] of builders) tables[kind] = builder.finish();
-  return { count: readings.length, rejected, tables, live: [...live.values()] };
+  return { count: readings.length, undecodable, rejected, tables, live: [...live.values()] };
+}
+
+/**
+ * Decodes each reading from its own entry, so a malformed one cannot shift where the next is read,
+ * and checks it against what the main thread read of it: the main thread authorised, rate-limited
+ * and claimed the reading by those fields, so a reading whose full decode says otherwise (a sample
+ * overrunning its length, which protobuf-es reads past) is refused rather than stored as something
+ * else.
+ */
+function decodeEntries(task: ProcessTask): { readings: (Reading | undefined)[]; undecodable: Undecodable[] } {
+  const { encoded, entryEnds, scanned } = task;
+  const readings: (Reading | undefined)[] = [];
+  const undecodable: Undecodable[] = [];
+  let start = 0;
+  for (let offset = 0; offset < entryEnds.length; offset++) {
+    const end = entryEnds[offset]!;
+    let reading: Reading | undefined;
+    try {
+      const decoded = fromBinary(IngestReadingsRequestSchema, encoded.subarray(start, end)).readings;
+      if (decoded.length !== 1) throw new Error(`an entry held ${decoded.length} readings`);
+      reading = decoded[0]!;
+    } catch (error) {
+      undecodable.push({ offset, message: `reading ${offset} of the batch is not a valid Reading: ${error instanceof Error ? error.message : String(error)}` });
+    }
+    start = end;
+    if (reading === undefined) {
+      readings.push(undefined);
+      continue;
+    }
+    const observedAtMs = reading.observedAt === undefined ? NaN : timestampMs(reading.observedAt);
+    const agrees =
+      reading.deviceId === scanned.deviceIds[offset] &&
+      reading.eventId === scanned.eventIds[offset] &&
+      sameTime(observedAtMs, scanned.observedAtMs[offset]!) &&
+      (reading.sample.case === undefined ? 0 : KIND_CODES[reading.sample.case]) === scanned.kinds[offset];
+    if (!agrees) {
+      undecodable.push({ offset, message: `reading ${offset} of the batch is malformed: its fields read differently in full (a sample overruns its length?)` });
+      readings.push(undefined);
+      continue;
+    }
+    readings.push(reading);
+  }
+  return { readings, undecodable };
+}
+
+function sameTime(a: number, b: number): boolean {
+  return a === b || (Number.isNaN(a) && Number.isNaN(b));
 }
 
 function observedAt(result: ReturnType<typeof validateReading>): number {

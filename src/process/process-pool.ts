@@ -49,7 +49,8 @@ export class ProcessPool {
   }
 
   run(task: ProcessTask): Promise<ProcessedBatch> {
-    return this.piscina.run(task, { transferList: [task.encoded.buffer as ArrayBuffer] });
+    const transferList = [task.encoded, task.entryEnds, task.scanned.observedAtMs, task.scanned.kinds].map((a) => a.buffer as ArrayBuffer);
+    return this.piscina.run(task, { transferList });
   }
 
   /** Tasks waiting for a worker. */

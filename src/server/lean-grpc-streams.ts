@@ -28,33 +28,48 @@ import { grpcStatusOk, headerGrpcStatus, parseContentType, parseTimeout, setTrai
 import type http2 from "node:http2";
 
 /** A client-streaming method's implementation: every request in, one response out. */
-type ClientStreamingImpl<I extends DescMessage, O extends DescMessage> = (
-  requests: AsyncIterable<MessageShape<I>>,
-  context: HandlerContext,
-) => Promise<MessageShape<O>>;
+type ClientStreamingImpl<R, O extends DescMessage> = (requests: AsyncIterable<R>, context: HandlerContext) => Promise<MessageShape<O>>;
 
 /** A bidirectional method's implementation: responses while requests still arrive. */
-type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
-  requests: AsyncIterable<MessageShape<I>>,
-  context: HandlerContext,
-) => AsyncIterable<MessageShape<O>>;
+type BidiStreamingImpl<R, O extends DescMessage> = (requests: AsyncIterable<R>, context: HandlerContext) => AsyncIterable<MessageShape<O>>;
+
+/** Turns a request message's bytes into what the implementation takes; throws if they are not one. */
+type RequestDecoder<R> = (bytes: Uint8Array) => R;
 
 export type LeanStreamMethod =
-  | { readonly kind: "client"; readonly method: DescMethodClientStreaming; readonly impl: ClientStreamingImpl<DescMessage, DescMessage> }
-  | { readonly kind: "bidi"; readonly method: DescMethodBiDiStreaming; readonly impl: BidiStreamingImpl<DescMessage, DescMessage> };
+  | {
+      readonly kind: "client";
+      readonly method: DescMethodClientStreaming;
+      readonly impl: ClientStreamingImpl<unknown, DescMessage>;
+      readonly decode: RequestDecoder<unknown>;
+    }
+  | {
+      readonly kind: "bidi";
+      readonly method: DescMethodBiDiStreaming;
+      readonly impl: BidiStreamingImpl<unknown, DescMessage>;
+      readonly decode: RequestDecoder<unknown>;
+    };
 
-export function clientStreamingMethod<I extends DescMessage, O extends DescMessage>(
+/**
+ * A client-streaming method. Requests are decoded as the method's input message, or by `decode`
+ * when the implementation takes them in another form (the ingest methods take readings scanned for
+ * the few fields the main thread needs, and leave the full decode to the worker).
+ */
+export function clientStreamingMethod<I extends DescMessage, O extends DescMessage, R = MessageShape<I>>(
   method: DescMethodClientStreaming<I, O>,
-  impl: ClientStreamingImpl<I, O>,
+  impl: ClientStreamingImpl<R, O>,
+  decode: RequestDecoder<R> = (bytes) => fromBinary(method.input, bytes) as R,
 ): LeanStreamMethod {
-  return { kind: "client", method, impl } as unknown as LeanStreamMethod;
+  return { kind: "client", method, impl, decode } as unknown as LeanStreamMethod;
 }
 
-export function bidiStreamingMethod<I extends DescMessage, O extends DescMessage>(
+/** A bidirectional method; requests decoded as for clientStreamingMethod. */
+export function bidiStreamingMethod<I extends DescMessage, O extends DescMessage, R = MessageShape<I>>(
   method: DescMethodBiDiStreaming<I, O>,
-  impl: BidiStreamingImpl<I, O>,
+  impl: BidiStreamingImpl<R, O>,
+  decode: RequestDecoder<R> = (bytes) => fromBinary(method.input, bytes) as R,
 ): LeanStreamMethod {
-  return { kind: "bidi", method, impl } as unknown as LeanStreamMethod;
+  return { kind: "bidi", method, impl, decode } as unknown as LeanStreamMethod;
 }
 
 export interface LeanGrpcStreamsOptions {
@@ -116,7 +131,7 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
   try {
     if (timeout.error !== undefined) throw timeout.error;
     await options.requestGate(context);
-    const requests = new RequestReader(req, route.method.input, options.readMaxBytes, context.signal);
+    const requests = new RequestReader(req, route.decode, options.readMaxBytes, context.signal);
     if (route.kind === "bidi") {
       for await (const message of route.impl(requests, context)) await response.message(toBinary(route.method.output, message));
     } else {
@@ -185,17 +200,17 @@ function drained(res: http2.Http2ServerResponse): Promise<void> {
  * body's chunks and decoded as the handler asks for them; the body is paused while more than a few
  * decoded messages wait, so a client faster than storage is held back by HTTP/2 flow control.
  */
-class RequestReader<I extends DescMessage> implements AsyncIterable<MessageShape<I>>, AsyncIterator<MessageShape<I>> {
-  private readonly queue: MessageShape<I>[] = [];
+class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
+  private readonly queue: R[] = [];
   private chunks: Buffer[] = [];
   private buffered = 0;
   private ended = false;
   private failure: ConnectError | undefined;
-  private waiting: { resolve: (r: IteratorResult<MessageShape<I>>) => void; reject: (e: unknown) => void } | undefined;
+  private waiting: { resolve: (r: IteratorResult<R>) => void; reject: (e: unknown) => void } | undefined;
 
   constructor(
     private readonly req: http2.Http2ServerRequest,
-    private readonly schema: I,
+    private readonly decode: RequestDecoder<R>,
     private readonly readMaxBytes: number,
     signal: AbortSignal,
   ) {
@@ -213,17 +228,17 @@ class RequestReader<I extends DescMessage> implements AsyncIterable<MessageShape
     else signal.addEventListener("abort", onAbort, { once: true });
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<MessageShape<I>> {
+  [Symbol.asyncIterator](): AsyncIterator<R> {
     return this;
   }
 
-  next(): Promise<IteratorResult<MessageShape<I>>> {
+  next(): Promise<IteratorResult<R>> {
     const ready = this.take();
     if (ready !== undefined) return ready;
     return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
   }
 
-  return(): Promise<IteratorResult<MessageShape<I>>> {
+  return(): Promise<IteratorResult<R>> {
     // The handler stopped reading (it failed or finished): drop what is left, stop the body.
     this.ended = true;
     this.queue.length = 0;
@@ -252,7 +267,7 @@ class RequestReader<I extends DescMessage> implements AsyncIterable<MessageShape
         return;
       }
       try {
-        this.queue.push(fromBinary(this.schema, envelope.subarray(ENVELOPE_HEADER_BYTES)));
+        this.queue.push(this.decode(envelope.subarray(ENVELOPE_HEADER_BYTES)));
       } catch (error) {
         // The same error connect gives an undecodable message, so handlers treat both alike.
         this.fail(new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.Internal));
@@ -283,7 +298,7 @@ class RequestReader<I extends DescMessage> implements AsyncIterable<MessageShape
     this.settle();
   }
 
-  private take(): Promise<IteratorResult<MessageShape<I>>> | undefined {
+  private take(): Promise<IteratorResult<R>> | undefined {
     if (this.queue.length > 0) {
       const value = this.queue.shift()!;
       if (this.queue.length < MAX_QUEUED_REQUESTS && this.req.isPaused()) this.req.resume();
