@@ -23,9 +23,10 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local claim = ARGV[1] .. '@' .. string.format('%d', now + tonumber(ARGV[2]))
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local current = redis.call('GET', key)
+  -- Most ids are new: one SET NX claims them; only a taken key is read.
+  local current = nil
+  if not redis.call('SET', key, claim, 'PX', ARGV[4], 'NX') then current = redis.call('GET', key) end
   if not current then
-    redis.call('SET', key, claim, 'PX', ARGV[4])
     out[i] = 0
   elseif current == '${COMMITTED}' then
     out[i] = 1
@@ -81,8 +82,11 @@ for i = 2, #KEYS do
   local seenLater = tonumber(received) > tonumber(lastSeen)
   if seenLater then lastSeen = received end
   if currentObserved == nil or tonumber(observed) >= currentObserved then
-    redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen)
-    if trend ~= '' then redis.call('HSET', key, 'trend', trend) end
+    if trend ~= '' then
+      redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen, 'trend', trend)
+    else
+      redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen)
+    end
     if currentObserved == nil then redis.call('ZADD', devices, 'NX', 0, id) end
     if watched then
       redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = kind, observed_at = observed, last_seen = lastSeen, values = values }))
