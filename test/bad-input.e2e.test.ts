@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestReadingsRequestSchema, RejectReason } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema, type Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
-import { meterReading } from "./support/readings.js";
+import { meterReading, overrunningReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 
 const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -118,18 +118,10 @@ describe("malformed frames", () => {
   });
 
   it("refuses a stream message whose reading decodes differently from its framing, storing nothing of the call", async () => {
-    // A meter sample that declares 1 byte but holds the tag of a double: read by the declared
-    // lengths the reading is device "meterB" (the last device_id); protobuf-es reads the double
-    // past the sample, over that device_id, and makes it "meter-oa". Which device it is decides
-    // authorisation, so the stream is refused rather than stored as either.
-    const seconds = BigInt(Math.floor((Date.now() - 60_000) / 1000));
-    const overrunning = new BinaryWriter()
-      .tag(1, WireType.LengthDelimited).string("overrun-1")
-      .tag(2, WireType.LengthDelimited).string("meter-oa")
-      .tag(3, WireType.LengthDelimited).bytes(new BinaryWriter().tag(1, WireType.Varint).int64(seconds).finish())
-      .tag(10, WireType.LengthDelimited).bytes(new Uint8Array([0x09]))
-      .tag(2, WireType.LengthDelimited).string("meterB")
-      .finish();
+    // Read by the declared lengths the reading is device "meterB"; protobuf-es reads past its
+    // sample and makes it "meter-oa". Which device it is decides authorisation, so the stream is
+    // refused rather than stored as either.
+    const overrunning = overrunningReading("overrun-1", Date.now() - 60_000);
     const good = encodedBatch([meterReading("meter-beside-overrun", "ok-1", Date.now(), 0.2)]);
     const request = Buffer.concat([Buffer.from(good), new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(overrunning).finish()]);
     const { status, message } = await rawCall("StreamReadings", frame(request));

@@ -6,27 +6,12 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { StreamReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import { overrunningReading } from "../../test/support/readings.js";
 import { scanReadings, toProcessInput } from "../pipeline/received-reading.js";
 import { processBatch } from "./process-batch.js";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const WINDOW = { nowMs: NOW, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 };
-
-/**
- * A reading whose meter sample declares 1 byte but holds the tag of a double: protobuf-es reads the
- * double's 8 bytes past the sample, over the second device_id, so it decodes device "meter-oa"
- * where a reader that keeps to the declared lengths sees "meterB" last.
- */
-function overrunningReading(): Uint8Array {
-  const seconds = BigInt(Math.floor((NOW - 60_000) / 1000));
-  return new BinaryWriter()
-    .tag(1, WireType.LengthDelimited).string("x-1")
-    .tag(2, WireType.LengthDelimited).string("meter-oa")
-    .tag(3, WireType.LengthDelimited).bytes(new BinaryWriter().tag(1, WireType.Varint).int64(seconds).finish())
-    .tag(10, WireType.LengthDelimited).bytes(new Uint8Array([0x09]))
-    .tag(2, WireType.LengthDelimited).string("meterB")
-    .finish();
-}
 
 describe("processBatch", () => {
   it("refuses a reading whose full decode disagrees with the scan, and processes the others", () => {
@@ -43,7 +28,7 @@ describe("processBatch", () => {
         ],
       }),
     );
-    const bad = new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(overrunningReading()).finish();
+    const bad = new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(overrunningReading("x-1", NOW - 60_000)).finish();
     const readings = [...scanReadings(bad).readings, ...scanReadings(good).readings];
     expect(readings.map((r) => r.deviceId)).toEqual(["meterB", "meter-good"]);
 
