@@ -143,7 +143,7 @@ function decodeEntries(task: ProcessTask): { readings: (Reading | undefined)[]; 
       if (decoded.length !== 1) throw new Error(`an entry held ${decoded.length} readings`);
       reading = decoded[0]!;
     } catch (error) {
-      undecodable.push({ offset, message: `reading ${offset} of the batch is not a valid Reading: ${error instanceof Error ? error.message : String(error)}` });
+      undecodable.push({ offset, message: `it is not a valid Reading: ${error instanceof Error ? error.message : String(error)}` });
     }
     start = end;
     if (reading === undefined) {
@@ -157,7 +157,7 @@ function decodeEntries(task: ProcessTask): { readings: (Reading | undefined)[]; 
       sameTime(observedAtMs, scanned.observedAtMs[offset]!) &&
       (reading.sample.case === undefined ? 0 : KIND_CODES[reading.sample.case]) === scanned.kinds[offset];
     if (!agrees) {
-      undecodable.push({ offset, message: `reading ${offset} of the batch is malformed: its fields read differently in full (a sample overruns its length?)` });
+      undecodable.push({ offset, message: "it is malformed: its fields read differently in full (a sample overruns its length?)" });
       readings.push(undefined);
       continue;
     }
