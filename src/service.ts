@@ -239,6 +239,13 @@ async function openLiveStore(config: Config, log: Logger, history: ClickHouseCli
   const store = new RedisLiveStore({ url: config.redisUrl });
   await store.connect();
   log.info({ redis: redactUrl(config.redisUrl) }, "live store: redis");
+  const policy = await store.evictionPolicy();
+  if (policy !== undefined && policy !== "noeviction") {
+    log.warn(
+      { maxmemoryPolicy: policy },
+      "Redis may evict dedupe entries under memory pressure: a resend of an evicted event id could be stored twice. Set maxmemory-policy noeviction and size Redis for DEDUPE_WINDOW (docs/capacity.md)",
+    );
+  }
   return { store, stopRestore: async () => {} };
 }
 

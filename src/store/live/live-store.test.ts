@@ -1,6 +1,7 @@
 // One contract, two stores: the embedded store and Redis (a real redis-server on a free port)
 // must behave the same for every caller.
 import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../../../test/support/redis-server.js";
 import { compareDeviceIds, type LiveState, type LiveStateUpdate, type LiveStore } from "./live-store.js";
@@ -336,5 +337,20 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     const store = new RedisLiveStore({ url: server!.url, keyPrefix: `test-${randomUUID()}:` });
     await store.connect();
     return store;
+  });
+
+  it("reports Redis's eviction policy, so the service can warn of one that may drop ledger keys", async () => {
+    const store = new RedisLiveStore({ url: server!.url });
+    const admin = new Redis(server!.url);
+    try {
+      await store.connect();
+      expect(await store.evictionPolicy()).toBe("noeviction");
+      await admin.config("SET", "maxmemory-policy", "volatile-lru");
+      expect(await store.evictionPolicy()).toBe("volatile-lru");
+    } finally {
+      await admin.config("SET", "maxmemory-policy", "noeviction");
+      admin.disconnect();
+      await store.close();
+    }
   });
 });

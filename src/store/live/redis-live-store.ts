@@ -158,6 +158,20 @@ export class RedisLiveStore implements LiveStore {
     await this.redis.ping();
   }
 
+  /**
+   * Redis's `maxmemory-policy`, or undefined where CONFIG is not allowed (many managed services).
+   * Every ledger key has a TTL, so any policy but `noeviction` may drop one under memory pressure
+   * without moving `ledger-since`, and a resend of that id within the window would be stored again.
+   */
+  async evictionPolicy(): Promise<string | undefined> {
+    try {
+      const [, policy] = (await this.redis.config("GET", "maxmemory-policy")) as string[];
+      return policy;
+    } catch {
+      return undefined;
+    }
+  }
+
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const eventKeys = keys.map((k) => this.eventKey(k));
     const [ledgerSinceMs, ...answers] = await this.commands.claimEvents(
