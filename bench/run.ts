@@ -5,7 +5,7 @@
 // JSON.
 //   npm run bench -- --scenario throughput --json out.json
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -84,19 +84,23 @@ try {
 
   let load: LoadResult;
   let cpuBefore: number;
+  let threadsBefore = new Map<string, number>();
   let connections: Record<string, unknown> | undefined;
   if (scenario === "connections") {
     // No warm-up: the point is memory per open stream, and the idle RSS is taken before any opens.
     const rssIdle = await idleRssBytes(pid);
     cpuBefore = cpuSeconds(pid);
+    threadsBefore = threadCpuSeconds(pid);
     ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
     await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
     cpuBefore = cpuSeconds(pid);
+    threadsBefore = threadCpuSeconds(pid);
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
   }
   const cpuAfter = cpuSeconds(pid);
+  const threadsAfter = threadCpuSeconds(pid);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
@@ -134,6 +138,15 @@ try {
       // The service reads LEAN_GRPC_STREAMS from the environment the bench was started with.
       lean_grpc_streams: process.env.LEAN_GRPC_STREAMS ?? "on",
       inserts: { linger: env.INSERT_LINGER, min_rows: Number(env.MIN_ROWS_PER_INSERT) },
+      // Where the service's CPU went, by thread name (MainThread, WorkerThread for the worker pool,
+      // V8Worker for V8's background threads, MergeMutate for the engine's merges; the engine's
+      // query threads are unnamed), over the same window as service_cpu_seconds.
+      service_cpu_seconds_by_thread: Object.fromEntries(
+        [...threadsAfter]
+          .map(([name, seconds]) => [name, round(seconds - (threadsBefore.get(name) ?? 0), 2)] as const)
+          .filter(([, seconds]) => seconds >= 0.05)
+          .sort((a, b) => b[1] - a[1]),
+      ),
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
       load_generator: loadArgs.join(" "),
@@ -265,6 +278,26 @@ function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   const ticks = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
   return (Number(fields[11]) + Number(fields[12])) / ticks;
+}
+
+/**
+ * CPU seconds of the process's live threads, summed by thread name. A thread that ended in between
+ * takes its time with it, so this under-counts short-lived threads.
+ */
+function threadCpuSeconds(pid: number): Map<string, number> {
+  const ticks = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+  const byName = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) || "Unknown";
+      const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+      byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / ticks);
+    } catch {
+      // The thread ended while we read.
+    }
+  }
+  return byName;
 }
 
 /** The process's peak resident set (VmHWM). */
