@@ -29,7 +29,8 @@ export interface Rejection {
 
 export type Validated = { readonly ok: true; readonly value: HistoryRow } | { readonly ok: false; readonly rejection: Rejection };
 
-const utf8 = new TextEncoder();
+/** A string's UTF-8 size, counted without encoding it (lone surrogates count 3, as encoded). */
+const utf8Bytes = (text: string) => Buffer.byteLength(text, "utf8");
 
 export function validateReading(reading: Reading, window: TimeWindow): Validated {
   const idProblem = checkIds(reading);
@@ -118,7 +119,7 @@ export function validateReading(reading: Reading, window: TimeWindow): Validated
 
 function checkIds(reading: Reading): Rejection | undefined {
   if (reading.eventId === "") return { reason: RejectReason.MISSING_EVENT_ID, message: "event_id is empty" };
-  const eventIdBytes = utf8.encode(reading.eventId).length;
+  const eventIdBytes = utf8Bytes(reading.eventId);
   if (eventIdBytes > MAX_EVENT_ID_BYTES) {
     return {
       reason: RejectReason.EVENT_ID_TOO_LONG,
@@ -126,7 +127,7 @@ function checkIds(reading: Reading): Rejection | undefined {
     };
   }
   if (reading.deviceId === "") return { reason: RejectReason.MISSING_DEVICE_ID, message: "device_id is empty" };
-  const deviceIdBytes = utf8.encode(reading.deviceId).length;
+  const deviceIdBytes = utf8Bytes(reading.deviceId);
   if (deviceIdBytes > MAX_DEVICE_ID_BYTES) {
     return {
       reason: RejectReason.DEVICE_ID_TOO_LONG,
@@ -161,7 +162,7 @@ function checkErrorCodes(codes: readonly string[]): Rejection | undefined {
     };
   }
   for (const [i, code] of codes.entries()) {
-    const bytes = utf8.encode(code).length;
+    const bytes = utf8Bytes(code);
     if (bytes === 0 || bytes > MAX_ERROR_CODE_BYTES) {
       return {
         reason: RejectReason.INVALID_ERROR_CODES,
