@@ -86,8 +86,10 @@ describe("GetDeviceHealth", () => {
   it("answers the latest score and an hourly trend equal to a brute-force computation over raw rows", async () => {
     const now = Date.now();
     const readings: Reading[] = [];
-    // Every 7 minutes for 6 hours: heat waves and error codes make the score move.
-    for (let i = 0, at = now - 6 * HOUR; at <= now; i++, at += 7 * MINUTE) {
+    // Every 7 minutes for 6 hours, the last one now — so the hour in progress has a reading
+    // however soon after the hour the test runs: heat waves and error codes make the score move.
+    const first = now - Math.floor((6 * HOUR) / (7 * MINUTE)) * 7 * MINUTE;
+    for (let i = 0, at = first; at <= now; i++, at += 7 * MINUTE) {
       const temperature = 25 + ((i * 13) % 40);
       const codes = i % 5 === 0 ? ["E7"] : [];
       readings.push(batteryReading("unit-trend", `t-${i}`, at, 48 - (i % 4) * 0.9, temperature, codes));
