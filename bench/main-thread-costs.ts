@@ -1,13 +1,14 @@
 // Micro-benchmarks of per-reading work the service's main thread does today and cheaper forms of
 // it, on readings of the throughput bench's shape: protobuf-es decoding frames of 100 readings,
-// re-encoding batches of 2,000 for the worker, a scan for the few fields the main thread needs
-// (BinaryReader), and the structured clone of the worker's per-device live-state updates as
-// objects or with their values as JSON strings. Prints µs per reading (or update).
+// re-encoding batches of 2,000 for the worker, the service's scan for the few fields the main
+// thread needs (src/pipeline/received-reading.ts, which replaced the first two), and the
+// structured clone of the worker's per-device live-state updates as objects or with their values
+// as JSON strings. Prints µs per reading (or update).
 // Run: node --import tsx bench/main-thread-costs.ts
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { IngestReadingsRequestSchema, StreamReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { scanReadings, toProcessInput } from "../src/pipeline/received-reading.js";
 import { benchReading } from "./limit.js";
 
 const FRAMES = 2_000;
@@ -19,35 +20,6 @@ function time(name: string, units: number, run: () => void): void {
   const started = performance.now();
   for (let i = 0; i < 3; i++) run();
   console.log(`${name}: ${(((performance.now() - started) / 3 / units) * 1000).toFixed(3)} µs`);
-}
-
-/** The fields the engine reads before the worker: ids, observed time, kind; and each reading's bytes. */
-function scan(bytes: Uint8Array): number {
-  const reader = new BinaryReader(bytes);
-  let found = 0;
-  while (reader.pos < reader.len) {
-    const [field, wire] = reader.tag();
-    if (field !== 1 || wire !== WireType.LengthDelimited) {
-      reader.skip(wire, field);
-      continue;
-    }
-    const end = reader.uint32() + reader.pos;
-    while (reader.pos < end) {
-      const [f, w] = reader.tag();
-      if ((f === 1 || f === 2) && w === WireType.LengthDelimited) reader.string();
-      else if (f === 3 && w === WireType.LengthDelimited) {
-        const timestampEnd = reader.uint32() + reader.pos;
-        while (reader.pos < timestampEnd) {
-          const [tf, tw] = reader.tag();
-          if (tf === 1 && tw === WireType.Varint) reader.int64();
-          else if (tf === 2 && tw === WireType.Varint) reader.int32();
-          else reader.skip(tw, tf);
-        }
-      } else reader.skip(w, f);
-    }
-    found++;
-  }
-  return found;
 }
 
 const now = Date.now();
@@ -67,12 +39,8 @@ time("re-encode batches of 2,000 for the worker, per reading", READINGS, () => {
     toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: decoded.slice(i, i + 2_000) }));
   }
 });
-time("scan frames for ids, time and kind, and join them, per reading", READINGS, () => {
-  for (let i = 0; i < frames.length; i += 20) {
-    const batch = frames.slice(i, i + 20);
-    for (const frame of batch) scan(frame);
-    Buffer.concat(batch);
-  }
+time("scan frames for ids, time and kind, and join them for the worker (the service's own code), per reading", READINGS, () => {
+  for (let i = 0; i < frames.length; i += 20) toProcessInput(frames.slice(i, i + 20).flatMap((frame) => scanReadings(frame).readings));
 });
 
 const updates = Array.from({ length: 2_000 }, (_, i) => ({
