@@ -15,6 +15,9 @@ import { measureLimit } from "./limit.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
 import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
 
+/** Clock ticks per second, the unit of CPU times in /proc (read once, by readStat). */
+let clockTicks: number | undefined;
+
 /** A problem the user can act on: printed without a stack. */
 class BenchError extends Error {}
 
@@ -273,11 +276,18 @@ async function runLoad(args: string[], target: string, seconds: number): Promise
   return JSON.parse(out.trim().split("\n").at(-1)!) as LoadResult;
 }
 
-/** User + system CPU of a process, from /proc (clock ticks of 1/100 s on Linux). */
+/** The name and user + system CPU seconds in a /proc stat line (of a process or a thread). */
+function readStat(path: string): { name: string; cpuSeconds: number } {
+  const stat = readFileSync(path, "utf8");
+  // The name is in parentheses and may itself hold ") ": the fields follow the last one.
+  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+  clockTicks ??= Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+  return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / clockTicks };
+}
+
+/** User + system CPU of a process. */
 function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  const ticks = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
-  return (Number(fields[11]) + Number(fields[12])) / ticks;
+  return readStat(`/proc/${pid}/stat`).cpuSeconds;
 }
 
 /**
@@ -285,14 +295,11 @@ function cpuSeconds(pid: number): number {
  * takes its time with it, so this under-counts short-lived threads.
  */
 function threadCpuSeconds(pid: number): Map<string, number> {
-  const ticks = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
   const byName = new Map<string, number>();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) || "Unknown";
-      const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-      byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / ticks);
+      const { name, cpuSeconds } = readStat(`/proc/${pid}/task/${tid}/stat`);
+      byName.set(name || "Unknown", (byName.get(name || "Unknown") ?? 0) + cpuSeconds);
     } catch {
       // The thread ended while we read.
     }
