@@ -6,7 +6,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
-import { loadConfig } from "../src/config.js";
+import { loadConfig, type Config } from "../src/config.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
@@ -24,6 +24,16 @@ async function send(target: string, readings: Parameters<GrpcIngestClient["strea
     return await client.streamReadings(readings);
   } finally {
     client.close();
+  }
+}
+
+/** Rows of a history table, read through a session of its own on the service's engine. */
+async function storedRows(config: Config, table: string): Promise<number> {
+  const probe = new HistoryProbe(config);
+  try {
+    return await probe.count(table);
+  } finally {
+    await probe.close();
   }
 }
 
@@ -106,12 +116,7 @@ describe("a resend after the dedupe window", () => {
       const resent = await send(app.target, [readings]);
       expect(resent.duplicates).toBe(2n);
       expect(resent.accepted).toBe(0n);
-      const probe = new HistoryProbe(app.config);
-      try {
-        expect(await probe.count("meter_readings")).toBe(2);
-      } finally {
-        await probe.close();
-      }
+      expect(await storedRows(app.config, "meter_readings")).toBe(2);
     } finally {
       await app.service.stop();
     }
@@ -136,12 +141,7 @@ describe("a resend of an id the in-process ledger forgot to stay within LEDGER_M
       expect({ accepted: newest.accepted, duplicates: newest.duplicates }).toEqual({ accepted: 0n, duplicates: 400n });
       const fresh = Array.from({ length: 500 }, (_, i) => meterReading(`meter-l${i % 30}`, `f-${i}`, Date.now() - 1_000 + i, 0.1));
       expect((await send(app.target, [fresh])).accepted).toBe(500n);
-      const probe = new HistoryProbe(app.config);
-      try {
-        expect(await probe.count("meter_readings")).toBe(3_500);
-      } finally {
-        await probe.close();
-      }
+      expect(await storedRows(app.config, "meter_readings")).toBe(3_500);
     } finally {
       await app.service.stop();
     }
