@@ -290,7 +290,16 @@ export class IngestEngine {
       log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
     });
     await liveStore
-      .applyLiveState(processed.live.map((u) => ({ ...u, receivedAtMs, trend: u.trend as Record<string, number> | undefined })))
+      .applyLiveState(
+        processed.live.map(({ deviceId, kind, observedAtMs, values, trend }) => ({
+          deviceId,
+          kind,
+          observedAtMs,
+          receivedAtMs,
+          values,
+          trend: trend as Record<string, number> | undefined,
+        })),
+      )
       .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
     return finish();
   }

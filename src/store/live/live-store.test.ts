@@ -1,6 +1,7 @@
 // One contract, two stores: the embedded store and Redis (a real redis-server on a free port)
 // must behave the same for every caller.
 import { randomUUID } from "node:crypto";
+import fc from "fast-check";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../../../test/support/redis-server.js";
@@ -157,6 +158,29 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(await store.listDevices(expected[1], 2).then((p) => p.slice(0, 2))).toEqual(expected.slice(2, 4));
     });
 
+    it("keeps the fleet's order as devices keep appearing between pages", async () => {
+      const tag = randomUUID();
+      const ids = (suffixes: string[]) => suffixes.map((suffix) => `${tag}-${suffix}`);
+      const listed = async () => {
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (let page = await store.listDevices(after, 3); page.length > 0; page = await store.listDevices(after, 3)) {
+          seen.push(...page);
+          after = page.at(-1);
+        }
+        return seen.filter((id) => id.startsWith(tag));
+      };
+      const appear = (devices: string[]) =>
+        store.applyLiveState(devices.map((deviceId) => ({ deviceId, kind: "meter" as const, observedAtMs: 1, receivedAtMs: 1, values: {} })));
+      const first = ids(["m", "c", "x", "\u{1F600}"]);
+      await appear(first);
+      expect(await listed()).toEqual([...first].sort(compareDeviceIds));
+      // New ids land before, between and after the known ones; a known one again adds nothing.
+      const second = ids(["a", "n", "d", "\uFF5E", "z", "m"]);
+      await appear(second);
+      expect(await listed()).toEqual([...new Set([...first, ...second])].sort(compareDeviceIds));
+    });
+
     it("a subscriber sees each applied newer reading, and stops seeing them once unsubscribed", async () => {
       const d = device();
       const seen: LiveState[] = [];
@@ -208,6 +232,30 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 }
 
 contract("embedded", async () => new MemoryLiveStore());
+
+describe("compareDeviceIds", () => {
+  // Its sign must be that of comparing the UTF-8 bytes (Redis's order), which it skips where it can.
+  const sign = (n: number) => Math.sign(n);
+  const bytes = (a: string, b: string) => sign(Buffer.compare(Buffer.from(a), Buffer.from(b)));
+
+  it("orders any two strings as their UTF-8 bytes, lone surrogates included", () => {
+    // Shared prefixes, so that most pairs differ somewhere inside rather than at the first unit.
+    const unit = fc.oneof(fc.string({ unit: "binary", maxLength: 3 }), fc.constantFrom("a", "é", "\uFF5E", "\u{1F600}", "\uD83D", "\uDE00", "\uE000"));
+    const text = fc.array(unit, { maxLength: 4 }).map((parts) => parts.join(""));
+    fc.assert(
+      fc.property(text, text, text, (prefix, a, b) => {
+        expect(sign(compareDeviceIds(prefix + a, prefix + b))).toBe(bytes(prefix + a, prefix + b));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it("puts a prefix first and equal ids level", () => {
+    expect(sign(compareDeviceIds("meter-1", "meter-10"))).toBe(-1);
+    expect(compareDeviceIds("meter-1", "meter-1")).toBe(0);
+    expect(sign(compareDeviceIds("meter-\uFF5E", "meter-\u{1F600}"))).toBe(-1);
+  });
+});
 
 describe("the embedded store's dedupe window", () => {
   it("remembers a committed event for the window (to the next whole second), then forgets it", async () => {

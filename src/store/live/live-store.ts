@@ -102,8 +102,21 @@ export interface LiveStore {
   close(): Promise<void>;
 }
 
-/** Keeps only the newest update per device (ties: the later one), as the store would. */
-export function newestPerDevice(updates: readonly LiveStateUpdate[]): LiveStateUpdate[] {
+/**
+ * Keeps only the newest update per device (ties: the later one), as the store would. The worker
+ * already sends one update per device per batch, so the usual answer is `updates` itself: no copy
+ * per update on the main thread, where this runs for every reading.
+ */
+export function newestPerDevice(updates: readonly LiveStateUpdate[]): readonly LiveStateUpdate[] {
+  const devices = new Set<string>();
+  for (const update of updates) {
+    if (devices.has(update.deviceId)) return newestOfRepeated(updates);
+    devices.add(update.deviceId);
+  }
+  return updates;
+}
+
+function newestOfRepeated(updates: readonly LiveStateUpdate[]): LiveStateUpdate[] {
   const newest = new Map<string, LiveStateUpdate>();
   for (const update of updates) {
     const current = newest.get(update.deviceId);
@@ -121,5 +134,16 @@ export function newestPerDevice(updates: readonly LiveStateUpdate[]): LiveStateU
 
 /** Orders device ids as Redis orders sorted-set members of one score: by their UTF-8 bytes. */
 export function compareDeviceIds(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  // UTF-16 code units below the surrogates order as their UTF-8 bytes do, so ids compare in place
+  // up to their first difference; only a difference involving a surrogate or U+E000–U+FFFF (where
+  // the two orders part) is settled on the bytes. Encoding every pair was ~80 µs per new device.
+  const shorter = Math.min(a.length, b.length);
+  for (let i = 0; i < shorter; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x < 0xd800 && y < 0xd800) return x - y;
+    return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  }
+  return a.length - b.length;
 }

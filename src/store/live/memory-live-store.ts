@@ -66,8 +66,13 @@ export class MemoryLiveStore implements LiveStore {
   private readonly shards: LedgerShard[];
   private readonly shardMask: number;
   private readonly live = new Map<string, LiveState>();
-  /** The keys of `live`, kept sorted (UTF-8 byte order) for paging through the fleet. */
-  private readonly deviceIds: string[] = [];
+  /** The keys of `live` in UTF-8 byte order, for paging through the fleet — but for newDeviceIds. */
+  private sortedDeviceIds: string[] = [];
+  /**
+   * Devices first seen since the fleet was last paged, merged in when it next is: inserting each
+   * in place moved the whole array, so a restart restoring a large fleet took quadratic time.
+   */
+  private newDeviceIds: string[] = [];
   private readonly listeners = new Set<LiveStateListener>();
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout;
@@ -138,27 +143,23 @@ export class MemoryLiveStore implements LiveStore {
       const lastSeenMs = Math.max(update.receivedAtMs, current?.lastSeenMs ?? 0);
       let next: LiveState;
       if (current === undefined || update.observedAtMs >= current.observedAtMs) {
-        next = {
-          deviceId: update.deviceId,
-          kind: update.kind,
-          observedAtMs: update.observedAtMs,
-          lastSeenMs,
-          values: update.values,
-          ...(update.trend !== undefined ? { trend: update.trend } : {}),
-        };
+        // Literals of two fixed shapes, not a spread: this runs once per reading.
+        const { deviceId, kind, observedAtMs, values, trend } = update;
+        next = trend === undefined ? { deviceId, kind, observedAtMs, lastSeenMs, values } : { deviceId, kind, observedAtMs, lastSeenMs, values, trend };
       } else {
         if (lastSeenMs === current.lastSeenMs) continue;
         next = { ...current, lastSeenMs };
       }
-      if (current === undefined) this.insertDeviceId(update.deviceId);
+      if (current === undefined) this.newDeviceIds.push(update.deviceId);
       this.live.set(update.deviceId, next);
       for (const listener of this.listeners) listener(next);
     }
   }
 
   async listDevices(afterId: string | undefined, limit: number): Promise<string[]> {
-    const from = afterId === undefined ? 0 : this.indexAfter(afterId);
-    return this.deviceIds.slice(from, from + limit);
+    const ids = this.deviceIds();
+    const from = afterId === undefined ? 0 : indexAfter(ids, afterId);
+    return ids.slice(from, from + limit);
   }
 
   async subscribe(listener: LiveStateListener): Promise<() => void> {
@@ -172,20 +173,13 @@ export class MemoryLiveStore implements LiveStore {
     return this.listeners.size;
   }
 
-  /** The index of the first id ordered after `id`. */
-  private indexAfter(id: string): number {
-    let low = 0;
-    let high = this.deviceIds.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (compareDeviceIds(this.deviceIds[mid]!, id) <= 0) low = mid + 1;
-      else high = mid;
+  /** Every device, sorted. */
+  private deviceIds(): string[] {
+    if (this.newDeviceIds.length > 0) {
+      this.sortedDeviceIds = mergeSorted(this.sortedDeviceIds, this.newDeviceIds.sort(compareDeviceIds));
+      this.newDeviceIds = [];
     }
-    return low;
-  }
-
-  private insertDeviceId(id: string): void {
-    this.deviceIds.splice(this.indexAfter(id), 0, id);
+    return this.sortedDeviceIds;
   }
 
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
@@ -210,6 +204,30 @@ export class MemoryLiveStore implements LiveStore {
     const now = this.now();
     for (const { events } of this.shards) for (const [id, entry] of events) if (expiresAtMs(entry) <= now) events.delete(id);
   }
+}
+
+/** The index of the first of the sorted `ids` ordered after `id`. */
+function indexAfter(ids: readonly string[], id: string): number {
+  let low = 0;
+  let high = ids.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (compareDeviceIds(ids[mid]!, id) <= 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+/** Two sorted lists of distinct ids as one sorted list. */
+function mergeSorted(a: readonly string[], b: readonly string[]): string[] {
+  const merged = new Array<string>(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < a.length && j < b.length) merged[k++] = compareDeviceIds(a[i]!, b[j]!) < 0 ? a[i++]! : b[j++]!;
+  while (i < a.length) merged[k++] = a[i++]!;
+  while (j < b.length) merged[k++] = b[j++]!;
+  return merged;
 }
 
 function eventKey(key: EventKey): string {
