@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { IngestConfig } from "../config.js";
 import { eventIdentity, type DeviceKind, type RowIdentity } from "../process/history-rows.js";
+import { unpackLiveUpdates } from "../process/live-updates.js";
 import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
 import type { BatteryTrend } from "../process/scoring/battery-health.js";
 import type { StoredEventFinder } from "../store/history/stored-events.js";
@@ -290,16 +291,7 @@ export class IngestEngine {
       log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
     });
     await liveStore
-      .applyLiveState(
-        processed.live.map(({ deviceId, kind, observedAtMs, values, trend }) => ({
-          deviceId,
-          kind,
-          observedAtMs,
-          receivedAtMs,
-          values,
-          trend: trend as Record<string, number> | undefined,
-        })),
-      )
+      .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs))
       .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
     return finish();
   }

@@ -36,7 +36,7 @@ describe("processBatch", () => {
     expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("malformed") }]);
     expect(batch.rejected).toEqual([]);
     expect([...batch.tables.meter!.offsets]).toEqual([1]);
-    expect(batch.live.map((u) => u.deviceId)).toEqual(["meter-good"]);
+    expect(batch.live.deviceIds).toEqual(["meter-good"]);
   });
 
   it("refuses a reading that does not decode at all", () => {

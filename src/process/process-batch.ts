@@ -8,6 +8,7 @@ import { IngestReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/i
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import type { DeviceKind, HistoryRow } from "./history-rows.js";
 import { encodeRow, RowBinaryWriter } from "./insert-encoding.js";
+import { packLiveUpdates, type LiveUpdate, type PackedLiveUpdates } from "./live-updates.js";
 import { scoreBattery, type BatteryTrend } from "./scoring/battery-health.js";
 import { VEHICLE_SCORE_VERSION, vehicleTemperatureRisk } from "./scoring/vehicle-temperature.js";
 import { validateReading, type TimeWindow } from "./validate-reading.js";
@@ -59,23 +60,14 @@ export interface ProcessedRejection {
   readonly message: string;
 }
 
-export interface LiveUpdate {
-  readonly deviceId: string;
-  readonly kind: DeviceKind;
-  readonly observedAtMs: number;
-  readonly values: Record<string, unknown>;
-  /** A battery unit's trend after this batch. */
-  readonly trend?: BatteryTrend;
-}
-
 export interface ProcessedBatch {
   readonly count: number;
   /** Readings not processed at all: the calls that sent them are refused as malformed. */
   readonly undecodable: Undecodable[];
   readonly rejected: ProcessedRejection[];
   readonly tables: Partial<Record<DeviceKind, TablePayload>>;
-  /** The newest valid reading per device (ties: the later in the batch). */
-  readonly live: LiveUpdate[];
+  /** The newest valid reading per device (ties: the later in the batch), packed for the crossing. */
+  readonly live: PackedLiveUpdates;
 }
 
 export function processBatch(task: ProcessTask): ProcessedBatch {
@@ -120,7 +112,7 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
 
   const tables: Partial<Record<DeviceKind, TablePayload>> = {};
   for (const [kind, builder] of builders) tables[kind] = builder.finish();
-  return { count: readings.length, undecodable, rejected, tables, live: [...live.values()] };
+  return { count: readings.length, undecodable, rejected, tables, live: packLiveUpdates([...live.values()]) };
 }
 
 /**
