@@ -5,6 +5,7 @@
 // crossing of the worker's per-device live-state updates to the main thread: as objects, as JSON,
 // or packed as columns (what the service does). Prints µs per reading (or update).
 // Run: node --import tsx bench/main-thread-costs.ts
+import { MessageChannel, receiveMessageOnPort } from "node:worker_threads";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestReadingsRequestSchema, StreamReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
@@ -66,3 +67,37 @@ time("the updates as one JSON string: stringify, clone, parse, per update", n * 
 time("the updates packed as columns (the service's packLiveUpdates), cloned, unpacked, per update", n * ROUNDS, () => {
   for (let i = 0; i < ROUNDS; i++) unpackLiveUpdates(structuredClone(packLiveUpdates(updates)), now);
 });
+
+// The same crossing over a MessagePort, as between the worker and the main thread, split by side:
+// what the worker spends (packing, posting) and what the main thread spends (receiving, unpacking).
+{
+  const { port1, port2 } = new MessageChannel();
+  const sides = { objects: { worker: 0, main: 0 }, packed: { worker: 0, main: 0 } };
+  const rounds = 300;
+  for (let round = 0; round < rounds; round++) {
+    const warm = round >= 30;
+    let started = performance.now();
+    port1.postMessage(updates);
+    let posted = performance.now();
+    receiveMessageOnPort(port2);
+    let received = performance.now();
+    if (warm) {
+      sides.objects.worker += posted - started;
+      sides.objects.main += received - posted;
+    }
+    started = performance.now();
+    port1.postMessage(packLiveUpdates(updates));
+    posted = performance.now();
+    unpackLiveUpdates(receiveMessageOnPort(port2)!.message as ReturnType<typeof packLiveUpdates>, now);
+    received = performance.now();
+    if (warm) {
+      sides.packed.worker += posted - started;
+      sides.packed.main += received - posted;
+    }
+  }
+  port1.close();
+  const perUpdate = (ms: number) => (((ms / (rounds - 30)) * 1000) / n).toFixed(3);
+  for (const [form, side] of Object.entries(sides)) {
+    console.log(`live-state updates as ${form} over a MessagePort, per update: worker ${perUpdate(side.worker)} µs, main thread ${perUpdate(side.main)} µs`);
+  }
+}

@@ -1,0 +1,131 @@
+// Where the embedded engine's time goes in one statement, from its own counters: the difference in
+// system.events (the engine's cumulative ProfileEvents) across many statements of one kind, per
+// statement. chdb keeps no query_log, so this is the way to see parsing, analysis, planning,
+// pipeline building and merges apart.
+//   node --import tsx bench/engine-events.ts insert [--rows 3] [--blocks 200] [--settings "compile_expressions = 0"]
+//     small inserts like the service's (RowBinary FROM INFILE, with a dedupe token, through every
+//     materialized view), into a fresh data directory, a third each per history table;
+//   node --import tsx bench/engine-events.ts performance --data-dir DIR [--calls 300] [--settings …]
+//     GetVehiclePerformance's totals statement for linked vehicles, on a directory seeded by
+//     `npm run bench:query -- --rows N --data-dir DIR`, over the 24 h before it was seeded.
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import type { ClickHouseClient } from "@clickhouse/client";
+import { queryPerformanceTotals } from "../src/analytics/vehicle-performance.js";
+import { encodeRow, INSERT_FORMAT, RowBinaryWriter, TABLE_COLUMNS } from "../src/process/insert-encoding.js";
+import type { DeviceKind } from "../src/process/history-rows.js";
+import { openEmbeddedConnection, openHistoryClient } from "../src/store/history/clickhouse-client.js";
+import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
+import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    rows: { type: "string", default: "3" },
+    blocks: { type: "string", default: "200" },
+    calls: { type: "string", default: "300" },
+    "data-dir": { type: "string" },
+    settings: { type: "string", default: "" },
+  },
+});
+const mode = positionals[0];
+if (mode !== "insert" && mode !== "performance") {
+  console.error("usage: engine-events.ts insert|performance [options] (see the header of bench/engine-events.ts)");
+  process.exit(2);
+}
+const settings = values.settings.trim();
+
+async function engineEvents(client: ClickHouseClient): Promise<Map<string, number>> {
+  const result = await client.query({ query: "SELECT event, value FROM system.events", format: "JSONCompactEachRow" });
+  return new Map((await result.json<[string, string]>()).map(([event, value]) => [event, Number(value)]));
+}
+
+function report(label: string, times: number[], before: Map<string, number>, after: Map<string, number>): void {
+  const sorted = [...times].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.floor(q * (sorted.length - 1))]!.toFixed(2);
+  console.log(`${label}${settings ? ` (SETTINGS ${settings})` : ""}: ${times.length} statements, ms p50 ${at(0.5)} p90 ${at(0.9)} p99 ${at(0.99)}`);
+  const perStatement = [...after]
+    .map(([event, value]) => [event, (value - (before.get(event) ?? 0)) / times.length] as const)
+    .filter(([, value]) => value > 0)
+    .sort((a, b) => b[1] - a[1]);
+  console.log("engine time per statement (µs; the engine's threads overlap, so these do not add up):");
+  for (const [event, value] of perStatement.filter(([event]) => event.endsWith("Microseconds")).slice(0, 25)) {
+    console.log(`  ${event.padEnd(56)} ${value.toFixed(0)}`);
+  }
+  console.log("engine counts per statement:");
+  for (const [event, value] of perStatement.filter(([event]) => !/(Microseconds|Bytes|Chars)$/.test(event)).slice(0, 25)) {
+    console.log(`  ${event.padEnd(56)} ${value.toFixed(1)}`);
+  }
+}
+
+if (mode === "insert") {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "engine-events-"));
+  const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir });
+  await applyMigrations(history.client, await loadMigrations());
+  const lane = await openEmbeddedConnection(dataDir);
+  const rowsPerBlock = Number(values.rows);
+  let sequence = 0;
+  const block = (kind: DeviceKind): Buffer => {
+    const out = new RowBinaryWriter();
+    const now = Date.now();
+    for (let i = 0; i < rowsPerBlock; i++) {
+      const base = { device_id: `${kind}-${sequence % 20_000}`, event_id: `e-${sequence++}`, observed_at: now - i };
+      const row =
+        kind === "meter"
+          ? { ...base, kwh_consumed_ac: 1, voltage: 230, register_kwh_ac: null }
+          : kind === "vehicle"
+            ? { ...base, soc: 50, kwh_delivered_dc: 1, battery_temp: 25, register_kwh_dc: null, temp_risk: "OK", score_version: 1 }
+            : { ...base, voltage: 48, temperature: 30, error_codes: [], health_score: 90, health_level: "OK", recommendation: "none", score_version: 1 };
+      encodeRow(kind, row as never, now, out);
+    }
+    return Buffer.from(out.finish());
+  };
+  const insert = async (kind: DeviceKind): Promise<number> => {
+    const file = path.join(dataDir, `block-${randomUUID()}.bin`);
+    writeFileSync(file, block(kind));
+    const started = performance.now();
+    await lane.command({
+      query: `INSERT INTO wattstream.${HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
+              SETTINGS insert_deduplication_token = '${randomUUID()}', deduplicate_blocks_in_dependent_materialized_views = 1${settings ? `, ${settings}` : ""}
+              FORMAT ${INSERT_FORMAT}`,
+    });
+    const ms = performance.now() - started;
+    rmSync(file);
+    return ms;
+  };
+  const kinds: DeviceKind[] = ["meter", "vehicle", "battery"];
+  for (let i = 0; i < 15; i++) await insert(kinds[i % 3]!);
+  const before = await engineEvents(history.client);
+  const times: number[] = [];
+  for (let i = 0; i < Number(values.blocks); i++) times.push(await insert(kinds[i % 3]!));
+  report(`inserts of ${rowsPerBlock} rows`, times, before, await engineEvents(history.client));
+  await lane.close();
+  await history.client.close();
+  rmSync(dataDir, { recursive: true, force: true });
+} else {
+  const root = values["data-dir"];
+  if (root === undefined) throw new Error("performance needs --data-dir, a directory seeded by npm run bench:query");
+  const seed = JSON.parse(readFileSync(path.join(root, "seed.json"), "utf8")) as { seededAtMs: number };
+  const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir: path.join(root, "data") });
+  const { client } = history;
+  if (settings) for (const setting of settings.split(",")) await client.command({ query: `SET ${setting}` });
+  const links = await (await client.query({ query: "SELECT vehicle_id, meter_id FROM vehicle_meter_links FINAL", format: "JSONCompactEachRow" })).json<[string, string]>();
+  // Window edges inside a minute, so every read of the statement (raw edges and minutes) runs.
+  const fromMs = seed.seededAtMs - 86_400_000 + 1_234;
+  const toMs = seed.seededAtMs - 567;
+  const call = async (i: number): Promise<number> => {
+    const [vehicleId, meterId] = links[(i * 7_919) % links.length]!;
+    const started = performance.now();
+    await queryPerformanceTotals(client, vehicleId, fromMs, toMs, [{ meterId, fromMs, toMs }]);
+    return performance.now() - started;
+  };
+  for (let i = 0; i < 20; i++) await call(i);
+  const before = await engineEvents(client);
+  const times: number[] = [];
+  for (let i = 0; i < Number(values.calls); i++) times.push(await call(i));
+  report("GetVehiclePerformance totals", times, before, await engineEvents(client));
+  await client.close();
+}
