@@ -66,7 +66,7 @@ export class MemoryLiveStore implements LiveStore {
   private readonly shards: LedgerShard[];
   private readonly shardMask: number;
   private readonly live = new Map<string, LiveState>();
-  /** The keys of `live` in UTF-8 byte order, for paging through the fleet — but for newDeviceIds. */
+  /** The keys of `live` in UTF-8 byte order, for paging through the fleet, but those in newDeviceIds. */
   private sortedDeviceIds: string[] = [];
   /**
    * Devices first seen since the fleet was last paged, merged in when it next is: inserting each
