@@ -332,9 +332,9 @@ export class IngestEngine {
     const batteryTrends: Record<string, BatteryTrend> = {};
     if (batteryUnits.length > 0) {
       // The scorer needs each unit's trend; live state is a cache, so without it units score fresh.
-      const states = await liveStore.getLiveState(batteryUnits).catch(() => []);
-      states.forEach((state, i) => {
-        if (state?.trend !== undefined) batteryTrends[batteryUnits[i]!] = state.trend as unknown as BatteryTrend;
+      const trends = await liveStore.getTrends(batteryUnits).catch(() => []);
+      trends.forEach((trend, i) => {
+        if (trend !== undefined) batteryTrends[batteryUnits[i]!] = trend as unknown as BatteryTrend;
       });
     }
     try {

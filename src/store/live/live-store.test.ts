@@ -228,6 +228,42 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("answers undefined for a device never seen", async () => {
       expect(await store.getLiveState([device()])).toEqual([undefined]);
     });
+
+    it("answers thousands of devices at once, in the order asked, with their trends", async () => {
+      const known = Array.from({ length: 1_250 }, (_, i) => ({ deviceId: device(), voltage: 40 + (i % 10), samples: i }));
+      await store.applyLiveState(
+        known.map(({ deviceId, voltage, samples }) => ({
+          deviceId,
+          kind: "battery" as const,
+          observedAtMs: 1_000,
+          receivedAtMs: 2_000,
+          values: { voltage },
+          trend: { samples },
+        })),
+      );
+      // Known and unknown interleaved, more than one call's worth for Redis.
+      const asked = known.flatMap((k) => [k.deviceId, device()]);
+      const states = await store.getLiveState(asked);
+      expect(states).toHaveLength(asked.length);
+      states.forEach((state, i) => {
+        if (i % 2 === 1) return expect(state).toBeUndefined();
+        const { deviceId, voltage, samples } = known[i / 2]!;
+        expect(state).toEqual({ deviceId, kind: "battery", observedAtMs: 1_000, lastSeenMs: 2_000, values: { voltage }, trend: { samples } });
+      });
+      expect(await store.getTrends(asked)).toEqual(asked.map((_, i) => (i % 2 === 1 ? undefined : { samples: known[i / 2]!.samples })));
+    });
+
+    it("reads only trends as the newest reading left them, none for a device whose scorer keeps none", async () => {
+      const [unit, meter] = [device(), device()];
+      await store.applyLiveState([
+        { deviceId: unit, kind: "battery", observedAtMs: 2_000, receivedAtMs: 1, values: {}, trend: { baselineVoltage: 48.5, samples: 3 } },
+        { deviceId: meter, kind: "meter", observedAtMs: 2_000, receivedAtMs: 1, values: { voltage: 230 } },
+      ]);
+      // A backlog reading moves last_seen, not the trend.
+      await store.applyLiveState([{ deviceId: unit, kind: "battery", observedAtMs: 1_000, receivedAtMs: 5, values: {}, trend: { baselineVoltage: 40, samples: 1 } }]);
+      expect(await store.getTrends([unit, meter, device()])).toEqual([{ baselineVoltage: 48.5, samples: 3 }, undefined, undefined]);
+      expect(await store.getTrends([])).toEqual([]);
+    });
   });
 }
 

@@ -84,6 +84,11 @@ export interface LiveStore {
   /** Live state of each device, or undefined for a device never seen. */
   getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]>;
   /**
+   * Only the scorer's trend of each device, as getLiveState has it (undefined for a device never
+   * seen or whose scorer keeps none): the ingest path reads every battery unit's per batch.
+   */
+  getTrends(deviceIds: readonly string[]): Promise<(Readonly<Record<string, number>> | undefined)[]>;
+  /**
    * Ids of devices with live state, in UTF-8 byte order, each after afterId (exclusive; undefined
    * for the first), at most limit of them: page through the fleet by passing the last id back.
    */

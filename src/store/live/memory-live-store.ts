@@ -186,6 +186,10 @@ export class MemoryLiveStore implements LiveStore {
     return deviceIds.map((id) => this.live.get(id));
   }
 
+  async getTrends(deviceIds: readonly string[]): Promise<(Readonly<Record<string, number>> | undefined)[]> {
+    return deviceIds.map((id) => this.live.get(id)?.trend);
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {
