@@ -100,14 +100,14 @@ for i = 2, #KEYS do
 end
 return #KEYS - 1`;
 
-// KEYS: live-state hashes. Answers each hash's fields and values, flat (empty for a device never
-// seen). One call for a page of devices: pipelined, each HGETALL cost the client ~16 µs, and the
-// ingest path reads every battery unit's state per batch (its scorer's trend), the fleet calls
-// every device's.
+// KEYS: live-state hashes. Answers each hash's kind, observed_at, last_seen, values and trend
+// (nil where absent; observed_at nil for a device never seen). One call for a page of devices:
+// pipelined, each HGETALL cost the client ~17 µs, and the fleet calls read every device's state;
+// the values alone, without the field names, halve what the client decodes.
 const GET_LIVE_STATES = `
 local out = {}
 for i = 1, #KEYS do
-  out[i] = redis.call('HGETALL', KEYS[i])
+  out[i] = redis.call('HMGET', KEYS[i], 'kind', 'observed_at', 'last_seen', 'values', 'trend')
 end
 return out`;
 
@@ -139,7 +139,7 @@ interface LiveStoreCommands {
   commitEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   releaseEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   applyLiveState(numKeys: number, ...args: (string | number)[]): Promise<number>;
-  getLiveStates(numKeys: number, ...keys: string[]): Promise<string[][]>;
+  getLiveStates(numKeys: number, ...keys: string[]): Promise<(string | null)[][]>;
   getTrends(numKeys: number, ...keys: string[]): Promise<string[]>;
 }
 
@@ -288,18 +288,16 @@ export class RedisLiveStore implements LiveStore {
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
     if (deviceIds.length === 0) return [];
     const replies = await this.readEach(deviceIds, (keys) => this.commands.getLiveStates(keys.length, ...keys));
-    return replies.map((fields, i) => {
-      const hash: Record<string, string> = {};
-      for (let f = 0; f + 1 < fields.length; f += 2) hash[fields[f]!] = fields[f + 1]!;
-      if (hash.observed_at === undefined) return undefined;
-      return {
+    return replies.map(([kind, observedAt, lastSeen, values, trend], i): LiveState | undefined => {
+      if (observedAt == null) return undefined;
+      const state: LiveState = {
         deviceId: deviceIds[i]!,
-        kind: hash.kind as DeviceKind,
-        observedAtMs: Number(hash.observed_at),
-        lastSeenMs: Number(hash.last_seen),
-        values: JSON.parse(hash.values ?? "{}") as Record<string, unknown>,
-        ...(hash.trend !== undefined ? { trend: JSON.parse(hash.trend) as Record<string, number> } : {}),
+        kind: kind as DeviceKind,
+        observedAtMs: Number(observedAt),
+        lastSeenMs: Number(lastSeen),
+        values: JSON.parse(values ?? "{}") as Record<string, unknown>,
       };
+      return trend == null ? state : { ...state, trend: JSON.parse(trend) as Record<string, number> };
     });
   }
 
