@@ -121,6 +121,7 @@ return out`;
 
 /** Most devices one GET_LIVE_STATES or GET_TRENDS call reads, so no one script holds Redis for long. */
 const DEVICES_PER_READ = 1_000;
+const READS_IN_FLIGHT = 4;
 
 /** CLAIM_EVENTS's answers, by number. */
 const CLAIM_STATUSES: readonly ClaimStatus[] = ["claimed", "duplicate", "in_flight", "reclaimed"];
@@ -306,13 +307,26 @@ export class RedisLiveStore implements LiveStore {
     return trends.map((trend) => (trend === "" ? undefined : (JSON.parse(trend) as Record<string, number>)));
   }
 
-  /** One script call per DEVICES_PER_READ devices, their answers joined in the order asked. */
+  /**
+   * One script call per DEVICES_PER_READ devices, their answers joined in the order asked. At most
+   * READS_IN_FLIGHT calls at a time: enough to keep Redis busy while this process decodes, few
+   * enough that a whole-fleet read does not queue a long run of scripts ahead of ingest's.
+   */
   private async readEach<T>(deviceIds: readonly string[], read: (keys: string[]) => Promise<T[]>): Promise<T[]> {
-    const calls: Promise<T[]>[] = [];
+    const chunks: string[][] = [];
     for (let start = 0; start < deviceIds.length; start += DEVICES_PER_READ) {
-      calls.push(read(deviceIds.slice(start, start + DEVICES_PER_READ).map((id) => this.liveKey(id))));
+      chunks.push(deviceIds.slice(start, start + DEVICES_PER_READ).map((id) => this.liveKey(id)));
     }
-    return (await Promise.all(calls)).flat();
+    const answers: T[][] = new Array(chunks.length);
+    let next = 0;
+    const lane = async () => {
+      while (next < chunks.length) {
+        const index = next++;
+        answers[index] = await read(chunks[index]!);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, chunks.length) }, lane));
+    return answers.flat();
   }
 
   async ping(): Promise<void> {
