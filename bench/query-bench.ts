@@ -22,7 +22,8 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { seedHistory, type SeedResult } from "./query-seed.js";
-import { restoreNewestReadings } from "../src/analytics/newest-readings.js";
+import { RESTORE_SLICES, restoreNewestReadings } from "../src/analytics/newest-readings.js";
+import { loadConfig } from "../src/config.js";
 import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
@@ -105,9 +106,9 @@ try {
     try {
       await store.connect();
       const restoredDevices = await restoreNewestReadings(history.client, (updates) => store.applyLiveState(updates), {
-        sinceMs: Date.now() - 30 * 86_400_000,
-        sliceMs: 3_600_000,
-        maxSliceMs: 86_400_000,
+        // The service's default LIVE_RESTORE_WINDOW, as its own restore would use.
+        sinceMs: Date.now() - loadConfig({}).liveRestoreWindowMs,
+        ...RESTORE_SLICES,
       });
       restored = { devices: restoredDevices, ms: Math.round(performance.now() - startedRestore) };
     } finally {

@@ -11,7 +11,7 @@ import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { restoreNewestReadings } from "./analytics/newest-readings.js";
+import { RESTORE_SLICES, restoreNewestReadings } from "./analytics/newest-readings.js";
 import { FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
@@ -261,8 +261,7 @@ function restoreInBackground(store: MemoryLiveStore, config: Config, log: Logger
   const started = performance.now();
   const done = restoreNewestReadings(history, (updates) => store.applyLiveState(updates), {
     sinceMs: Date.now() - config.liveRestoreWindowMs,
-    sliceMs: 3_600_000,
-    maxSliceMs: 24 * 3_600_000,
+    ...RESTORE_SLICES,
     stopped: () => stopped,
   }).then(
     (devices) => log.info({ devices, ms: Math.round(performance.now() - started), complete: !stopped }, "live state restored from history"),

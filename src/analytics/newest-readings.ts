@@ -10,6 +10,12 @@ import type { LiveStateUpdate } from "../store/live/live-store.js";
 /** Columns every table has that live state keeps apart from a reading's values. */
 const IDENTITY_COLUMNS = new Set(["device_id", "observed_at", "received_at"]);
 
+/**
+ * How the service slices history when it restores live state: an hour first, doubling up to a
+ * day per statement.
+ */
+export const RESTORE_SLICES = { sliceMs: 3_600_000, maxSliceMs: 24 * 3_600_000 } as const;
+
 export interface RestoreOptions {
   /** How far back to look, epoch ms: devices silent since before then stay unknown. */
   readonly sinceMs: number;
