@@ -15,11 +15,12 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { queryPerformanceTotals } from "../src/analytics/vehicle-performance.js";
-import { encodeRow, INSERT_FORMAT, RowBinaryWriter, TABLE_COLUMNS } from "../src/process/insert-encoding.js";
+import { INSERT_FORMAT, TABLE_COLUMNS } from "../src/process/insert-encoding.js";
 import type { DeviceKind } from "../src/process/history-rows.js";
 import { openEmbeddedConnection, openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
 import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
+import { historyBlock } from "./history-blocks.js";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -67,25 +68,9 @@ if (mode === "insert") {
   await applyMigrations(history.client, await loadMigrations());
   const lane = await openEmbeddedConnection(dataDir);
   const rowsPerBlock = Number(values.rows);
-  let sequence = 0;
-  const block = (kind: DeviceKind): Buffer => {
-    const out = new RowBinaryWriter();
-    const now = Date.now();
-    for (let i = 0; i < rowsPerBlock; i++) {
-      const base = { device_id: `${kind}-${sequence % 20_000}`, event_id: `e-${sequence++}`, observed_at: now - i };
-      const row =
-        kind === "meter"
-          ? { ...base, kwh_consumed_ac: 1, voltage: 230, register_kwh_ac: null }
-          : kind === "vehicle"
-            ? { ...base, soc: 50, kwh_delivered_dc: 1, battery_temp: 25, register_kwh_dc: null, temp_risk: "OK", score_version: 1 }
-            : { ...base, voltage: 48, temperature: 30, error_codes: [], health_score: 90, health_level: "OK", recommendation: "none", score_version: 1 };
-      encodeRow(kind, row as never, now, out);
-    }
-    return Buffer.from(out.finish());
-  };
   const insert = async (kind: DeviceKind): Promise<number> => {
     const file = path.join(dataDir, `block-${randomUUID()}.bin`);
-    writeFileSync(file, block(kind));
+    writeFileSync(file, historyBlock(kind, rowsPerBlock));
     const started = performance.now();
     await lane.command({
       query: `INSERT INTO wattstream.${HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'

@@ -10,7 +10,7 @@ import path from "node:path";
 import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
 import { createHistorySink } from "../src/store/history/history-sink.js";
-import { encodeRow, RowBinaryWriter } from "../src/process/insert-encoding.js";
+import { historyBlock } from "./history-blocks.js";
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), "ins-ab-"));
 const a = await openHistoryClient({ url: undefined, username: "default", password: "", database: "a", dataDir });
@@ -22,17 +22,6 @@ for (const v of ["meter_hours_mv", "vehicle_hours_mv", "meter_minutes_by_time_mv
 const rowsPerBlock = Number(process.argv[2] ?? 37);
 const blocks = Number(process.argv[3] ?? 300);
 const sinks = { a: await createHistorySink(a), b: await createHistorySink(b) };
-let seq = 0;
-function block(kind: "meter" | "vehicle"): Buffer {
-  const w = new RowBinaryWriter();
-  const now = Date.now();
-  for (let i = 0; i < rowsPerBlock; i++) {
-    const base = { device_id: `${kind}-${i % 20_000}`, event_id: `e-${seq++}`, observed_at: now - i };
-    const row = kind === "meter" ? { ...base, kwh_consumed_ac: 1, voltage: 230, register_kwh_ac: null } : { ...base, soc: 50, kwh_delivered_dc: 1, battery_temp: 25, register_kwh_dc: null, temp_risk: "OK", score_version: 1 };
-    encodeRow(kind, row as never, now, w);
-  }
-  return Buffer.from(w.finish());
-}
 const times: Record<string, number[]> = { a: [], b: [] };
 for (let i = 0; i < blocks; i++) {
   const kind = i % 2 === 0 ? "meter" : "vehicle";
@@ -40,7 +29,7 @@ for (let i = 0; i < blocks; i++) {
     // The sink names tables unqualified and both clients share the engine's one session.
     await (which === "a" ? a : b).client.command({ query: `USE ${which}` });
     const t = performance.now();
-    await sinks[which].insert(kind, block(kind), randomUUID());
+    await sinks[which].insert(kind, historyBlock(kind, rowsPerBlock), randomUUID());
     times[which]!.push(performance.now() - t);
   }
 }
