@@ -27,13 +27,14 @@ import {
   type WatchLiveStateResponseSchema,
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
-import { allLiveStates, collectFleetAlerts, compareAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
+import { collectFleetAlerts, compareAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
 import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
 import { summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
 import { MAX_METER_INTERVALS, queryPerformanceTotals } from "../analytics/vehicle-performance.js";
 import type { FleetConfig } from "../config.js";
+import { allLiveStates } from "../store/live/live-pages.js";
 import type { LiveState, LiveStore } from "../store/live/live-store.js";
 import { watchLiveState } from "../store/live/live-watch.js";
 import { batteryScore, deviceLiveState, healthLevel } from "./device-live-state.js";
