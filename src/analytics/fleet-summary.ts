@@ -1,6 +1,6 @@
 // The fleet summary's distributions, from the vehicles' efficiency over the window and every
 // device's live state: efficiency buckets, battery units by latest level, online and offline.
-import type { LiveState } from "../store/live/live-store.js";
+import type { FleetSurvey } from "../store/live/live-store.js";
 import type { VehicleEfficiency } from "./fleet-efficiency.js";
 
 /** Lower bounds of the efficiency buckets: 0.1 wide from 0 to 1, then one from 1 up. */
@@ -18,11 +18,8 @@ export interface FleetDistributions {
   readonly offline: number;
 }
 
-export function summarizeFleet(
-  efficiency: readonly VehicleEfficiency[],
-  states: readonly LiveState[],
-  options: { nowMs: number; offlineAfterMs: number },
-): FleetDistributions {
+/** The distributions; survey's online count decides online and offline. */
+export function summarizeFleet(efficiency: readonly VehicleEfficiency[], survey: FleetSurvey): FleetDistributions {
   const buckets = EFFICIENCY_BUCKET_BOUNDS.map((lowerBound, i) => ({
     lowerBound,
     upperBound: EFFICIENCY_BUCKET_BOUNDS[i + 1],
@@ -37,20 +34,17 @@ export function summarizeFleet(
     buckets[bucketOf(v.ratio)]!.vehicles++;
   }
 
+  // The usual levels first, in order; any other (units not scored) after them, by name.
   const levels = new Map<string, number>(LEVELS.map((l) => [l, 0]));
-  let online = 0;
-  for (const state of states) {
-    if (options.nowMs - state.lastSeenMs <= options.offlineAfterMs) online++;
-    if (state.kind !== "battery") continue;
-    const level = typeof state.values.health_level === "string" ? state.values.health_level : "";
-    levels.set(level, (levels.get(level) ?? 0) + 1);
+  for (const [level, devices] of [...survey.batteryLevels].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    levels.set(level, (levels.get(level) ?? 0) + devices);
   }
   return {
     efficiencyBuckets: buckets,
     vehiclesWithoutEfficiency: withoutEfficiency,
     batteryLevels: [...levels].map(([level, devices]) => ({ level, devices })),
-    online,
-    offline: states.length - online,
+    online: survey.online,
+    offline: survey.devices - survey.online,
   };
 }
 

@@ -34,7 +34,7 @@ import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/veh
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
 import { MAX_METER_INTERVALS, queryPerformanceTotals } from "../analytics/vehicle-performance.js";
 import type { FleetConfig } from "../config.js";
-import { allLiveStates } from "../store/live/live-pages.js";
+import { surveyFleet } from "../store/live/live-pages.js";
 import type { LiveState, LiveStore } from "../store/live/live-store.js";
 import { watchLiveState } from "../store/live/live-watch.js";
 import { batteryScore, deviceLiveState, healthLevel } from "./device-live-state.js";
@@ -261,11 +261,11 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     // that minute — after merges, a month's part. Online and offline are judged at now.
     const endMs = Math.floor(nowMs / MINUTE_MS) * MINUTE_MS;
     const startMs = endMs - hours * HOUR_MS;
-    const [{ energy, efficiency }, states] = await storage(
-      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), allLiveStates(this.live)]),
+    const [{ energy, efficiency }, survey] = await storage(
+      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), surveyFleet(this.live, nowMs - this.config.offlineAfterMs)]),
       BOTH_STORES,
     );
-    const summary = summarizeFleet(efficiency, states, { nowMs, offlineAfterMs: this.config.offlineAfterMs });
+    const summary = summarizeFleet(efficiency, survey);
     return {
       windowStart: timestampFromMs(startMs),
       windowEnd: timestampFromMs(endMs),

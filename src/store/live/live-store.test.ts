@@ -253,6 +253,59 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(await store.getTrends(asked)).toEqual(asked.map((_, i) => (i % 2 === 1 ? undefined : { samples: known[i / 2]!.samples })));
     });
 
+    it("surveys thousands of devices: counts for all, the standing of the silent and of CRITICAL units", async () => {
+      const levels = ["OK", "WARN", "CRITICAL", undefined] as const;
+      const onlineSinceMs = 10_000;
+      // Half of them battery units, at every level and not scored; every fifth device silent.
+      const fleet = Array.from({ length: 2_600 }, (_, i) => ({
+        deviceId: device(),
+        kind: i % 3 === 0 ? ("meter" as const) : i % 6 === 1 ? ("vehicle" as const) : ("battery" as const),
+        level: levels[i % 4],
+        lastSeenMs: i % 5 === 0 ? onlineSinceMs - 1 - i : onlineSinceMs + i,
+        observedAtMs: 1_000 + i,
+      }));
+      await store.applyLiveState(
+        fleet.map(({ deviceId, kind, level, lastSeenMs, observedAtMs }) => ({
+          deviceId,
+          kind,
+          observedAtMs,
+          receivedAtMs: lastSeenMs,
+          // A meter's or vehicle's values never give it a level, whatever they hold.
+          values: level === undefined ? { voltage: 48 } : { health_level: level, health_score: 10 },
+        })),
+      );
+      // A unit that was CRITICAL and is OK since its newest reading; a backlog reading at CRITICAL after it.
+      const recovered = fleet.find((d) => d.kind === "battery" && d.level === "CRITICAL" && d.lastSeenMs >= onlineSinceMs)!;
+      const later = { deviceId: recovered.deviceId, kind: "battery" as const, receivedAtMs: recovered.lastSeenMs };
+      await store.applyLiveState([{ ...later, observedAtMs: recovered.observedAtMs + 1, values: { health_level: "OK" } }]);
+      await store.applyLiveState([{ ...later, observedAtMs: 1, values: { health_level: "CRITICAL" } }]);
+      const expected = fleet.map((d) => (d === recovered ? { ...d, level: "OK", observedAtMs: d.observedAtMs + 1 } : d));
+
+      const asked = expected.flatMap((d) => [d.deviceId, device()]);
+      const survey = await store.surveyDevices(asked, onlineSinceMs);
+      const standing = (d: (typeof expected)[number]) => ({
+        deviceId: d.deviceId,
+        kind: d.kind,
+        observedAtMs: d.observedAtMs,
+        lastSeenMs: d.lastSeenMs,
+        level: d.kind === "battery" ? (d.level ?? "") : undefined,
+      });
+      expect(survey.devices).toBe(2_600);
+      expect(survey.online).toBe(expected.filter((d) => d.lastSeenMs >= onlineSinceMs).length);
+      const batteries = expected.filter((d) => d.kind === "battery").map((d) => d.level ?? "");
+      expect(Object.fromEntries(survey.batteryLevels)).toEqual({
+        OK: batteries.filter((l) => l === "OK").length,
+        WARN: batteries.filter((l) => l === "WARN").length,
+        CRITICAL: batteries.filter((l) => l === "CRITICAL").length,
+        "": batteries.filter((l) => l === "").length,
+      });
+      expect(survey.attention).toEqual(
+        expected.filter((d) => d.lastSeenMs < onlineSinceMs || (d.kind === "battery" && d.level === "CRITICAL")).map(standing),
+      );
+      expect(survey.attention.some((s) => s.level === "CRITICAL" && s.lastSeenMs >= onlineSinceMs)).toBe(true);
+      expect(await store.surveyDevices([], onlineSinceMs)).toEqual({ devices: 0, online: 0, batteryLevels: new Map(), attention: [] });
+    });
+
     it("reads only trends as the newest reading left them, none for a device whose scorer keeps none", async () => {
       const [unit, meter] = [device(), device()];
       await store.applyLiveState([
@@ -421,6 +474,24 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     const store = new RedisLiveStore({ url: server!.url, keyPrefix: `test-${randomUUID()}:` });
     await store.connect();
     return store;
+  });
+
+  it("surveys a battery unit whose state was written before its level had a field of its own", async () => {
+    const prefix = `test-${randomUUID()}:`;
+    const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
+    const admin = new Redis(server!.url);
+    try {
+      await store.connect();
+      const values = { health_level: "CRITICAL", health_score: 12 };
+      await store.applyLiveState([{ deviceId: "old-unit", kind: "battery", observedAtMs: 5, receivedAtMs: 20, values }]);
+      expect(await admin.hdel(`${prefix}{old-unit}:live`, "level")).toBe(1);
+      const survey = await store.surveyDevices(["old-unit"], 10);
+      expect([...survey.batteryLevels]).toEqual([["CRITICAL", 1]]);
+      expect(survey.attention).toEqual([{ deviceId: "old-unit", kind: "battery", observedAtMs: 5, lastSeenMs: 20, level: "CRITICAL" }]);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
   });
 
   it("reports Redis's eviction policy, so the service can warn of one that may drop ledger keys", async () => {

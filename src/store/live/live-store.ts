@@ -62,6 +62,37 @@ export interface LiveState {
   readonly trend?: Readonly<Record<string, number>> | undefined;
 }
 
+/** What the fleet-wide calls need of one device's live state: no values, no trend. */
+export interface DeviceStanding {
+  readonly deviceId: string;
+  readonly kind: DeviceKind;
+  readonly observedAtMs: number;
+  readonly lastSeenMs: number;
+  /** A battery unit's latest health level ("" when not scored); undefined for other kinds. */
+  readonly level: string | undefined;
+}
+
+/**
+ * The fleet-wide view of a set of devices' live state: counts for all of them, and the standing of
+ * only those that need attention. Reading every device's whole state for this cost the Redis store
+ * ~4 µs per device in this process (decoding each reading's values) and ~3 µs in Redis.
+ */
+export interface FleetSurvey {
+  /** Devices with live state. */
+  readonly devices: number;
+  /** Of them, those last seen at or after the survey's onlineSinceMs. */
+  readonly online: number;
+  /** Battery units by latest health level ("" when not scored). */
+  readonly batteryLevels: ReadonlyMap<string, number>;
+  /** Devices last seen before onlineSinceMs, and battery units at CRITICAL, in the order surveyed. */
+  readonly attention: readonly DeviceStanding[];
+}
+
+/** The health level a battery unit's reading was scored at, as live state keeps it. */
+export function healthLevelOf(values: Readonly<Record<string, unknown>>): string {
+  return typeof values.health_level === "string" ? values.health_level : "";
+}
+
 /** Receives a device's live state after a change. */
 export type LiveStateListener = (state: LiveState) => void;
 
@@ -83,6 +114,8 @@ export interface LiveStore {
   applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void>;
   /** Live state of each device, or undefined for a device never seen. */
   getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]>;
+  /** The fleet-wide view of these devices (see FleetSurvey); devices never seen are not counted. */
+  surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey>;
   /**
    * Only the scorer's trend of each device, as getLiveState has it (undefined for a device never
    * seen or whose scorer keeps none): the ingest path reads every battery unit's per batch.

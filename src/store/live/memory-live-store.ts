@@ -1,9 +1,19 @@
 // The embedded live store: the LiveStore contract in this process's memory, for the one-command
 // quick start and single-process sites. Expired entries are dropped lazily and by a periodic sweep;
 // beyond its capacity the ledger forgets its oldest stored ids and says so (see forgetOldest).
-import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
+import type {
+  ClaimResult,
+  ClaimStatus,
+  DeviceStanding,
+  EventKey,
+  FleetSurvey,
+  LiveState,
+  LiveStateListener,
+  LiveStateUpdate,
+  LiveStore,
+} from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
-import { compareDeviceIds, newestPerDevice } from "./live-store.js";
+import { compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /** An event some batch is storing. */
 interface Claim {
@@ -184,6 +194,26 @@ export class MemoryLiveStore implements LiveStore {
 
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
     return deviceIds.map((id) => this.live.get(id));
+  }
+
+  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey> {
+    let devices = 0;
+    let online = 0;
+    const batteryLevels = new Map<string, number>();
+    const attention: DeviceStanding[] = [];
+    for (const id of deviceIds) {
+      const state = this.live.get(id);
+      if (state === undefined) continue;
+      devices++;
+      const level = state.kind === "battery" ? healthLevelOf(state.values) : undefined;
+      if (level !== undefined) batteryLevels.set(level, (batteryLevels.get(level) ?? 0) + 1);
+      const silent = state.lastSeenMs < onlineSinceMs;
+      if (!silent) online++;
+      if (silent || level === "CRITICAL") {
+        attention.push({ deviceId: id, kind: state.kind, observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs, level });
+      }
+    }
+    return { devices, online, batteryLevels, attention };
   }
 
   async getTrends(deviceIds: readonly string[]): Promise<(Readonly<Record<string, number>> | undefined)[]> {

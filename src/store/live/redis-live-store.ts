@@ -3,8 +3,18 @@
 // costs the client ~2 µs per id against ~16 µs per pipelined command.
 import { Redis } from "ioredis";
 import type { DeviceKind } from "../../process/history-rows.js";
-import type { ClaimResult, ClaimStatus, EventKey, LiveState, LiveStateListener, LiveStateUpdate, LiveStore } from "./live-store.js";
-import { newestPerDevice } from "./live-store.js";
+import type {
+  ClaimResult,
+  ClaimStatus,
+  DeviceStanding,
+  EventKey,
+  FleetSurvey,
+  LiveState,
+  LiveStateListener,
+  LiveStateUpdate,
+  LiveStore,
+} from "./live-store.js";
+import { healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /** The value of an event key once its reading is stored; a claim is `<token>@<lease end, ms>`. */
 const COMMITTED = "=";
@@ -60,9 +70,11 @@ return #KEYS`;
 
 // KEYS: the device set, then live-state hashes. ARGV: the change channel, then per hash device id,
 // kind, observed_at, received_at, values JSON, trend JSON (empty when the device's scorer keeps
-// none). Newest observed_at wins; last_seen only moves forward. Times stay strings end to end, so
-// epoch milliseconds never pass through a float format. Each change is published on the channel
-// as the device's whole new state, so a watcher needs no read of its own — when any service
+// none) and health level (a battery unit's; empty when not scored, or another kind). Newest
+// observed_at wins; last_seen only moves forward. Times stay strings end to end, so epoch
+// milliseconds never pass through a float format. A battery unit's level is a field of its own so
+// that surveying the fleet reads it without decoding the values. Each change is published on the
+// channel as the device's whole new state, so a watcher needs no read of its own — when any service
 // process is subscribed: with no watcher anywhere, encoding and publishing every change was ~20 %
 // of this script's time for nothing (a process subscribes while it has a watch open). (Like the hashes of
 // several devices, the device set is a key of its own slot: on Redis Cluster this script would
@@ -73,20 +85,19 @@ local channel = ARGV[1]
 local watched = redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local at = 1 + (i - 2) * 6
+  local at = 1 + (i - 2) * 7
   local id, kind, observed, received = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
-  local values, trend = ARGV[at + 5], ARGV[at + 6]
+  local values, trend, level = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
   local current = redis.call('HMGET', key, 'observed_at', 'last_seen', 'kind', 'values')
   local currentObserved = tonumber(current[1])
   local lastSeen = current[2] or '0'
   local seenLater = tonumber(received) > tonumber(lastSeen)
   if seenLater then lastSeen = received end
   if currentObserved == nil or tonumber(observed) >= currentObserved then
-    if trend ~= '' then
-      redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen, 'trend', trend)
-    else
-      redis.call('HSET', key, 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen)
-    end
+    local fields = { 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen }
+    if trend ~= '' then fields[#fields + 1] = 'trend'; fields[#fields + 1] = trend end
+    if kind == 'battery' then fields[#fields + 1] = 'level'; fields[#fields + 1] = level end
+    redis.call('HSET', key, unpack(fields))
     if currentObserved == nil then redis.call('ZADD', devices, 'NX', 0, id) end
     if watched then
       redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = kind, observed_at = observed, last_seen = lastSeen, values = values }))
@@ -99,6 +110,50 @@ for i = 2, #KEYS do
   end
 end
 return #KEYS - 1`;
+
+// KEYS: live-state hashes. ARGV: online since, epoch ms. Answers { counts, attention }: counts are
+// devices with state, those last seen at or after ARGV[1], then battery units per level as level,
+// count pairs; attention is one string, per device last seen before ARGV[1] or a battery unit at
+// CRITICAL its index in KEYS, kind, observed_at, last_seen and level (empty for other kinds), all
+// joined by commas: decoding five replies per device cost this process more than the survey saved
+// (kinds and levels are the service's own words, never holding a comma). A battery hash written
+// before the level had a field of its own has it read from its values.
+const SURVEY_DEVICES = `
+local since = tonumber(ARGV[1])
+local devices, online = 0, 0
+local levels = {}
+local attention = {}
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'kind', 'observed_at', 'last_seen', 'level')
+  if h[2] then
+    devices = devices + 1
+    local silent = tonumber(h[3] or '0') < since
+    if not silent then online = online + 1 end
+    local level = ''
+    if h[1] == 'battery' then
+      level = h[4]
+      if not level then
+        local values = cjson.decode(redis.call('HGET', KEYS[i], 'values') or '{}')
+        level = type(values.health_level) == 'string' and values.health_level or ''
+      end
+      levels[level] = (levels[level] or 0) + 1
+    end
+    if silent or (h[1] == 'battery' and level == 'CRITICAL') then
+      local n = #attention
+      attention[n + 1] = i
+      attention[n + 2] = h[1]
+      attention[n + 3] = h[2]
+      attention[n + 4] = h[3] or '0'
+      attention[n + 5] = level
+    end
+  end
+end
+local counts = { devices, online }
+for level, n in pairs(levels) do
+  counts[#counts + 1] = level
+  counts[#counts + 1] = n
+end
+return { counts, table.concat(attention, ',') }`;
 
 // KEYS: live-state hashes. Answers each hash's kind, observed_at, last_seen, values and trend
 // (nil where absent; observed_at nil for a device never seen). One call for a page of devices:
@@ -142,6 +197,7 @@ interface LiveStoreCommands {
   applyLiveState(numKeys: number, ...args: (string | number)[]): Promise<number>;
   getLiveStates(numKeys: number, ...keys: string[]): Promise<(string | null)[][]>;
   getTrends(numKeys: number, ...keys: string[]): Promise<string[]>;
+  surveyDevices(numKeys: number, ...args: (string | number)[]): Promise<[(string | number)[], string]>;
 }
 
 export interface RedisLiveStoreOptions {
@@ -176,6 +232,7 @@ export class RedisLiveStore implements LiveStore {
     this.redis.defineCommand("applyLiveState", { lua: APPLY_LIVE_STATE });
     this.redis.defineCommand("getLiveStates", { lua: GET_LIVE_STATES });
     this.redis.defineCommand("getTrends", { lua: GET_TRENDS });
+    this.redis.defineCommand("surveyDevices", { lua: SURVEY_DEVICES });
     this.commands = this.redis as unknown as LiveStoreCommands;
   }
 
@@ -228,7 +285,8 @@ export class RedisLiveStore implements LiveStore {
     if (newest.length === 0) return;
     const args: (string | number)[] = [this.devicesKey(), ...newest.map((u) => this.liveKey(u.deviceId)), this.channel()];
     for (const u of newest) {
-      args.push(u.deviceId, u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "");
+      const level = u.kind === "battery" ? healthLevelOf(u.values) : "";
+      args.push(u.deviceId, u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "", level);
     }
     await this.commands.applyLiveState(newest.length + 1, ...args);
   }
@@ -305,6 +363,36 @@ export class RedisLiveStore implements LiveStore {
   async getTrends(deviceIds: readonly string[]): Promise<(Readonly<Record<string, number>> | undefined)[]> {
     const trends = await this.readEach(deviceIds, (keys) => this.commands.getTrends(keys.length, ...keys));
     return trends.map((trend) => (trend === "" ? undefined : (JSON.parse(trend) as Record<string, number>)));
+  }
+
+  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey> {
+    // One reply per script call, in the order of the calls' chunks of deviceIds.
+    const replies = await this.readEach(deviceIds, async (keys) => [await this.commands.surveyDevices(keys.length, ...keys, onlineSinceMs)]);
+    let devices = 0;
+    let online = 0;
+    const batteryLevels = new Map<string, number>();
+    const attention: DeviceStanding[] = [];
+    replies.forEach(([counts, joined], chunk) => {
+      devices += Number(counts[0]);
+      online += Number(counts[1]);
+      for (let i = 2; i < counts.length; i += 2) {
+        const level = String(counts[i]);
+        batteryLevels.set(level, (batteryLevels.get(level) ?? 0) + Number(counts[i + 1]));
+      }
+      const first = chunk * DEVICES_PER_READ - 1; // the script's indexes count from 1
+      const standing = joined === "" ? [] : joined.split(",");
+      for (let i = 0; i < standing.length; i += 5) {
+        const kind = standing[i + 1] as DeviceKind;
+        attention.push({
+          deviceId: deviceIds[first + Number(standing[i])]!,
+          kind,
+          observedAtMs: Number(standing[i + 2]),
+          lastSeenMs: Number(standing[i + 3]),
+          level: kind === "battery" ? String(standing[i + 4]) : undefined,
+        });
+      }
+    });
+    return { devices, online, batteryLevels, attention };
   }
 
   /**
