@@ -8,6 +8,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { IngestReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema, type Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
+import { packBatteryTrends } from "../src/process/battery-trends.js";
 import { processBatch } from "../src/process/process-batch.js";
 import { scanReadings, toProcessInput } from "../src/pipeline/received-reading.js";
 import { TABLE_COLUMNS, INSERT_FORMAT } from "../src/process/insert-encoding.js";
@@ -62,7 +63,7 @@ export async function measureLimit(dataDir: string, rows: number): Promise<Limit
   const payloads: Record<DeviceKind, Uint8Array[]> = { meter: [], vehicle: [], battery: [] };
   for (let start = 0; start < frames.length; start += 50) {
     const batch = frames.slice(start, start + 50).flatMap((f) => scanReadings(f).readings);
-    const processed = processBatch({ ...toProcessInput(batch), window, receivedAtMs: now, batteryTrends: {} });
+    const processed = processBatch({ ...toProcessInput(batch), window, receivedAtMs: now, batteryTrends: packBatteryTrends([], []) });
     for (const [kind, table] of Object.entries(processed.tables)) payloads[kind as DeviceKind].push(table.payload);
   }
 

@@ -10,6 +10,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestReadingsRequestSchema, StreamReadingsRequestSchema } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { scanReadings, toProcessInput } from "../src/pipeline/received-reading.js";
+import { packBatteryTrends } from "../src/process/battery-trends.js";
 import { packLiveUpdates, unpackLiveUpdates, type LiveUpdate } from "../src/process/live-updates.js";
 import { processBatch } from "../src/process/process-batch.js";
 import { benchReading } from "./limit.js";
@@ -51,7 +52,7 @@ time("scan frames for ids, time and kind, and join them for the worker (the serv
 const batch = processBatch({
   ...toProcessInput(frames.slice(0, 20).flatMap((frame) => scanReadings(frame).readings)),
   receivedAtMs: now,
-  batteryTrends: {},
+  batteryTrends: packBatteryTrends([], []),
   window: { nowMs: now, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 },
 });
 const updates = unpackLiveUpdates(batch.live, now).map(({ receivedAtMs: _, ...update }) => update as LiveUpdate);

@@ -10,10 +10,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { IngestConfig } from "../config.js";
+import { packBatteryTrends } from "../process/battery-trends.js";
 import { eventIdentity, type DeviceKind, type RowIdentity } from "../process/history-rows.js";
 import { unpackLiveUpdates } from "../process/live-updates.js";
 import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
-import type { BatteryTrend } from "../process/scoring/battery-health.js";
 import type { StoredEventFinder } from "../store/history/stored-events.js";
 import { InsertFailedError, type TableBatcher } from "../store/history/table-batcher.js";
 import type { EventKey, LiveStore } from "../store/live/live-store.js";
@@ -329,14 +329,9 @@ export class IngestEngine {
   private async process(readings: readonly ReceivedReading[], receivedAtMs: number): Promise<ProcessedBatch> {
     const { limits, liveStore } = this.deps;
     const batteryUnits = [...new Set(readings.filter((r) => r.kind === "battery").map((r) => r.deviceId))];
-    const batteryTrends: Record<string, BatteryTrend> = {};
-    if (batteryUnits.length > 0) {
-      // The scorer needs each unit's trend; live state is a cache, so without it units score fresh.
-      const trends = await liveStore.getTrends(batteryUnits).catch(() => []);
-      trends.forEach((trend, i) => {
-        if (trend !== undefined) batteryTrends[batteryUnits[i]!] = trend as unknown as BatteryTrend;
-      });
-    }
+    // The scorer needs each unit's trend; live state is a cache, so without it units score fresh.
+    const trends = batteryUnits.length === 0 ? [] : await liveStore.getTrends(batteryUnits).catch(() => []);
+    const batteryTrends = packBatteryTrends(batteryUnits, trends);
     try {
       return await this.deps.process({
         ...toProcessInput(readings),

@@ -8,6 +8,7 @@ import { StreamReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/i
 import { ReadingSchema } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import { overrunningReading } from "../../test/support/readings.js";
 import { scanReadings, toProcessInput } from "../pipeline/received-reading.js";
+import { packBatteryTrends } from "./battery-trends.js";
 import { processBatch } from "./process-batch.js";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
@@ -32,7 +33,7 @@ describe("processBatch", () => {
     const readings = [...scanReadings(bad).readings, ...scanReadings(good).readings];
     expect(readings.map((r) => r.deviceId)).toEqual(["meterB", "meter-good"]);
 
-    const batch = processBatch({ ...toProcessInput(readings), window: WINDOW, receivedAtMs: NOW, batteryTrends: {} });
+    const batch = processBatch({ ...toProcessInput(readings), window: WINDOW, receivedAtMs: NOW, batteryTrends: packBatteryTrends([], []) });
     expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("malformed") }]);
     expect(batch.rejected).toEqual([]);
     expect([...batch.tables.meter!.offsets]).toEqual([1]);
@@ -49,7 +50,7 @@ describe("processBatch", () => {
       scanned: { deviceIds: [""], eventIds: [""], observedAtMs: Float64Array.of(NaN), kinds: Uint8Array.of(0) },
       window: WINDOW,
       receivedAtMs: NOW,
-      batteryTrends: {},
+      batteryTrends: packBatteryTrends([], []),
     });
     expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("not a valid Reading") }]);
     expect(batch.tables).toEqual({});

@@ -6,6 +6,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { IngestReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import { unpackBatteryTrends, type PackedBatteryTrends } from "./battery-trends.js";
 import type { DeviceKind, HistoryRow } from "./history-rows.js";
 import { encodeRow, RowBinaryWriter } from "./insert-encoding.js";
 import { packLiveUpdates, type LiveUpdate, type PackedLiveUpdates } from "./live-updates.js";
@@ -23,8 +24,8 @@ export interface ProcessTask {
   readonly window: TimeWindow;
   /** When the batch was received, epoch ms; stored as received_at. */
   readonly receivedAtMs: number;
-  /** Each battery unit's trend so far, by device id (units in this batch only). */
-  readonly batteryTrends: Readonly<Record<string, BatteryTrend>>;
+  /** Each battery unit's trend so far (units in this batch only, and only those with one). */
+  readonly batteryTrends: PackedBatteryTrends;
 }
 
 export interface ScannedFields {
@@ -75,7 +76,7 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
   const rejected: ProcessedRejection[] = [];
   const builders = new Map<DeviceKind, TableBuilder>();
   const live = new Map<string, LiveUpdate>();
-  const trends = new Map(Object.entries(task.batteryTrends));
+  const trends = unpackBatteryTrends(task.batteryTrends);
 
   // Battery trends move forward in observed order, so score each unit's readings oldest first.
   const validated = readings.flatMap((reading, offset) => (reading === undefined ? [] : [{ offset, result: validateReading(reading, task.window) }]));

@@ -49,7 +49,8 @@ export class ProcessPool {
   }
 
   run(task: ProcessTask): Promise<ProcessedBatch> {
-    const transferList = [task.encoded, task.entryEnds, task.scanned.observedAtMs, task.scanned.kinds].map((a) => a.buffer as ArrayBuffer);
+    const { encoded, entryEnds, scanned, batteryTrends } = task;
+    const transferList = [encoded, entryEnds, scanned.observedAtMs, scanned.kinds, batteryTrends.fields].map((a) => a.buffer as ArrayBuffer);
     return this.piscina.run(task, { transferList });
   }
 
