@@ -81,6 +81,18 @@ export class RowBinaryWriter {
     // At most 3 bytes per UTF-16 unit, plus the length prefix.
     this.reserve(value.length * 3 + 5);
     const lengthAt = this.length;
+    // Short ASCII text (ids, levels, codes: nearly every string of a row) is copied unit by unit,
+    // its length one byte: a view and a call into the encoder per string cost more than the loop.
+    if (value.length < 0x80) {
+      const { bytes } = this;
+      let i = 0;
+      for (let c; i < value.length && (c = value.charCodeAt(i)) < 0x80; i++) bytes[lengthAt + 1 + i] = c;
+      if (i === value.length) {
+        bytes[lengthAt] = i;
+        this.length = lengthAt + 1 + i;
+        return;
+      }
+    }
     // Reserve one byte for the length; move the text if the length needs more.
     const written = RowBinaryWriter.utf8.encodeInto(value, this.bytes.subarray(lengthAt + 1)).written;
     const prefix = varUIntSize(written);

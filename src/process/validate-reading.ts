@@ -30,7 +30,11 @@ export interface Rejection {
 export type Validated = { readonly ok: true; readonly value: HistoryRow } | { readonly ok: false; readonly rejection: Rejection };
 
 /** A string's UTF-8 size, counted without encoding it (lone surrogates count 3, as encoded). */
-const utf8Bytes = (text: string) => Buffer.byteLength(text, "utf8");
+/** UTF-8 bytes of text: its length when all ASCII, as ids nearly always are (a call into Buffer cost ~0.2 µs an id). */
+function utf8Bytes(text: string): number {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return Buffer.byteLength(text, "utf8");
+  return text.length;
+}
 
 export function validateReading(reading: Reading, window: TimeWindow): Validated {
   const idProblem = checkIds(reading);
