@@ -98,22 +98,30 @@ describe("GetVehiclePerformance", () => {
     expect(answer.alert?.message).toContain("80.0 %");
   });
 
-  it("raises no alert for a healthy vehicle (100 kWh AC → 90 kWh DC) over the default 24 h to now", async () => {
+  it("raises no alert for a healthy vehicle (100 kWh AC → 90 kWh DC) over the default 24 h to the last whole minute", async () => {
     const now = Date.now();
     const readings: Reading[] = [];
     for (let i = 0; i < 4; i++) {
       const at = now - 50 * MINUTE + i * 10 * MINUTE;
       readings.push(meterReading("meter-ok", `m-${i}`, at, 25), vehicleReading("ev-ok", `v-${i}`, at, 22.5));
     }
+    // Observed in the current minute: counted only once that minute has ended.
+    readings.push(meterReading("meter-ok", "m-now", now, 5), vehicleReading("ev-ok", "v-now", now, 4));
     await ingest(readings);
     await link("ev-ok", "meter-ok", now - 48 * HOUR);
 
     const answer = await fleet.getVehiclePerformance({ vehicleId: "ev-ok" });
-    expectNumbers(answer, { ac: 100, dc: 90, acCount: 4, dcCount: 4 });
-    expect(answer.efficiencyRatio).toBeCloseTo(0.9, 12);
+    const answeredBy = Date.now();
+    const end = timestampMs(answer.windowEnd!);
+    expect(end % MINUTE).toBe(0);
+    expect(end).toBeGreaterThan(now - MINUTE);
+    expect(end).toBeLessThanOrEqual(answeredBy);
+    expect(end - timestampMs(answer.windowStart!)).toBe(24 * HOUR);
+    // Unless the minute turned between sending and asking, the current minute's pair is not in.
+    const latest = now < end ? 1 : 0;
+    expectNumbers(answer, { ac: 100 + 5 * latest, dc: 90 + 4 * latest, acCount: 4 + latest, dcCount: 4 + latest });
+    expect(answer.efficiencyRatio).toBeCloseTo((90 + 4 * latest) / (100 + 5 * latest), 12);
     expect(answer.alert).toMatchObject({ kind: AlertKind.UNSPECIFIED, message: "" });
-    const start = timestampMs(answer.windowStart!);
-    expect(timestampMs(answer.windowEnd!) - start).toBe(24 * HOUR);
   });
 
   it("counts each meter only while the vehicle is linked to it when the vehicle moves chargers mid-window", async () => {
@@ -150,6 +158,15 @@ describe("GetVehiclePerformance", () => {
     expect(inA.count).toBeGreaterThan(0);
     expect(inB.count).toBeGreaterThan(0);
     expectNumbers(answer, { ac: inA.kwh + inB.kwh, dc: dc.kwh, acCount: inA.count + inB.count, dcCount: dc.count });
+
+    // A window of whole minutes reads the vehicle from its rollups alone, while the move inside a
+    // minute still splits that minute between the meters by their raw rows.
+    const wholeEnd = Math.floor(end / MINUTE) * MINUTE;
+    const whole = await fleet.getVehiclePerformance({ vehicleId: "ev-move", windowHours: 1, windowEnd: timestampFromMs(wholeEnd) });
+    const wholeA = bruteForce(sent, (s) => s.deviceId === "meter-a" && s.at >= wholeEnd - HOUR && s.at < moveAt);
+    const wholeB = bruteForce(sent, (s) => s.deviceId === "meter-b" && s.at >= moveAt && s.at < wholeEnd);
+    const wholeDc = bruteForce(sent, (s) => s.deviceId === "ev-move" && s.at >= wholeEnd - HOUR && s.at < wholeEnd);
+    expectNumbers(whole, { ac: wholeA.kwh + wholeB.kwh, dc: wholeDc.kwh, acCount: wholeA.count + wholeB.count, dcCount: wholeDc.count });
 
     // An explicit end on A's link leaves a gap in which neither meter counts.
     await link("ev-move", "meter-a", start - 2 * HOUR, start + 10 * MINUTE);

@@ -193,7 +193,9 @@ export type GetVehiclePerformanceRequest = Message<"wattstream.fleet.v1.GetVehic
   meterId?: string | undefined;
 
   /**
-   * window_end is the window's end (exclusive, UTC); unset means now.
+   * window_end is the window's end (exclusive, UTC); unset means the start of the current minute
+   * (UTC), so a reading counts once the minute it was observed in has ended, and the answer is
+   * served from the per-minute rollups alone. A window_end given is kept to the millisecond.
    *
    * @generated from field: optional google.protobuf.Timestamp window_end = 4;
    */
