@@ -256,7 +256,7 @@ async function waitForLog(service: ServiceProcess, msg: string, timeoutMs: numbe
 }
 
 interface Series {
-  stats: { p50: number; p99: number; max: number; calls: number; timed_out: number; failed: number };
+  stats: { p50: number; p90: number; p99: number; max: number; calls: number; timed_out: number; failed: number };
   errors: string[];
 }
 
@@ -285,14 +285,14 @@ async function series(calls: number, call: () => Promise<void>): Promise<Series>
   latencies.sort((a, b) => a - b);
   const at = (q: number) => (latencies.length === 0 ? 0 : latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)]!);
   return {
-    stats: { p50: round(at(0.5)), p99: round(at(0.99)), max: round(latencies.at(-1) ?? 0), calls: latencies.length, timed_out: timedOut, failed },
+    stats: { p50: round(at(0.5)), p90: round(at(0.9)), p99: round(at(0.99)), max: round(latencies.at(-1) ?? 0), calls: latencies.length, timed_out: timedOut, failed },
     errors,
   };
 }
 
 function summary(name: string, s: Series): string {
-  const { p50, p99, max, calls, timed_out, failed } = s.stats;
-  return `${name}: p50 ${p50} ms, p99 ${p99} ms, max ${max} ms over ${calls} calls (${timed_out} timed out, ${failed} failed)`;
+  const { p50, p90, p99, max, calls, timed_out, failed } = s.stats;
+  return `${name}: p50 ${p50} ms, p90 ${p90} ms, p99 ${p99} ms, max ${max} ms over ${calls} calls (${timed_out} timed out, ${failed} failed)`;
 }
 
 function round(n: number, digits = 2): number {
