@@ -253,6 +253,29 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(await store.getTrends(asked)).toEqual(asked.map((_, i) => (i % 2 === 1 ? undefined : { samples: known[i / 2]!.samples })));
     });
 
+    it("claims, commits, releases and applies batches far larger than one Redis call takes", async () => {
+      // 60,000 devices' live state with seven script arguments each overflowed the stack when
+      // passed to one call; every operation now splits a batch, and must answer as one.
+      const d = device();
+      const keys = Array.from({ length: 60_000 }, (_, i) => ({ deviceId: d, eventId: `e${i}` }));
+      const first = await store.claimEvents(keys.slice(0, 30_000), "a", LEASE_MS, WINDOW_MS);
+      expect(first.statuses.every((s) => s === "claimed")).toBe(true);
+      await store.commitEvents(keys.slice(0, 20_000), WINDOW_MS);
+      await store.releaseEvents(keys.slice(20_000, 30_000), "a");
+      const again = await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS);
+      expect(again.ledgerSinceMs).toBe(first.ledgerSinceMs);
+      expect(again.statuses).toEqual(keys.map((_, i) => (i < 20_000 ? "duplicate" : "claimed")));
+
+      const units = Array.from({ length: 60_000 }, () => device());
+      await store.applyLiveState(
+        units.map((deviceId, i) => ({ deviceId, kind: "battery" as const, observedAtMs: i, receivedAtMs: 7, values: { health_level: "OK" }, trend: { samples: i } })),
+      );
+      const states = await store.getLiveState(units);
+      expect(states.map((s) => s?.observedAtMs)).toEqual(units.map((_, i) => i));
+      expect((await store.getTrends(units)).map((t) => t?.samples)).toEqual(units.map((_, i) => i));
+      expect((await store.surveyDevices(units, 0)).batteryLevels.get("OK")).toBe(60_000);
+    });
+
     it("surveys thousands of devices: counts for all, the standing of the silent and of CRITICAL units", async () => {
       const levels = ["OK", "WARN", "CRITICAL", undefined] as const;
       const onlineSinceMs = 10_000;

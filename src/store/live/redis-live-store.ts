@@ -174,9 +174,34 @@ for i = 1, #KEYS do
 end
 return out`;
 
-/** Most devices one GET_LIVE_STATES or GET_TRENDS call reads, so no one script holds Redis for long. */
-const DEVICES_PER_READ = 1_000;
-const READS_IN_FLIGHT = 4;
+/**
+ * Most keys (or devices) one script call takes, so that no one script holds Redis for long and a
+ * call's arguments stay far below what a JavaScript spread can pass (a batch of 20,000 devices'
+ * live state, seven arguments each, overflowed the stack).
+ */
+const KEYS_PER_CALL = 1_000;
+/**
+ * Script calls of one operation in flight at a time: enough to keep Redis busy while this process
+ * encodes and decodes, few enough that a whole-fleet read does not queue a long run of scripts
+ * ahead of ingest's.
+ */
+const CALLS_IN_FLIGHT = 4;
+
+/** `call` over items KEYS_PER_CALL at a time, CALLS_IN_FLIGHT at once; its answers joined in order. */
+async function inChunks<T, A>(items: readonly T[], call: (chunk: T[]) => Promise<A[]>): Promise<A[]> {
+  const chunks: T[][] = [];
+  for (let start = 0; start < items.length; start += KEYS_PER_CALL) chunks.push(items.slice(start, start + KEYS_PER_CALL));
+  const answers: A[][] = new Array(chunks.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < chunks.length) {
+      const index = next++;
+      answers[index] = await call(chunks[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CALLS_IN_FLIGHT, chunks.length) }, lane));
+  return answers.flat();
+}
 
 /** CLAIM_EVENTS's answers, by number. */
 const CLAIM_STATUSES: readonly ClaimStatus[] = ["claimed", "duplicate", "in_flight", "reclaimed"];
@@ -257,38 +282,32 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
-    const eventKeys = keys.map((k) => this.eventKey(k));
-    const [ledgerSinceMs, ...answers] = await this.commands.claimEvents(
-      eventKeys.length + 1,
-      `${this.prefix}ledger-since`,
-      ...eventKeys,
-      token,
-      leaseMs,
-      Date.now(),
-      Math.max(leaseMs, rememberMs),
-    );
-    return { ledgerSinceMs: ledgerSinceMs!, statuses: answers.map((answer) => CLAIM_STATUSES[answer]!) };
+    const claim = (chunk: readonly EventKey[]) =>
+      this.commands.claimEvents(chunk.length + 1, `${this.prefix}ledger-since`, ...chunk.map((k) => this.eventKey(k)), token, leaseMs, Date.now(), Math.max(leaseMs, rememberMs));
+    const answers = keys.length === 0 ? [await claim([])] : await inChunks(keys, async (chunk) => [await claim(chunk)]);
+    // Every call answers the ledger's start; a later one differs only if Redis lost its data in
+    // between, and the later start is the safe one (more readings are checked against history).
+    const ledgerSinceMs = Math.max(...answers.map(([since]) => since!));
+    return { ledgerSinceMs, statuses: answers.flatMap(([, ...statuses]) => statuses.map((answer) => CLAIM_STATUSES[answer]!)) };
   }
 
   async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
-    if (keys.length === 0) return;
-    await this.commands.commitEvents(keys.length, ...keys.map((k) => this.eventKey(k)), windowMs);
+    await inChunks(keys, async (chunk) => [await this.commands.commitEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), windowMs)]);
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
-    if (keys.length === 0) return;
-    await this.commands.releaseEvents(keys.length, ...keys.map((k) => this.eventKey(k)), token);
+    await inChunks(keys, async (chunk) => [await this.commands.releaseEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), token)]);
   }
 
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
-    const newest = newestPerDevice(updates);
-    if (newest.length === 0) return;
-    const args: (string | number)[] = [this.devicesKey(), ...newest.map((u) => this.liveKey(u.deviceId)), this.channel()];
-    for (const u of newest) {
-      const level = u.kind === "battery" ? healthLevelOf(u.values) : "";
-      args.push(u.deviceId, u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "", level);
-    }
-    await this.commands.applyLiveState(newest.length + 1, ...args);
+    await inChunks(newestPerDevice(updates), async (newest) => {
+      const args: (string | number)[] = [this.devicesKey(), ...newest.map((u) => this.liveKey(u.deviceId)), this.channel()];
+      for (const u of newest) {
+        const level = u.kind === "battery" ? healthLevelOf(u.values) : "";
+        args.push(u.deviceId, u.kind, u.observedAtMs, u.receivedAtMs, JSON.stringify(u.values), u.trend ? JSON.stringify(u.trend) : "", level);
+      }
+      return [await this.commands.applyLiveState(newest.length + 1, ...args)];
+    });
   }
 
   async listDevices(afterId: string | undefined, limit: number): Promise<string[]> {
@@ -346,7 +365,7 @@ export class RedisLiveStore implements LiveStore {
 
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
     if (deviceIds.length === 0) return [];
-    const replies = await this.readEach(deviceIds, (keys) => this.commands.getLiveStates(keys.length, ...keys));
+    const replies = await inChunks(deviceIds, (ids) => this.commands.getLiveStates(ids.length, ...ids.map((id) => this.liveKey(id))));
     return replies.map(([kind, observedAt, lastSeen, values, trend], i): LiveState | undefined => {
       if (observedAt == null) return undefined;
       const state: LiveState = {
@@ -361,13 +380,16 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async getTrends(deviceIds: readonly string[]): Promise<(Readonly<Record<string, number>> | undefined)[]> {
-    const trends = await this.readEach(deviceIds, (keys) => this.commands.getTrends(keys.length, ...keys));
+    const trends = await inChunks(deviceIds, (ids) => this.commands.getTrends(ids.length, ...ids.map((id) => this.liveKey(id))));
     return trends.map((trend) => (trend === "" ? undefined : (JSON.parse(trend) as Record<string, number>)));
   }
 
   async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey> {
     // One reply per script call, in the order of the calls' chunks of deviceIds.
-    const replies = await this.readEach(deviceIds, async (keys) => [await this.commands.surveyDevices(keys.length, ...keys, onlineSinceMs)]);
+    const replies = await inChunks(deviceIds, async (ids) => {
+      const keys = ids.map((id) => this.liveKey(id));
+      return [await this.commands.surveyDevices(keys.length, ...keys, onlineSinceMs)];
+    });
     let devices = 0;
     let online = 0;
     const batteryLevels = new Map<string, number>();
@@ -379,7 +401,7 @@ export class RedisLiveStore implements LiveStore {
         const level = String(counts[i]);
         batteryLevels.set(level, (batteryLevels.get(level) ?? 0) + Number(counts[i + 1]));
       }
-      const first = chunk * DEVICES_PER_READ - 1; // the script's indexes count from 1
+      const first = chunk * KEYS_PER_CALL - 1; // the script's indexes count from 1
       const standing = joined === "" ? [] : joined.split(",");
       for (let i = 0; i < standing.length; i += 5) {
         const kind = standing[i + 1] as DeviceKind;
@@ -393,28 +415,6 @@ export class RedisLiveStore implements LiveStore {
       }
     });
     return { devices, online, batteryLevels, attention };
-  }
-
-  /**
-   * One script call per DEVICES_PER_READ devices, their answers joined in the order asked. At most
-   * READS_IN_FLIGHT calls at a time: enough to keep Redis busy while this process decodes, few
-   * enough that a whole-fleet read does not queue a long run of scripts ahead of ingest's.
-   */
-  private async readEach<T>(deviceIds: readonly string[], read: (keys: string[]) => Promise<T[]>): Promise<T[]> {
-    const chunks: string[][] = [];
-    for (let start = 0; start < deviceIds.length; start += DEVICES_PER_READ) {
-      chunks.push(deviceIds.slice(start, start + DEVICES_PER_READ).map((id) => this.liveKey(id)));
-    }
-    const answers: T[][] = new Array(chunks.length);
-    let next = 0;
-    const lane = async () => {
-      while (next < chunks.length) {
-        const index = next++;
-        answers[index] = await read(chunks[index]!);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, chunks.length) }, lane));
-    return answers.flat();
   }
 
   async ping(): Promise<void> {
