@@ -4,12 +4,13 @@
 // The whole table is held (one row per link: ~7k for the bench's fleet) and reloaded in one
 // statement when older than maxAgeMs — in the background: the call that finds the copy old is
 // answered from it, so no call but the first after a start or an invalidation waits for a load
-// (which took the slowest GetVehiclePerformance calls of a series). A link written through this
+// (a count and a read of the whole table, two statements). A link written through this
 // process invalidates the copy at once, so this process answers with its own writes right after
 // they are acknowledged. A link written by another process sharing the same ClickHouse server (or
-// by hand) is seen within maxAgeMs and one reload: that is the staleness this cache admits. The embedded engine locks its data directory
-// to one process, so there the only writer is this process and nothing is ever stale.
-// A table larger than maxLinks is not cached: each call then reads its vehicle's links.
+// by hand) is seen within maxAgeMs and one reload: that is the staleness this cache admits. The
+// embedded engine locks its data directory to one process, so there the only writer is this
+// process and nothing is ever stale. A table larger than maxLinks is not cached: each call then
+// reads its vehicle's links.
 import type { ClickHouseClient } from "@clickhouse/client";
 import { listLinksStartingBefore, listVehicleLinks, type LinkSource, type StoredLink } from "./vehicle-links.js";
 

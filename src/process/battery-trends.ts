@@ -16,7 +16,10 @@ export interface PackedBatteryTrends {
 }
 
 /** The units that have a trend, packed; units whose trend is undefined are left out. */
-export function packBatteryTrends(deviceIds: readonly string[], trends: readonly (Readonly<Record<string, unknown>> | undefined)[]): PackedBatteryTrends {
+export function packBatteryTrends(
+  deviceIds: readonly string[],
+  trends: readonly (Readonly<Record<string, unknown>> | undefined)[],
+): PackedBatteryTrends {
   const kept: string[] = [];
   const fields = new Float64Array(deviceIds.length * TREND_FIELDS.length);
   let at = 0;

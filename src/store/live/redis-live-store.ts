@@ -1,6 +1,6 @@
 // The LiveStore contract on Redis. Every key of a device carries the device id as a hash tag, so a
-// device's keys share a cluster slot; each operation is one Lua call per batch, because a call
-// costs the client ~2 µs per id against ~16 µs per pipelined command.
+// device's keys share a cluster slot; each operation is one Lua call per batch (per 1,000 keys of
+// it), because a call costs the client ~2 µs per id against ~16 µs per pipelined command.
 import { Redis } from "ioredis";
 import type { DeviceKind } from "../../process/history-rows.js";
 import type {
@@ -282,8 +282,10 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
+    const ledgerSince = `${this.prefix}ledger-since`;
+    const remember = Math.max(leaseMs, rememberMs);
     const claim = (chunk: readonly EventKey[]) =>
-      this.commands.claimEvents(chunk.length + 1, `${this.prefix}ledger-since`, ...chunk.map((k) => this.eventKey(k)), token, leaseMs, Date.now(), Math.max(leaseMs, rememberMs));
+      this.commands.claimEvents(chunk.length + 1, ledgerSince, ...chunk.map((k) => this.eventKey(k)), token, leaseMs, Date.now(), remember);
     const answers = keys.length === 0 ? [await claim([])] : await inChunks(keys, async (chunk) => [await claim(chunk)]);
     // Every call answers the ledger's start; a later one differs only if Redis lost its data in
     // between, and the later start is the safe one (more readings are checked against history).
