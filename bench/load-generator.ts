@@ -70,6 +70,7 @@ let duplicates = 0;
 let rejected = 0;
 let errors = 0;
 const started = performance.now();
+const cpuAtStart = process.cpuUsage();
 await Promise.all(
   Array.from({ length: streams }, async () => {
     while (Date.now() < deadline) {
@@ -88,6 +89,7 @@ await Promise.all(
   }),
 );
 const elapsedS = (performance.now() - started) / 1000;
+const cpu = process.cpuUsage(cpuAtStart);
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
 client.close();
@@ -100,6 +102,8 @@ console.log(
     errors,
     elapsed_s: elapsedS,
     readings_per_second: accepted / elapsedS,
+    // This process's own CPU over the run: it shares the machine with the service.
+    cpu_seconds: (cpu.user + cpu.system) / 1e6,
     call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
   }),
 );

@@ -87,6 +87,7 @@ try {
 
   let load: LoadResult;
   let cpuBefore: number;
+  let redisCpuBefore: number | undefined;
   let threadsBefore = new Map<string, number>();
   let connections: Record<string, unknown> | undefined;
   if (scenario === "connections") {
@@ -100,9 +101,11 @@ try {
     await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
     cpuBefore = cpuSeconds(pid);
     threadsBefore = threadCpuSeconds(pid);
+    redisCpuBefore = redis?.pid === undefined ? undefined : cpuSeconds(redis.pid);
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
   }
   const cpuAfter = cpuSeconds(pid);
+  const redisCpu = redisCpuBefore === undefined || redis?.pid === undefined ? undefined : cpuSeconds(redis.pid) - redisCpuBefore;
   const threadsAfter = threadCpuSeconds(pid);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
@@ -150,6 +153,10 @@ try {
           .filter(([, seconds]) => seconds >= 0.05)
           .sort((a, b) => b[1] - a[1]),
       ),
+      // The rest of the machine's CPU over the same window, where measured: the load generator's
+      // own (throughput) and redis-server's.
+      load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
+      redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
       load_generator: loadArgs.join(" "),
@@ -171,6 +178,8 @@ interface LoadResult {
   elapsed_s: number;
   readings_per_second: number;
   call_latency_ms: { p50: number; p99: number; max: number };
+  /** The load generator's own CPU, when it reports it. */
+  cpu_seconds?: number;
 }
 
 /** The service's RSS with nothing connected: the median of three samples a second apart. */

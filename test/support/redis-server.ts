@@ -9,6 +9,8 @@ import { Redis } from "ioredis";
 export interface RedisServer {
   readonly url: string;
   readonly port: number;
+  /** The running server's process id (it changes with a restart). */
+  readonly pid: number | undefined;
   /**
    * Kills the server (SIGKILL: nothing is saved, and it runs without persistence anyway) and starts
    * a new one on the same port: clients reconnect to the same URL and find an empty Redis.
@@ -48,6 +50,9 @@ export async function startRedisServer(port?: number): Promise<RedisServer> {
   return {
     url,
     port: chosenPort,
+    get pid() {
+      return child.pid;
+    },
     async restart() {
       await kill(child);
       child = await spawnServer();
