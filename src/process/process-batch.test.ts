@@ -6,10 +6,12 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { StreamReadingsRequestSchema } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
-import { overrunningReading } from "../../test/support/readings.js";
+import { batteryReading, meterReading, overrunningReading } from "../../test/support/readings.js";
 import { scanReadings, toProcessInput } from "../pipeline/received-reading.js";
 import { packBatteryTrends } from "./battery-trends.js";
+import { unpackLiveUpdates } from "./live-updates.js";
 import { processBatch } from "./process-batch.js";
+import { scoreBattery } from "./scoring/battery-health.js";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const WINDOW = { nowMs: NOW, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 };
@@ -54,5 +56,35 @@ describe("processBatch", () => {
     });
     expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("not a valid Reading") }]);
     expect(batch.tables).toEqual({});
+  });
+
+  it("scores a unit's readings in observed order whatever order they came in, and keeps each device's newest", () => {
+    const at = (minutes: number) => NOW - 60 * 60_000 + minutes * 60_000;
+    // [minute, voltage, temperature, codes]: a unit's readings out of order, meters between them.
+    const unit: [number, number, number, string[]][] = [
+      [30, 46.1, 52, ["E7"]],
+      [10, 48.4, 30, []],
+      [40, 45.0, 58, ["E7", "E9"]],
+      [20, 47.2, 47, ["E7"]],
+    ];
+    const sent = [
+      meterReading("meter-1", "m-2", at(25), 0.5),
+      ...unit.map(([minute, voltage, temperature, codes], i) => batteryReading("bbu-1", `b-${i}`, at(minute), voltage, temperature, codes)),
+      meterReading("meter-1", "m-1", at(5), 0.4),
+    ];
+    const frame = toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings: sent }));
+    const batch = processBatch({ ...toProcessInput(scanReadings(frame).readings), window: WINDOW, receivedAtMs: NOW, batteryTrends: packBatteryTrends([], []) });
+    expect(batch.rejected).toEqual([]);
+
+    // The scorer fed the unit's readings oldest first, by hand.
+    let expected;
+    for (const [minute, voltage, temperature, errorCodes] of [...unit].sort((a, b) => a[0] - b[0])) {
+      expected = scoreBattery({ voltage, temperature, errorCodes, observedAtMs: at(minute) }, expected?.trend);
+    }
+    const live = new Map(unpackLiveUpdates(batch.live, NOW).map((u) => [u.deviceId, u]));
+    expect(live.get("bbu-1")).toMatchObject({ observedAtMs: at(40), values: { health_score: expected!.score }, trend: expected!.trend });
+    expect(live.get("meter-1")).toMatchObject({ observedAtMs: at(25), values: { event_id: "m-2" } });
+    expect([...batch.tables.battery!.offsets].sort()).toEqual([1, 2, 3, 4]);
+    expect([...batch.tables.meter!.offsets].sort()).toEqual([0, 5]);
   });
 });

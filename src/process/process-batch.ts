@@ -78,18 +78,20 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
   const live = new Map<string, LiveUpdate>();
   const trends = unpackBatteryTrends(task.batteryTrends);
 
-  // Battery trends move forward in observed order, so score each unit's readings oldest first.
-  const validated = readings.flatMap((reading, offset) => (reading === undefined ? [] : [{ offset, result: validateReading(reading, task.window) }]));
-  const order = validated
-    .filter((v) => v.result.ok)
-    .sort((a, b) => observedAt(a.result) - observedAt(b.result) || a.offset - b.offset);
-  for (const { offset, result } of validated) {
+  // Battery trends move forward in observed order, so each unit's readings are scored oldest
+  // first; other kinds need no order (live state keeps the newest by observed_at either way), and
+  // sorting every reading of a batch cost the worker more than scoring the batteries.
+  const valid: { offset: number; value: HistoryRow }[] = [];
+  const batteries: { offset: number; value: HistoryRow }[] = [];
+  readings.forEach((reading, offset) => {
+    if (reading === undefined) return;
+    const result = validateReading(reading, task.window);
     if (!result.ok) rejected.push({ offset, reason: result.rejection.reason, message: result.rejection.message });
-  }
+    else (result.value.kind === "battery" ? batteries : valid).push({ offset, value: result.value });
+  });
+  batteries.sort((a, b) => a.value.row.observed_at - b.value.row.observed_at || a.offset - b.offset);
 
-  for (const { offset, result } of order) {
-    if (!result.ok) continue;
-    const value = result.value;
+  for (const { offset, value } of valid.concat(batteries)) {
     const scored = score(value, trends);
     let builder = builders.get(value.kind);
     if (builder === undefined) builders.set(value.kind, (builder = new TableBuilder()));
@@ -161,10 +163,6 @@ function decodeEntries(task: ProcessTask): { readings: (Reading | undefined)[]; 
 
 function sameTime(a: number, b: number): boolean {
   return a === b || (Number.isNaN(a) && Number.isNaN(b));
-}
-
-function observedAt(result: ReturnType<typeof validateReading>): number {
-  return result.ok ? result.value.row.observed_at : 0;
 }
 
 /** Adds the derived columns: a battery's health score, a vehicle's temperature risk. */
