@@ -192,13 +192,18 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
       stopping ??= (async () => {
         log.info({ graceMs: config.server.shutdownGraceMs }, "shutting down: finishing in-flight calls");
         // Calls still running when the grace period ends are cancelled (their devices resend).
-        await listener.close(config.server.shutdownGraceMs);
-        await Promise.all(Object.values(batchers).map((b) => b.drain()));
-        await pool.close();
-        await stopRestore();
-        await realSink.close();
-        await liveStore.close();
-        await history.client.close();
+        // Each stage is logged at debug, so a shutdown that stalls says what it waits for.
+        const stage = async (name: string, step: () => Promise<void>) => {
+          await step();
+          log.debug({ stage: name }, "shutting down: stage done");
+        };
+        await stage("calls finished", () => listener.close(config.server.shutdownGraceMs));
+        await stage("inserts drained", async () => void (await Promise.all(Object.values(batchers).map((b) => b.drain()))));
+        await stage("workers stopped", () => pool.close());
+        await stage("live state restore stopped", stopRestore);
+        await stage("history sink closed", () => realSink.close());
+        await stage("live store closed", () => liveStore.close());
+        await stage("history client closed", () => history.client.close());
         authenticator?.stop();
         log.info("stopped");
       })();

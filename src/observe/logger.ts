@@ -1,12 +1,14 @@
 // Structured JSON logs on stdout, one object per line, for whatever collects the container's output.
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger } from "pino";
 import type { LogLevel } from "../config.js";
 
-export function createLogger(level: LogLevel): Logger {
-  return pino({
+/** A logger writing to stdout, or to `destination` (tests keep the lines to show them on failure). */
+export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { service: "wattstream" },
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-  });
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }

@@ -7,8 +7,8 @@ import path from "node:path";
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
 import { createChdbConnection } from "chdb/connection";
 import { loadConfig, type Config } from "../../src/config.js";
-import { createLogger } from "../../src/observe/logger.js";
 import { startService, type RunningService, type ServiceFaults } from "../../src/service.js";
+import { createTestLogger } from "./service-log.js";
 
 export interface TestService {
   readonly config: Config;
@@ -32,7 +32,7 @@ export function testEnv(extra: Record<string, string> = {}): Record<string, stri
 
 export async function startTestService(env: Record<string, string> = testEnv(), faults: ServiceFaults = {}): Promise<TestService> {
   const config = loadConfig(env);
-  const service = await startService(config, createLogger(config.logLevel), faults);
+  const service = await startService(config, createTestLogger(config.logLevel), faults);
   return { config, service, baseUrl: `http://127.0.0.1:${service.port}`, target: `127.0.0.1:${service.port}` };
 }
 
