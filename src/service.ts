@@ -90,7 +90,11 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     insertTimeoutMs: inserts.timeoutMs,
     maxAttempts: inserts.maxAttempts,
   };
-  const batcher = (kind: DeviceKind) => new TableBatcher(kind, sink, batcherOptions, (record) => metrics.recordFlush(record));
+  const batcher = (kind: DeviceKind) =>
+    new TableBatcher(kind, sink, batcherOptions, (record) => {
+      metrics.recordFlush(record);
+      log.debug(record, "insert attempt");
+    });
   const batchers = { meter: batcher("meter"), vehicle: batcher("vehicle"), battery: batcher("battery") };
   const pool = new ProcessPool(workers);
   const engine = new IngestEngine({
