@@ -80,7 +80,10 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
 
   const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
   const metrics = new IngestMetrics();
-  const realSink = await createHistorySink(history);
+  const realSink = await createHistorySink(history, {
+    onLaneReplaced: (kind) =>
+      log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
+  });
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
   const { inserts, workers } = config.ingest;
   const batcherOptions = {

@@ -37,7 +37,15 @@ const SPOOL_PREFIX = "wattstream-spool-";
 /** insert_deduplication_token values this sink writes (UUIDs); a spool file's name carries one. */
 const TOKEN_PATTERN = /^[0-9a-f-]{36}$/;
 
-export async function createHistorySink(history: HistoryClient): Promise<OpenHistorySink> {
+export interface HistorySinkOptions {
+  /**
+   * Called when an embedded insert finds the table's previous insert still running (it outlived
+   * its timeout) and is sent on a new connection instead.
+   */
+  readonly onLaneReplaced?: (kind: DeviceKind) => void;
+}
+
+export async function createHistorySink(history: HistoryClient, options: HistorySinkOptions = {}): Promise<OpenHistorySink> {
   const { client, database } = history;
   if (!history.embedded) {
     return {
@@ -63,11 +71,9 @@ export async function createHistorySink(history: HistoryClient): Promise<OpenHis
   // One connection per table: a connection runs one statement at a time, so on a shared one an
   // acknowledgement waited for the other tables' inserts (and their views) as well as its own.
   // Measured with the fleet load: the third table's insert took ~3× its own time.
-  const lanes: Record<DeviceKind, ClickHouseClient> = {
-    meter: await openEmbeddedConnection(dataDir),
-    vehicle: await openEmbeddedConnection(dataDir),
-    battery: await openEmbeddedConnection(dataDir),
-  };
+  const connect = () => openEmbeddedConnection(dataDir);
+  const lane = async (kind: DeviceKind) => new InsertLane(await connect(), connect, () => options.onLaneReplaced?.(kind));
+  const lanes: Record<DeviceKind, InsertLane> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
   return {
     async insert(kind, payload, token) {
       // Named for the table and the token, so that a process started after this one dies can
@@ -79,7 +85,7 @@ export async function createHistorySink(history: HistoryClient): Promise<OpenHis
       await writeFile(path.join(spool, `${name}.part`), payload);
       await rename(path.join(spool, `${name}.part`), file);
       try {
-        await lanes[kind].command({ query: insertFromFile(database, kind, file, token) });
+        await lanes[kind].run(insertFromFile(database, kind, file, token));
       } finally {
         await rm(file, { force: true });
       }
@@ -89,6 +95,54 @@ export async function createHistorySink(history: HistoryClient): Promise<OpenHis
       rmSync(spool, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One table's connection to the embedded engine, for its inserts. The table batcher sends one
+ * insert at a time, so an insert that finds the previous one still running comes after a timeout:
+ * it goes to a new connection, which from then on is the lane's. On the old one it would queue
+ * behind the statement that timed out — and the engine has been seen (rarely, under load: a
+ * one-row insert in CI, another in a local loop) to leave an insert that never returns, which
+ * held every later insert of its table with it. A connection left behind is closed when its
+ * statement returns, if it ever does.
+ */
+export class InsertLane {
+  private current: ClickHouseClient;
+  private readonly running = new Map<ClickHouseClient, number>();
+  private closed = false;
+
+  constructor(
+    first: ClickHouseClient,
+    private readonly connect: () => Promise<ClickHouseClient>,
+    private readonly onReplaced: () => void = () => {},
+  ) {
+    this.current = first;
+  }
+
+  async run(query: string): Promise<void> {
+    if ((this.running.get(this.current) ?? 0) > 0) {
+      this.current = await this.connect();
+      this.onReplaced();
+    }
+    const client = this.current;
+    this.running.set(client, (this.running.get(client) ?? 0) + 1);
+    try {
+      await client.command({ query });
+    } finally {
+      const left = this.running.get(client)! - 1;
+      if (left > 0) this.running.set(client, left);
+      else {
+        this.running.delete(client);
+        if (client !== this.current || this.closed) await client.close();
+      }
+    }
+  }
+
+  /** Closes the lane's connection; one left behind with a statement running closes when it returns. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (!this.running.has(this.current)) await this.current.close();
+  }
 }
 
 /**

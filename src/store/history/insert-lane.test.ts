@@ -1,0 +1,104 @@
+// An insert lane when the engine does not answer: a statement held by a real FIFO (its INFILE
+// blocks until something writes to the pipe) stands in for an insert the engine never returns.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { ClickHouseClient } from "@clickhouse/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openEmbeddedConnection } from "./clickhouse-client.js";
+import { InsertLane } from "./history-sink.js";
+
+const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-lane-"));
+let reader: ClickHouseClient;
+
+beforeAll(async () => {
+  reader = await openEmbeddedConnection(dataDir);
+  await reader.command({ query: "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x" });
+});
+afterAll(async () => {
+  await reader.close();
+});
+
+/** A pipe an INSERT … FROM INFILE waits on, and the row that releases it. */
+function heldInsert(name: string, row: number): { query: string; release: () => Promise<void> } {
+  const fifo = path.join(dataDir, `${name}.pipe`);
+  execFileSync("mkfifo", [fifo]);
+  return {
+    query: `INSERT INTO t FROM INFILE '${fifo}' FORMAT RowBinary`,
+    release: async () => {
+      const pipe = await open(fifo, "w");
+      const bytes = Buffer.alloc(4);
+      bytes.writeUInt32LE(row);
+      await pipe.write(bytes);
+      await pipe.close();
+    },
+  };
+}
+
+/** The promise's state a moment from now: its value, or "pending". */
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | "pending"> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<"pending">((resolve) => (timer = setTimeout(() => resolve("pending"), ms)));
+  try {
+    return await Promise.race([promise, pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function rows(): Promise<number[]> {
+  const result = await reader.query({ query: "SELECT x FROM t ORDER BY x", format: "JSONEachRow" });
+  return (await result.json<{ x: number }>()).map((r) => r.x);
+}
+
+describe("an insert lane", () => {
+  it("on one connection, a statement waits behind one that does not return (why the lane moves on)", async () => {
+    const connection = await openEmbeddedConnection(dataDir);
+    const held = heldInsert("control", 1);
+    const first = connection.command({ query: held.query });
+    const second = connection.command({ query: "INSERT INTO t VALUES (2)" }).then(() => "done");
+    expect(await settledWithin(second, 1_000)).toBe("pending");
+    await held.release();
+    await first;
+    expect(await second).toBe("done");
+    await connection.close();
+    expect(await rows()).toEqual([1, 2]);
+    await reader.command({ query: "TRUNCATE TABLE t" });
+  });
+
+  it("sends an insert that finds the previous one still running on a new connection, and closes the old one when it returns", async () => {
+    const closed: string[] = [];
+    let opened = 0;
+    const connect = async () => {
+      const client = await openEmbeddedConnection(dataDir);
+      const name = `connection ${++opened}`;
+      const close = client.close.bind(client);
+      client.close = async () => {
+        closed.push(name);
+        await close();
+      };
+      return client;
+    };
+    let replaced = 0;
+    const lane = new InsertLane(await connect(), connect, () => replaced++);
+
+    const held = heldInsert("lane", 10);
+    const stuck = lane.run(held.query).then(() => "returned");
+    // The batcher's retry (or its next block) after the insert above timed out.
+    expect(await settledWithin(lane.run("INSERT INTO t VALUES (20)").then(() => "stored"), 10_000)).toBe("stored");
+    expect({ opened, replaced, closed }).toEqual({ opened: 2, replaced: 1, closed: [] });
+    expect(await settledWithin(stuck, 100)).toBe("pending");
+    // Later inserts stay on the new connection while it is free.
+    await lane.run("INSERT INTO t VALUES (30)");
+    expect(opened).toBe(2);
+
+    await held.release();
+    expect(await stuck).toBe("returned");
+    expect(closed).toEqual(["connection 1"]);
+    await lane.close();
+    expect(closed).toEqual(["connection 1", "connection 2"]);
+    expect(await rows()).toEqual([10, 20, 30]);
+  });
+});
