@@ -205,7 +205,9 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           log.debug({ stage: name }, "shutting down: stage done");
         };
         await stage("calls finished", () => listener.close(config.server.shutdownGraceMs));
-        await stage("inserts drained", async () => void (await Promise.all(Object.values(batchers).map((b) => b.drain()))));
+        await stage("inserts drained", async () => {
+          await Promise.all(Object.values(batchers).map((b) => b.drain()));
+        });
         await stage("workers stopped", () => pool.close());
         await stage("live state restore stopped", stopRestore);
         await stage("history sink closed", () => realSink.close());
