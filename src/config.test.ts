@@ -165,6 +165,16 @@ describe("EFFICIENCY_ALERT_THRESHOLD", () => {
   });
 });
 
+describe("BATTERY_FALL_ALERT_POINTS", () => {
+  it("defaults to 20 points and takes a whole number from 1 to 100", () => {
+    expect(loadConfig({}).fleet.batteryFallAlertPoints).toBe(20);
+    expect(loadConfig({ BATTERY_FALL_ALERT_POINTS: "35" }).fleet.batteryFallAlertPoints).toBe(35);
+    for (const bad of ["0", "101", "12.5", "many"]) {
+      expect(configError({ BATTERY_FALL_ALERT_POINTS: bad }).message).toContain("BATTERY_FALL_ALERT_POINTS");
+    }
+  });
+});
+
 describe("OFFLINE_AFTER", () => {
   it("defaults to 15 minutes and takes a duration", () => {
     expect(loadConfig({}).fleet.offlineAfterMs).toBe(15 * 60_000);

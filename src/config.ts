@@ -62,6 +62,8 @@ export interface FleetConfig {
   readonly efficiencyAlertThreshold: number;
   /** A device not seen for longer than this is offline, in ms. */
   readonly offlineAfterMs: number;
+  /** ListAlerts alerts BATTERY_FALLING when a unit's score is this many points below its highest in the window. */
+  readonly batteryFallAlertPoints: number;
   /** How old the in-process copy of vehicle–meter links may get (links another process wrote), in ms. */
   readonly linkCacheMaxAgeMs: number;
 }
@@ -210,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
     fleet: {
       efficiencyAlertThreshold: read.decimal("EFFICIENCY_ALERT_THRESHOLD", 0.85, 0, 1),
       offlineAfterMs: read.duration("OFFLINE_AFTER", "15m", MAX_HORIZON_MS),
+      batteryFallAlertPoints: read.integer("BATTERY_FALL_ALERT_POINTS", 20, 1, 100),
       linkCacheMaxAgeMs: read.duration("LINK_CACHE_MAX_AGE", "5s"),
     },
     auth: {

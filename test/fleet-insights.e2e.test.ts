@@ -220,6 +220,11 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
       }
       readings.push(meterReading("meter-low", "before-window", now - 30 * HOUR, 100));
       readings.push(...hot("unit-crit", now - 10 * MINUTE), batteryReading("unit-ok", "ok-1", now - MINUTE, 48, 25));
+      // Three healthy readings, then one hot, sagging and with an error code: unit-fall drops from
+      // 100 to 50 (WARN), unit-dip only to 85 — under the 20 points that make a fall.
+      const healthy = (id: string) => [0, 1, 2].map((i) => batteryReading(id, `${id}-${i}`, now - (40 - 4 * i) * MINUTE, 48, 25));
+      readings.push(...healthy("unit-fall"), batteryReading("unit-fall", "unit-fall-3", now - 28 * MINUTE, 46.5, 55, ["E3"]));
+      readings.push(...healthy("unit-dip"), batteryReading("unit-dip", "unit-dip-3", now - 28 * MINUTE, 48, 45));
       await send(readings);
     });
     afterAll(async () => {
@@ -267,6 +272,13 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
       }
       const latest = new Map<string, Raw>();
       for (const r of batteries) if ((latest.get(r.device)?.at ?? -Infinity) < r.at) latest.set(r.device, r);
+      // Falling: not CRITICAL, and 20 points or more below the highest score since the window's first hour began.
+      const fromHour = Math.floor(start / HOUR) * HOUR;
+      const falling = new Map<string, { peak: number; latest: Raw }>();
+      for (const [device, newest] of latest) {
+        const peak = Math.max(...batteries.filter((r) => r.device === device && r.at >= fromHour).map((r) => r.value));
+        if (newest.level !== "CRITICAL" && peak - newest.value >= 20) falling.set(device, { peak, latest: newest });
+      }
       const lastSeen = new Map<string, number>();
       for (const r of [...meters, ...vehicles, ...batteries]) lastSeen.set(r.device, Math.max(lastSeen.get(r.device) ?? 0, r.received));
       return {
@@ -274,6 +286,7 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
         dc: sum(vehicles.filter(inWindow)),
         ratios,
         latest,
+        falling,
         lastSeen,
         offline: [...lastSeen].filter(([, seen]) => asOf - seen > OFFLINE_AFTER_MS).map(([device, seen]) => ({ device, seen })),
       };
@@ -310,6 +323,7 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
       const want = [
         ...[...expected.ratios].filter(([, r]) => r !== undefined && r < 0.85).map(([d]) => `LOW_EFFICIENCY ${d}`),
         ...[...expected.latest.values()].filter((r) => r.level === "CRITICAL").map((r) => `BATTERY_CRITICAL ${r.device}`),
+        ...[...expected.falling.keys()].map((device) => `BATTERY_FALLING ${device}`),
         ...offline.map((device) => `DEVICE_OFFLINE ${device}`),
       ];
       expect(alerts.map(key).sort()).toEqual(want.sort());
@@ -319,6 +333,7 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
           "LOW_EFFICIENCY ev-edge",
           "BATTERY_CRITICAL unit-crit",
           "BATTERY_CRITICAL unit-old-crit",
+          "BATTERY_FALLING unit-fall",
           "DEVICE_OFFLINE meter-old",
           "DEVICE_OFFLINE unit-old-crit",
         ].sort(),
@@ -334,6 +349,11 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
         if (a.kind === AlertKind.BATTERY_CRITICAL) {
           expect(timestampMs(a.detectedAt!)).toBe(expected.latest.get(a.deviceId)!.at);
           expect(a.message).toContain("CRITICAL");
+        }
+        if (a.kind === AlertKind.BATTERY_FALLING) {
+          const { peak, latest } = expected.falling.get(a.deviceId)!;
+          expect(timestampMs(a.detectedAt!)).toBe(latest.at);
+          expect(a.message).toContain(`down ${peak - latest.value} points from ${peak}`);
         }
         expect(a.observedAt).toBeDefined();
       }

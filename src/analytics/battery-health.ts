@@ -88,3 +88,36 @@ export async function queryHealthTrend(
       readings: Number(r.n),
     }));
 }
+
+export interface FallingCandidate {
+  readonly deviceId: string;
+  /** The unit's highest score of the version since fromMs's hour began. */
+  readonly peakScore: number;
+}
+
+/**
+ * Battery units that may have fallen by `points` or more: per unit, the highest score of `version`
+ * in the hours from fromMs's, and the lowest in the newest of those hours. The newest reading lies
+ * in that hour, so its score is no lower than that hour's lowest: every unit whose newest score is
+ * `points` below its peak is a candidate, and few others are. Read from the hourly rollup.
+ */
+export async function queryFallingBatteryCandidates(
+  client: ClickHouseClient,
+  fromMs: number,
+  version: number,
+  points: number,
+): Promise<FallingCandidate[]> {
+  const result = await client.query({
+    query: `SELECT device_id, max(hour_max) AS peak
+            FROM (SELECT device_id, hour, max(score_max) AS hour_max, min(score_min) AS hour_min
+                  FROM battery_health_hours
+                  WHERE score_version = {version:UInt16} AND hour >= toStartOfHour(fromUnixTimestamp64Milli({from:Int64}, 'UTC'))
+                  GROUP BY device_id, hour)
+            GROUP BY device_id
+            HAVING peak >= argMax(hour_min, hour) + {points:UInt8}`,
+    query_params: { version, from: fromMs, points },
+    format: "JSONEachRow",
+  });
+  const rows = await result.json<{ device_id: string; peak: number }>();
+  return rows.map((r) => ({ deviceId: r.device_id, peakScore: Number(r.peak) }));
+}

@@ -1,20 +1,23 @@
 // What needs attention across the fleet, as of one moment: vehicles charging below the efficiency
 // threshold over a window (as GetVehiclePerformance judges them), battery units whose latest
-// level is CRITICAL, and devices silent for longer than the inactivity timeout. Live state (every
-// device's newest reading and last arrival) comes from the live store; efficiency from ClickHouse.
+// level is CRITICAL or whose score fell fast (by some points from its highest in the window), and
+// devices silent for longer than the inactivity timeout. Live state (every device's newest reading
+// and last arrival) comes from the live store; efficiency and score peaks from ClickHouse.
 import type { ClickHouseClient } from "@clickhouse/client";
 import { surveyFleet } from "../store/live/live-pages.js";
 import { compareDeviceIds, healthLevelOf, type LiveStore } from "../store/live/live-store.js";
+import { BATTERY_SCORE_VERSION } from "../process/scoring/battery-health.js";
+import { queryFallingBatteryCandidates } from "./battery-health.js";
 import { queryFleetEfficiency } from "./fleet-efficiency.js";
 import type { LinkSource } from "./vehicle-links.js";
 
 const HOUR_MS = 3_600_000;
 const MINUTE_MS = 60_000;
 
-export type FleetAlertKind = "LOW_EFFICIENCY" | "BATTERY_CRITICAL" | "DEVICE_OFFLINE";
+export type FleetAlertKind = "LOW_EFFICIENCY" | "BATTERY_CRITICAL" | "BATTERY_FALLING" | "DEVICE_OFFLINE";
 
 /** Kinds in their tie-break order. */
-const KIND_ORDER: readonly FleetAlertKind[] = ["LOW_EFFICIENCY", "BATTERY_CRITICAL", "DEVICE_OFFLINE"];
+const KIND_ORDER: readonly FleetAlertKind[] = ["LOW_EFFICIENCY", "BATTERY_CRITICAL", "BATTERY_FALLING", "DEVICE_OFFLINE"];
 
 export interface FleetAlert {
   readonly kind: FleetAlertKind;
@@ -33,6 +36,11 @@ export interface FleetAlertOptions {
   readonly windowHours: number;
   readonly efficiencyThreshold: number;
   readonly offlineAfterMs: number;
+  /**
+   * A battery unit not at CRITICAL whose newest score is this many points or more below its
+   * highest since the window's first hour began is falling fast.
+   */
+  readonly batteryFallPoints: number;
 }
 
 /** The order alerts are listed in: newest detected first, then by kind, then by device id. */
@@ -50,17 +58,24 @@ export async function collectFleetAlerts(client: ClickHouseClient, live: LiveSto
   // holding that minute. Its LOW_EFFICIENCY alerts are detected at that window's end.
   const windowEndMs = Math.floor(asOfMs / MINUTE_MS) * MINUTE_MS;
   const startMs = windowEndMs - options.windowHours * HOUR_MS;
-  const [efficiency, survey] = await Promise.all([
+  const [efficiency, survey, falling] = await Promise.all([
     queryFleetEfficiency(client, startMs, windowEndMs, options.links),
     surveyFleet(live, asOfMs - offlineAfterMs),
+    queryFallingBatteryCandidates(client, startMs, BATTERY_SCORE_VERSION, options.batteryFallPoints),
   ]);
-  // The survey gives what silence needs of every device; the few vehicles below the threshold and
-  // battery units at CRITICAL are then read whole, for their newest reading and score.
+  // The survey gives what silence needs of every device; the few vehicles below the threshold,
+  // battery units at CRITICAL and units that may be falling are then read whole, for their newest
+  // reading and score.
   const lowVehicles = efficiency.filter((v) => v.ratio !== undefined && v.ratio < options.efficiencyThreshold);
   const critical = survey.attention.filter((s) => s.level === "CRITICAL");
-  const details = await live.getLiveState([...lowVehicles.map((v) => v.vehicleId), ...critical.map((s) => s.deviceId)]);
+  const details = await live.getLiveState([
+    ...lowVehicles.map((v) => v.vehicleId),
+    ...critical.map((s) => s.deviceId),
+    ...falling.map((f) => f.deviceId),
+  ]);
   const vehicleStates = details.slice(0, lowVehicles.length);
-  const criticalStates = details.slice(lowVehicles.length);
+  const criticalStates = details.slice(lowVehicles.length, lowVehicles.length + critical.length);
+  const fallingStates = details.slice(lowVehicles.length + critical.length);
   const alerts: FleetAlert[] = [];
 
   lowVehicles.forEach((v, i) => {
@@ -81,6 +96,21 @@ export async function collectFleetAlerts(client: ClickHouseClient, live: LiveSto
       kind: "BATTERY_CRITICAL",
       deviceId: state.deviceId,
       message: `battery unit ${state.deviceId} scored ${String(state.values.health_score)} of 100 (CRITICAL): ${String(state.values.recommendation).toLowerCase()} it`,
+      detectedAtMs: state.observedAtMs,
+      observedAtMs: state.observedAtMs,
+    });
+  });
+  falling.forEach(({ deviceId, peakScore }, i) => {
+    const state = fallingStates[i];
+    // Judged by the newest reading: a unit at CRITICAL has its own alert, and a score of another
+    // version is not comparable with the peak.
+    if (state === undefined || healthLevelOf(state.values) === "CRITICAL" || state.values.score_version !== BATTERY_SCORE_VERSION) return;
+    const score = Number(state.values.health_score);
+    if (!(peakScore - score >= options.batteryFallPoints)) return;
+    alerts.push({
+      kind: "BATTERY_FALLING",
+      deviceId,
+      message: `battery unit ${deviceId} scored ${score} of 100, down ${peakScore - score} points from ${peakScore} within the ${options.windowHours} h window`,
       detectedAtMs: state.observedAtMs,
       observedAtMs: state.observedAtMs,
     });

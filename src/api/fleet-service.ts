@@ -235,6 +235,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
           windowHours: hours,
           efficiencyThreshold: this.config.efficiencyAlertThreshold,
           offlineAfterMs: this.config.offlineAfterMs,
+          batteryFallPoints: this.config.batteryFallAlertPoints,
         }),
       BOTH_STORES,
     );
@@ -353,6 +354,7 @@ function isAlertPage(value: unknown): value is AlertPage {
 const ALERT_KINDS: Record<FleetAlertKind, AlertKind> = {
   LOW_EFFICIENCY: AlertKind.LOW_EFFICIENCY,
   BATTERY_CRITICAL: AlertKind.BATTERY_CRITICAL,
+  BATTERY_FALLING: AlertKind.BATTERY_FALLING,
   DEVICE_OFFLINE: AlertKind.DEVICE_OFFLINE,
 };
 
