@@ -11,7 +11,15 @@ import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 
-const env = testEnv();
+/**
+ * Every service of this file keeps its history in one data directory, each in its own database:
+ * the engine binds one directory per process, and a statement it never returns keeps its
+ * directory bound after the service stops, so services in directories of their own would fail
+ * every test after it instead of only the one that met it.
+ */
+const DATA_DIR = testEnv().DATA_DIR!;
+const fileEnv = (extra: Record<string, string> = {}) => testEnv({ DATA_DIR, ...extra });
+const env = fileEnv();
 let running: TestService | undefined;
 
 afterAll(async () => {
@@ -39,7 +47,7 @@ async function storedRows(config: Config, table: string): Promise<number> {
 
 describe("restarting the embedded service", () => {
   it("restores each device's newest reading into the in-process live state", async () => {
-    const restoreEnv = testEnv();
+    const restoreEnv = fileEnv();
     const now = Date.now();
     running = await startTestService(restoreEnv);
     const sent = [
@@ -107,7 +115,7 @@ describe("restarting the embedded service", () => {
 
 describe("a resend after the dedupe window", () => {
   it("is still a duplicate: the ledger forgot it, the history answers", async () => {
-    const app = await startTestService(testEnv({ DEDUPE_WINDOW: "1s", MAX_CLOCK_SKEW: "1s" }));
+    const app = await startTestService(fileEnv({ DEDUPE_WINDOW: "1s", MAX_CLOCK_SKEW: "1s" }));
     try {
       const readings = [meterReading("meter-w", "w-1", Date.now() - 500, 0.7), meterReading("meter-w", "w-2", Date.now() - 400, 0.7)];
       expect((await send(app.target, [readings])).accepted).toBe(2n);
@@ -125,7 +133,7 @@ describe("a resend after the dedupe window", () => {
 
 describe("a resend of an id the in-process ledger forgot to stay within LEDGER_MAX_EVENTS", () => {
   it("is still a duplicate, and the ledger keeps taking new ids", async () => {
-    const app = await startTestService(testEnv({ LEDGER_MAX_EVENTS: "1000" }));
+    const app = await startTestService(fileEnv({ LEDGER_MAX_EVENTS: "1000" }));
     try {
       const start = Date.now() - 60_000;
       // 3,000 readings over 30 meters, in calls of 500: the ledger fills three times over.
@@ -150,7 +158,7 @@ describe("a resend of an id the in-process ledger forgot to stay within LEDGER_M
 
 describe("a reading whose observed_at has a sub-millisecond part", () => {
   it("is recognised after a restart, however its nanoseconds round", async () => {
-    const env = testEnv();
+    const env = fileEnv();
     // 0.9996 s past a whole second: stored at the next millisecond, rounded, not truncated.
     const seconds = BigInt(Math.floor(Date.now() / 1000) - 5);
     const reading = create(ReadingSchema, {
