@@ -64,7 +64,10 @@ const ACCESS: AccessPolicy = {
 
 export async function startService(config: Config, log: Logger, faults: ServiceFaults = {}): Promise<RunningService> {
   const authenticator = openAuthenticator(config, log);
-  const history = await openHistoryClient(config.clickhouse);
+  const history = await openHistoryClient(config.clickhouse, {
+    onStatementStuck: (runningMs) =>
+      log.warn({ runningMs: Math.round(runningMs) }, "a statement on the engine's main connection is still running; later statements use a new connection"),
+  });
   const applied = await applyMigrations(history.client, await loadMigrations());
   log.info(
     {

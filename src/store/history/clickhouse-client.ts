@@ -5,6 +5,22 @@ import { mkdirSync } from "node:fs";
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
 import type { ClickHouseConfig } from "../../config.js";
 import { recoverSpool } from "./history-sink.js";
+import { MovingConnection, type EngineConnection } from "./moving-connection.js";
+
+/**
+ * How long a statement on the embedded engine's main connection may run before later statements
+ * move to a new connection. Far above any statement the service sends (fleet calls take tens of
+ * ms; a restore slice or a month's answer seconds at most), so only a statement that is not coming
+ * back moves them.
+ */
+export const STUCK_STATEMENT_MS = 60_000;
+
+export interface HistoryClientOptions {
+  /** Overrides STUCK_STATEMENT_MS (tests). */
+  readonly stuckAfterMs?: number;
+  /** Called when the main connection's statements move to a new connection. */
+  readonly onStatementStuck?: (runningMs: number) => void;
+}
 
 export interface HistoryClient {
   readonly client: ClickHouseClient;
@@ -20,7 +36,7 @@ export interface HistoryClient {
   readonly recoveredInserts: number;
 }
 
-export async function openHistoryClient(config: ClickHouseConfig): Promise<HistoryClient> {
+export async function openHistoryClient(config: ClickHouseConfig, options: HistoryClientOptions = {}): Promise<HistoryClient> {
   if (config.url !== undefined) {
     const bootstrap = createClient({ url: config.url, username: config.username, password: config.password });
     try {
@@ -38,7 +54,13 @@ export async function openHistoryClient(config: ClickHouseConfig): Promise<Histo
   }
 
   mkdirSync(config.dataDir, { recursive: true });
-  const client = await openEmbeddedConnection(config.dataDir);
+  const { createChdbConnection } = await import("chdb/connection");
+  const { dataDir } = config;
+  const connection = new MovingConnection(() => createChdbConnection({ path: dataDir }) as unknown as EngineConnection, {
+    stuckAfterMs: options.stuckAfterMs ?? STUCK_STATEMENT_MS,
+    onMoved: options.onStatementStuck,
+  });
+  const client = createClient({ connection });
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });

@@ -1,0 +1,80 @@
+// The main connection when a statement does not come back: a real INSERT … FROM INFILE held by a
+// FIFO stands in for it (it runs until something writes to the pipe).
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createClient } from "@clickhouse/client";
+import { createChdbConnection } from "chdb/connection";
+import { describe, expect, it } from "vitest";
+import { MovingConnection, type EngineConnection } from "./moving-connection.js";
+
+/** The promise's value, or "pending" if it has not settled within ms. */
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | "pending"> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<"pending">((resolve) => (timer = setTimeout(() => resolve("pending"), ms)));
+  try {
+    return await Promise.race([promise, pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function counted(result: { json<T>(): Promise<T[]> }): Promise<number> {
+  const [row] = await result.json<{ n: string | number }>();
+  return Number(row?.n);
+}
+
+describe("the engine's main connection", () => {
+  it("moves later statements to a new connection, on the session's database, past a statement that does not return", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-moving-"));
+    const closed: number[] = [];
+    let opened = 0;
+    const openConnection = () => {
+      const connection = createChdbConnection({ path: dataDir }) as unknown as EngineConnection;
+      const number = ++opened;
+      const close = connection.close.bind(connection);
+      connection.close = async () => {
+        closed.push(number);
+        await close();
+      };
+      return connection;
+    };
+    const moves: number[] = [];
+    const client = createClient({ connection: new MovingConnection(openConnection, { stuckAfterMs: 300, onMoved: (ms) => moves.push(ms) }) });
+    await client.command({ query: "CREATE DATABASE moving_db" });
+    await client.command({ query: "USE moving_db" });
+    // Unqualified from here on: only the session's USE says which database.
+    await client.command({ query: "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x" });
+    await client.command({ query: "INSERT INTO t VALUES (1)" });
+
+    const fifo = path.join(dataDir, "held.pipe");
+    execFileSync("mkfifo", [fifo]);
+    const held = client.command({ query: `INSERT INTO t FROM INFILE '${fifo}' FORMAT RowBinary` }).then(() => "returned");
+    // Within the limit a statement waits its turn on the same connection.
+    const queued = client.query({ query: "SELECT count() AS n FROM t", format: "JSONEachRow" }).then(counted);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await settledWithin(queued, 0)).toBe("pending");
+
+    // Past it, the next one moves on, and finds the table through the session's database.
+    const moved = client.query({ query: "SELECT count() AS n FROM t", format: "JSONEachRow" }).then(counted);
+    expect(await settledWithin(moved, 10_000)).toBe(1);
+    expect(opened).toBe(2);
+    expect(moves).toHaveLength(1);
+    expect(moves[0]).toBeGreaterThan(300);
+    expect(closed).toEqual([]);
+
+    const pipe = await open(fifo, "w");
+    await pipe.write(Buffer.from([2, 0, 0, 0]));
+    await pipe.close();
+    expect(await held).toBe("returned");
+    expect(await queued).toBe(2);
+    // The connection left behind closes once its statements have returned; the current one stays.
+    expect(closed).toEqual([1]);
+    expect(await client.query({ query: "SELECT count() AS n FROM t", format: "JSONEachRow" }).then(counted)).toBe(2);
+    expect(opened).toBe(2);
+    await client.close();
+    expect(closed).toEqual([1, 2]);
+  });
+});
