@@ -9,6 +9,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openEmbeddedConnection } from "./clickhouse-client.js";
 import { InsertLane } from "./history-sink.js";
+import { settledWithin } from "../../../test/support/settled-within.js";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-lane-"));
 let reader: ClickHouseClient;
@@ -35,17 +36,6 @@ function heldInsert(name: string, row: number): { query: string; release: () => 
       await pipe.close();
     },
   };
-}
-
-/** The promise's state a moment from now: its value, or "pending". */
-async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | "pending"> {
-  let timer: NodeJS.Timeout | undefined;
-  const pending = new Promise<"pending">((resolve) => (timer = setTimeout(() => resolve("pending"), ms)));
-  try {
-    return await Promise.race([promise, pending]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function rows(): Promise<number[]> {

@@ -9,17 +9,7 @@ import { createClient } from "@clickhouse/client";
 import { createChdbConnection } from "chdb/connection";
 import { describe, expect, it } from "vitest";
 import { MovingConnection, type EngineConnection } from "./moving-connection.js";
-
-/** The promise's value, or "pending" if it has not settled within ms. */
-async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | "pending"> {
-  let timer: NodeJS.Timeout | undefined;
-  const pending = new Promise<"pending">((resolve) => (timer = setTimeout(() => resolve("pending"), ms)));
-  try {
-    return await Promise.race([promise, pending]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+import { settledWithin } from "../../../test/support/settled-within.js";
 
 async function counted(result: { json<T>(): Promise<T[]> }): Promise<number> {
   const [row] = await result.json<{ n: string | number }>();
