@@ -85,7 +85,7 @@ export async function createHistorySink(history: HistoryClient, options: History
       await writeFile(path.join(spool, `${name}.part`), payload);
       await rename(path.join(spool, `${name}.part`), file);
       try {
-        await lanes[kind].run(insertFromFile(database, kind, file, token));
+        await lanes[kind].run(insertFromFile(database, kind, file, token), token);
       } finally {
         await rm(file, { force: true });
       }
@@ -100,15 +100,23 @@ export async function createHistorySink(history: HistoryClient, options: History
 /**
  * One table's connection to the embedded engine, for its inserts. The table batcher sends one
  * insert at a time, so an insert that finds the previous one still running comes after a timeout:
- * it goes to a new connection, which from then on is the lane's. On the old one it would queue
+ * if it is another block's, it goes to a new connection, which from then on is the lane's. On the old one it would queue
  * behind the statement that timed out — and the engine has been seen (rarely, under load: a
  * one-row insert in CI, another in a local loop) to leave an insert that never returns, which
  * held every later insert of its table with it. A connection left behind is closed when its
  * statement returns, if it ever does.
+ *
+ * A retry of the same block (same dedupe token) is the exception: it waits for the attempt before
+ * it to end, however long that takes. Two inserts of one token running at once, on two
+ * connections, both find the token new in the views' deduplication and the rollups count the
+ * block twice (the fault suite caught exactly that); one after the other, the later one is
+ * dropped if the earlier landed.
  */
 export class InsertLane {
   private current: ClickHouseClient;
   private readonly running = new Map<ClickHouseClient, number>();
+  /** The latest attempt at each block still running, by its dedupe token. */
+  private readonly attempts = new Map<string, Promise<void>>();
   private closed = false;
 
   constructor(
@@ -119,7 +127,21 @@ export class InsertLane {
     this.current = first;
   }
 
-  async run(query: string): Promise<void> {
+  async run(query: string, token: string): Promise<void> {
+    const earlier = this.attempts.get(token);
+    const attempt = (async () => {
+      if (earlier !== undefined) await earlier.catch(() => undefined);
+      await this.runNow(query);
+    })();
+    this.attempts.set(token, attempt);
+    try {
+      await attempt;
+    } finally {
+      if (this.attempts.get(token) === attempt) this.attempts.delete(token);
+    }
+  }
+
+  private async runNow(query: string): Promise<void> {
     if ((this.running.get(this.current) ?? 0) > 0) {
       this.current = await this.connect();
       this.onReplaced();

@@ -58,7 +58,7 @@ describe("an insert lane", () => {
     await reader.command({ query: "TRUNCATE TABLE t" });
   });
 
-  it("sends an insert that finds the previous one still running on a new connection, and closes the old one when it returns", async () => {
+  it("sends the next block, when the previous insert is still running, on a new connection, and closes the old one when it returns", async () => {
     const closed: string[] = [];
     let opened = 0;
     const connect = async () => {
@@ -75,13 +75,13 @@ describe("an insert lane", () => {
     const lane = new InsertLane(await connect(), connect, () => replaced++);
 
     const held = heldInsert("lane", 10);
-    const stuck = lane.run(held.query).then(() => "returned");
-    // The batcher's retry (or its next block) after the insert above timed out.
-    expect(await settledWithin(lane.run("INSERT INTO t VALUES (20)").then(() => "stored"), 10_000)).toBe("stored");
+    const stuck = lane.run(held.query, "block-1").then(() => "returned");
+    // The batcher's next block after the insert above timed out and its block failed.
+    expect(await settledWithin(lane.run("INSERT INTO t VALUES (20)", "block-2").then(() => "stored"), 10_000)).toBe("stored");
     expect({ opened, replaced, closed }).toEqual({ opened: 2, replaced: 1, closed: [] });
     expect(await settledWithin(stuck, 100)).toBe("pending");
     // Later inserts stay on the new connection while it is free.
-    await lane.run("INSERT INTO t VALUES (30)");
+    await lane.run("INSERT INTO t VALUES (30)", "block-3");
     expect(opened).toBe(2);
 
     await held.release();
@@ -90,5 +90,21 @@ describe("an insert lane", () => {
     await lane.close();
     expect(closed).toEqual(["connection 1", "connection 2"]);
     expect(await rows()).toEqual([10, 20, 30]);
+    await reader.command({ query: "TRUNCATE TABLE t" });
+  });
+
+  it("runs a retry of the same block only after the attempt before it has returned", async () => {
+    const lane = new InsertLane(await openEmbeddedConnection(dataDir), () => openEmbeddedConnection(dataDir));
+    const held = heldInsert("retry", 40);
+    const first = lane.run(held.query, "block-4").then(() => "returned");
+    // Beside it, the retry could land too: with its views' copies it would count the block twice.
+    const retry = lane.run("INSERT INTO t VALUES (41)", "block-4").then(() => "stored");
+    expect(await settledWithin(retry, 1_000)).toBe("pending");
+    // Another block does not wait.
+    expect(await settledWithin(lane.run("INSERT INTO t VALUES (50)", "block-5").then(() => "stored"), 10_000)).toBe("stored");
+    await held.release();
+    expect([await first, await retry]).toEqual(["returned", "stored"]);
+    expect(await rows()).toEqual([40, 41, 50]);
+    await lane.close();
   });
 });
