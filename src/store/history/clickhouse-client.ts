@@ -2,10 +2,10 @@
 // otherwise the embedded engine (chdb) in DATA_DIR. Either way the rest of the code talks to
 // @clickhouse/client and reads the same tables.
 import { mkdirSync } from "node:fs";
-import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from "@clickhouse/client";
+import { createClient, type ClickHouseClient } from "@clickhouse/client";
 import type { ClickHouseConfig } from "../../config.js";
 import { recoverSpool } from "./history-sink.js";
-import { MovingConnection, type EngineConnection } from "./moving-connection.js";
+import { MovingConnection, type EngineConnection, type MovingConnectionOptions } from "./moving-connection.js";
 
 /**
  * How long a statement on the embedded engine's main connection may run before later statements
@@ -54,13 +54,10 @@ export async function openHistoryClient(config: ClickHouseConfig, options: Histo
   }
 
   mkdirSync(config.dataDir, { recursive: true });
-  const { createChdbConnection } = await import("chdb/connection");
-  const { dataDir } = config;
-  const connection = new MovingConnection(() => createChdbConnection({ path: dataDir }) as unknown as EngineConnection, {
+  const client = await openEmbeddedConnection(config.dataDir, {
     stuckAfterMs: options.stuckAfterMs ?? STUCK_STATEMENT_MS,
     onMoved: options.onStatementStuck,
   });
-  const client = createClient({ connection });
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
@@ -73,13 +70,14 @@ export async function openHistoryClient(config: ClickHouseConfig, options: Histo
 /**
  * A connection of its own to the embedded engine in dataDir. Connections to one data directory
  * share the engine; each runs one statement at a time, and statements of different connections
- * run in parallel (unless they bind parameters, which chdb runs one at a time process-wide).
+ * run in parallel (unless they bind parameters, which chdb runs one at a time process-wide). With
+ * `moving`, a statement stuck past its limit sends later ones to a new connection (MovingConnection).
  */
-export async function openEmbeddedConnection(dataDir: string): Promise<ClickHouseClient> {
+export async function openEmbeddedConnection(dataDir: string, moving?: MovingConnectionOptions): Promise<ClickHouseClient> {
   // Loaded only here: the engine's native library is large, and a server deployment never needs it.
   const { createChdbConnection } = await import("chdb/connection");
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
   // identically in a newer patch release; the shapes match, only the nominal imports differ.
-  const connection = createChdbConnection({ path: dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
-  return createClient({ connection });
+  const open = () => createChdbConnection({ path: dataDir }) as unknown as EngineConnection;
+  return createClient({ connection: moving === undefined ? open() : new MovingConnection(open, moving) });
 }

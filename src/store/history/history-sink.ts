@@ -72,9 +72,13 @@ export async function createHistorySink(history: HistoryClient, options: History
   // One connection per table: a connection runs one statement at a time, so on a shared one an
   // acknowledgement waited for the other tables' inserts (and their views) as well as its own.
   // Measured with the fleet load: the third table's insert took ~3× its own time.
-  const connect = () => openEmbeddedConnection(dataDir);
-  const lane = async (kind: DeviceKind) => new InsertLane(await connect(), connect, () => options.onLaneReplaced?.(kind));
-  const lanes: Record<DeviceKind, InsertLane> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
+  // An insert that finds its table's previous one still running comes after a timeout (the
+  // batcher sends one at a time): it goes to a new connection rather than queue behind it, as the
+  // engine has been seen (rarely, under load: a one-row insert in CI, another in a local loop) to
+  // leave an insert that never returns, which held every later insert of its table with it.
+  const lane = (kind: DeviceKind) => openEmbeddedConnection(dataDir, { stuckAfterMs: 0, onMoved: () => options.onLaneReplaced?.(kind) });
+  const lanes: Record<DeviceKind, ClickHouseClient> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
+  const blocks = new BlockAttempts();
   // Inserts not yet returned — including attempts the batcher gave up on after their timeout.
   const unfinished = new Set<Promise<void>>();
   return {
@@ -109,7 +113,7 @@ export async function createHistorySink(history: HistoryClient, options: History
     await writeFile(path.join(spool, `${name}.part`), payload);
     await rename(path.join(spool, `${name}.part`), file);
     try {
-      await lanes[kind].run(insertFromFile(database, kind, file, token), token);
+      await blocks.run(token, () => lanes[kind].command({ query: insertFromFile(database, kind, file, token) }));
     } finally {
       await rm(file, { force: true });
     }
@@ -120,72 +124,28 @@ export async function createHistorySink(history: HistoryClient, options: History
 const CLOSE_WAIT_MS = 10_000;
 
 /**
- * One table's connection to the embedded engine, for its inserts. The table batcher sends one
- * insert at a time, so an insert that finds the previous one still running comes after a timeout:
- * if it is another block's, it goes to a new connection, which from then on is the lane's. On the old one it would queue
- * behind the statement that timed out — and the engine has been seen (rarely, under load: a
- * one-row insert in CI, another in a local loop) to leave an insert that never returns, which
- * held every later insert of its table with it. A connection left behind is closed when its
- * statement returns, if it ever does.
- *
- * A retry of the same block (same dedupe token) is the exception: it waits for the attempt before
- * it to end, however long that takes. Two inserts of one token running at once, on two
- * connections, both find the token new in the views' deduplication and the rollups count the
- * block twice (the fault suite caught exactly that); one after the other, the later one is
- * dropped if the earlier landed.
+ * Attempts at blocks, one at a time per block: a retry (same dedupe token) waits for the attempt
+ * before it to end, however long that takes, while other blocks go ahead. Two inserts of one token
+ * running at once, on two connections, both find the token new in the views' deduplication and
+ * the rollups count the block twice (the fault suite caught exactly that); one after the other,
+ * the later one is dropped if the earlier landed.
  */
-export class InsertLane {
-  private current: ClickHouseClient;
-  private readonly running = new Map<ClickHouseClient, number>();
+export class BlockAttempts {
   /** The latest attempt at each block still running, by its dedupe token. */
-  private readonly attempts = new Map<string, Promise<void>>();
-  private closed = false;
+  private readonly latest = new Map<string, Promise<unknown>>();
 
-  constructor(
-    first: ClickHouseClient,
-    private readonly connect: () => Promise<ClickHouseClient>,
-    private readonly onReplaced: () => void = () => {},
-  ) {
-    this.current = first;
-  }
-
-  async run(query: string, token: string): Promise<void> {
-    const earlier = this.attempts.get(token);
-    const attempt = (async () => {
+  async run<T>(token: string, attempt: () => Promise<T>): Promise<T> {
+    const earlier = this.latest.get(token);
+    const current = (async () => {
       if (earlier !== undefined) await earlier.catch(() => undefined);
-      await this.runNow(query);
+      return attempt();
     })();
-    this.attempts.set(token, attempt);
+    this.latest.set(token, current);
     try {
-      await attempt;
+      return await current;
     } finally {
-      if (this.attempts.get(token) === attempt) this.attempts.delete(token);
+      if (this.latest.get(token) === current) this.latest.delete(token);
     }
-  }
-
-  private async runNow(query: string): Promise<void> {
-    if ((this.running.get(this.current) ?? 0) > 0) {
-      this.current = await this.connect();
-      this.onReplaced();
-    }
-    const client = this.current;
-    this.running.set(client, (this.running.get(client) ?? 0) + 1);
-    try {
-      await client.command({ query });
-    } finally {
-      const left = this.running.get(client)! - 1;
-      if (left > 0) this.running.set(client, left);
-      else {
-        this.running.delete(client);
-        if (client !== this.current || this.closed) await client.close();
-      }
-    }
-  }
-
-  /** Closes the lane's connection; one left behind with a statement running closes when it returns. */
-  async close(): Promise<void> {
-    this.closed = true;
-    if (!this.running.has(this.current)) await this.current.close();
   }
 }
 

@@ -5,10 +5,12 @@ import { mkdtempSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import type { ClickHouseClient } from "@clickhouse/client";
+import { createClient, type ClickHouseClient } from "@clickhouse/client";
+import { createChdbConnection } from "chdb/connection";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openEmbeddedConnection } from "./clickhouse-client.js";
-import { InsertLane } from "./history-sink.js";
+import { BlockAttempts } from "./history-sink.js";
+import { MovingConnection, type EngineConnection } from "./moving-connection.js";
 import { settledWithin } from "../../../test/support/settled-within.js";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-lane-"));
@@ -61,27 +63,29 @@ describe("an insert lane", () => {
   it("sends the next block, when the previous insert is still running, on a new connection, and closes the old one when it returns", async () => {
     const closed: string[] = [];
     let opened = 0;
-    const connect = async () => {
-      const client = await openEmbeddedConnection(dataDir);
+    const connect = () => {
+      const connection = createChdbConnection({ path: dataDir }) as unknown as EngineConnection;
       const name = `connection ${++opened}`;
-      const close = client.close.bind(client);
-      client.close = async () => {
+      const close = connection.close.bind(connection);
+      connection.close = async () => {
         closed.push(name);
         await close();
       };
-      return client;
+      return connection;
     };
     let replaced = 0;
-    const lane = new InsertLane(await connect(), connect, () => replaced++);
+    // A table's lane, as the history sink opens it: it moves on whenever an insert is running.
+    const lane = createClient({ connection: new MovingConnection(connect, { stuckAfterMs: 0, onMoved: () => replaced++ }) });
+    const insert = (query: string) => lane.command({ query });
 
     const held = heldInsert("lane", 10);
-    const stuck = lane.run(held.query, "block-1").then(() => "returned");
+    const stuck = insert(held.query).then(() => "returned");
     // The batcher's next block after the insert above timed out and its block failed.
-    expect(await settledWithin(lane.run("INSERT INTO t VALUES (20)", "block-2").then(() => "stored"), 10_000)).toBe("stored");
+    expect(await settledWithin(insert("INSERT INTO t VALUES (20)").then(() => "stored"), 10_000)).toBe("stored");
     expect({ opened, replaced, closed }).toEqual({ opened: 2, replaced: 1, closed: [] });
     expect(await settledWithin(stuck, 100)).toBe("pending");
     // Later inserts stay on the new connection while it is free.
-    await lane.run("INSERT INTO t VALUES (30)", "block-3");
+    await insert("INSERT INTO t VALUES (30)");
     expect(opened).toBe(2);
 
     await held.release();
@@ -94,14 +98,16 @@ describe("an insert lane", () => {
   });
 
   it("runs a retry of the same block only after the attempt before it has returned", async () => {
-    const lane = new InsertLane(await openEmbeddedConnection(dataDir), () => openEmbeddedConnection(dataDir));
+    const lane = await openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
+    const blocks = new BlockAttempts();
+    const insert = (token: string, query: string) => blocks.run(token, () => lane.command({ query }));
     const held = heldInsert("retry", 40);
-    const first = lane.run(held.query, "block-4").then(() => "returned");
+    const first = insert("block-4", held.query).then(() => "returned");
     // Beside it, the retry could land too: with its views' copies it would count the block twice.
-    const retry = lane.run("INSERT INTO t VALUES (41)", "block-4").then(() => "stored");
+    const retry = insert("block-4", "INSERT INTO t VALUES (41)").then(() => "stored");
     expect(await settledWithin(retry, 1_000)).toBe("pending");
     // Another block does not wait.
-    expect(await settledWithin(lane.run("INSERT INTO t VALUES (50)", "block-5").then(() => "stored"), 10_000)).toBe("stored");
+    expect(await settledWithin(insert("block-5", "INSERT INTO t VALUES (50)").then(() => "stored"), 10_000)).toBe("stored");
     await held.release();
     expect([await first, await retry]).toEqual(["returned", "stored"]);
     expect(await rows()).toEqual([40, 41, 50]);

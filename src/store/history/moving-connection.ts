@@ -1,7 +1,7 @@
 // The embedded engine's connection for the service's reads (and its few writes outside the
 // history sink), able to move on from a statement that never returns. A connection runs one
 // statement at a time, so such a statement would hold every later fleet call and history lookup
-// behind it; the engine has been seen to leave an insert hanging (see InsertLane), and nothing
+// behind it; the engine has been seen to leave an insert hanging (see the history sink), and nothing
 // says a read cannot hang too. A statement that finds one running longer than stuckAfterMs goes to
 // a new connection, which from then on is the current one; the old one is closed when its
 // statements return, if they ever do.
@@ -10,7 +10,10 @@ import type { ClickHouseClientConfigOptions } from "@clickhouse/client";
 export type EngineConnection = NonNullable<ClickHouseClientConfigOptions["connection"]>;
 
 export interface MovingConnectionOptions {
-  /** How long a statement may run before later ones move to a new connection, in ms. */
+  /**
+   * How long a statement may run before later ones move to a new connection, in ms; 0 moves them
+   * whenever a statement is running (for a caller that sends one at a time, as the inserts do).
+   */
   readonly stuckAfterMs: number;
   /** Called on each move, with how long the oldest statement had run. */
   readonly onMoved?: (runningMs: number) => void;
@@ -86,7 +89,7 @@ export class MovingConnection implements EngineConnection {
   private slotForNext(): Slot {
     const oldest = Math.min(...this.current.running.values());
     const runningMs = performance.now() - oldest;
-    if (!this.current.unusable && !(runningMs > this.options.stuckAfterMs)) return this.current;
+    if (!this.current.unusable && !(runningMs >= this.options.stuckAfterMs)) return this.current;
     const connection = this.open();
     const database = this.database;
     const ready = database === undefined ? Promise.resolve() : connection.command({ query: `USE ${database}` }).then(() => undefined);
