@@ -1,6 +1,8 @@
 // How long the in-process dedupe ledger holds up the event loop while it fills and forgets: fresh
 // ids claimed and committed in batches of 2,000 into a ledger of `--max` ids, each batch timed.
-// Run: node --import tsx bench/ledger-pauses.ts [--ids 6000000] [--max 4000000] [--shards 16]
+// Batches commit as the service's do (`--commit batch`, one step per batch) or event by event
+// (`--commit events`, as they did before 2026-11-26).
+// Run: node --import tsx bench/ledger-pauses.ts [--ids 6000000] [--max 4000000] [--shards 16] [--commit batch|events]
 import { parseArgs } from "node:util";
 import { MemoryLiveStore } from "../src/store/live/memory-live-store.js";
 
@@ -9,6 +11,7 @@ const { values } = parseArgs({
     ids: { type: "string", default: "6000000" },
     max: { type: "string", default: "4000000" },
     shards: { type: "string", default: "16" },
+    commit: { type: "string", default: "batch" },
   },
 });
 const BATCH = 2_000;
@@ -23,7 +26,8 @@ for (let batch = 0; batch * BATCH < Number(values.ids); batch++) {
   }));
   const started = performance.now();
   await store.claimEvents(keys, `batch-${batch}`, 60_000, WINDOW_MS);
-  await store.commitEvents(keys, WINDOW_MS);
+  if (values.commit === "events") await store.commitEvents(keys, WINDOW_MS);
+  else await store.commitClaims(`batch-${batch}`, keys, WINDOW_MS);
   times.push(performance.now() - started);
 }
 await store.close();
@@ -34,6 +38,7 @@ console.log(
     ids: Number(values.ids),
     max_events: Number(values.max),
     shards: Number(values.shards),
+    commit: values.commit,
     batch_ms: { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1), mean: Number((times.reduce((a, b) => a + b, 0) / times.length).toFixed(2)) },
   }),
 );

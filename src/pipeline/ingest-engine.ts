@@ -5,7 +5,7 @@
 // A reading is counted accepted only after the insert carrying it was acknowledged. When storage
 // fails, the batch's claims are released and the call fails retryably, so the device resends and
 // nothing it was told is stored is lost.
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
@@ -240,7 +240,8 @@ export class IngestEngine {
     }
     if (candidates.length === 0) return finish();
 
-    const token = randomUUID();
+    // Unique per batch; short, since Redis keeps it in each claimed event's key for the window.
+    const token = randomBytes(12).toString("base64url");
     let claim;
     try {
       claim = await liveStore.claimEvents(candidates.map((c) => c.key), token, limits.claimLeaseMs, limits.dedupeWindowMs);
@@ -287,7 +288,7 @@ export class IngestEngine {
 
     // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
     // resend after the lease could be stored again, which the history tables collapse on merge.
-    await liveStore.commitEvents(claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+    await liveStore.commitClaims(token, claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
       log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
     });
     await liveStore

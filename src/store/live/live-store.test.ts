@@ -20,6 +20,14 @@ async function waitFor(done: () => boolean, timeoutMs = 5_000): Promise<void> {
   }
 }
 
+async function waitUntil(done: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function contract(name: string, open: () => Promise<LiveStore>) {
   describe(`LiveStore contract: ${name}`, () => {
     let store: LiveStore;
@@ -45,6 +53,33 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.commitEvents(keys, WINDOW_MS);
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
+    });
+
+    it("commits at once every event a batch's token still holds, and none it released", async () => {
+      const d = device();
+      const [t, u] = [randomUUID(), randomUUID()];
+      const keys = ["e1", "e2", "e3"].map((eventId) => ({ deviceId: d, eventId }));
+      await store.claimEvents(keys, t, LEASE_MS, WINDOW_MS);
+      await store.releaseEvents(keys.slice(2), t);
+      await store.commitClaims(t, keys.slice(0, 2), WINDOW_MS);
+      expect((await store.claimEvents(keys, u, LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate", "claimed"]);
+      // A release after the commit takes nothing back.
+      await store.releaseEvents(keys.slice(0, 2), t);
+      expect((await store.claimEvents(keys.slice(0, 2), randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+    });
+
+    it("commits a batch whose lease ran out, but not the events another batch took over meanwhile", async () => {
+      const d = device();
+      const [slow, reclaimer] = [randomUUID(), randomUUID()];
+      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: d, eventId }));
+      await store.claimEvents(keys, slow, 50, WINDOW_MS);
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      expect((await store.claimEvents(keys.slice(0, 1), reclaimer, LEASE_MS, WINDOW_MS)).statuses).toEqual(["reclaimed"]);
+      // The slow batch's insert landed after all: what it still holds is stored.
+      await store.commitClaims(slow, keys, WINDOW_MS);
+      expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight", "duplicate"]);
+      await store.commitClaims(reclaimer, keys.slice(0, 1), WINDOW_MS);
+      expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
     });
 
     it("lets a resend claim released events at once", async () => {
@@ -387,6 +422,41 @@ describe("the embedded store's dedupe window", () => {
   });
 });
 
+describe("the embedded store's batch commit", () => {
+  it("commits event by event a batch whose claim the sweep dropped after its lease", async () => {
+    const store = new MemoryLiveStore({ sweepIntervalMs: 10 });
+    try {
+      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: "meter-1", eventId }));
+      await store.claimEvents(keys, "slow", 20, WINDOW_MS);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await store.commitClaims("slow", keys, WINDOW_MS);
+      expect((await store.claimEvents(keys, "next", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("forgets ids committed with their batch like any other, and moves its start past them", async () => {
+    let now = 1_764_000_000_000;
+    const store = new MemoryLiveStore({ maxEvents: 10, shards: 1, now: () => now });
+    try {
+      const first = Array.from({ length: 10 }, (_, i) => ({ deviceId: "meter-1", eventId: `a${i}` }));
+      const { ledgerSinceMs: startedMs } = await store.claimEvents(first, "a", LEASE_MS, WINDOW_MS);
+      now += 1_000;
+      await store.commitClaims("a", first, WINDOW_MS);
+      now += 1_000;
+      const next = await store.claimEvents([{ deviceId: "meter-1", eventId: "b0" }], "b", LEASE_MS, WINDOW_MS);
+      expect(next.statuses).toEqual(["claimed"]);
+      // The forgotten ids were committed at startedMs + 1 s: a reading the ledger may have dropped
+      // is one committed no later than its new start.
+      expect(next.ledgerSinceMs).toBe(startedMs + 1_001);
+      expect((await store.claimEvents(first.slice(-1), "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe("the embedded store's capacity", () => {
   const keysOf = (from: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({ deviceId: `meter-${(from + i) % 7}`, eventId: `e-${from + i}` }));
@@ -513,6 +583,23 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       expect(survey.attention).toEqual([{ deviceId: "old-unit", kind: "battery", observedAtMs: 5, lastSeenMs: 20, level: "CRITICAL" }]);
     } finally {
       admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("writes back the ids of a batch that was in flight while Redis restarted, once the batch commits", async () => {
+    // A batch claims, Redis restarts empty (no persistence), the batch's rows land and it commits:
+    // a resend must then be a duplicate, not a fresh claim to be stored again.
+    const store = new RedisLiveStore({ url: server!.url, keyPrefix: `test-${randomUUID()}:` });
+    try {
+      await store.connect();
+      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: "meter-restart", eventId }));
+      expect((await store.claimEvents(keys, "in-flight", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed"]);
+      await server!.restart();
+      await waitUntil(async () => store.ping().then(() => true, () => false));
+      await store.commitClaims("in-flight", keys, WINDOW_MS);
+      expect((await store.claimEvents(keys, "resend", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+    } finally {
       await store.close();
     }
   });

@@ -98,13 +98,22 @@ export type LiveStateListener = (state: LiveState) => void;
 
 export interface LiveStore {
   /**
-   * Claims each event for leaseMs under token (unique per batch). A claim neither committed nor
-   * released is remembered for rememberMs (the dedupe window) after its lease ends, so that the
-   * next claimer is told "reclaimed" rather than "claimed".
+   * Claims each event for leaseMs under token (unique to this call: a later claim under the same
+   * token may replace what commitClaims and releaseEvents know of this one). A claim neither
+   * committed nor released is remembered for rememberMs (the dedupe window) after its lease ends,
+   * so that the next claimer is told "reclaimed" rather than "claimed".
    */
   claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult>;
   /** Marks events stored: they count as duplicates for windowMs. */
   commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
+  /**
+   * Marks stored every event still claimed under token — those of `keys` it claimed and neither
+   * released nor lost to a reclaimer — in one step for the whole token where the store can (the
+   * per-event commit was most of what committing cost Redis). Each then counts as a duplicate until
+   * its claim's remember time ends: claim with rememberMs = windowMs, the dedupe window. Call it
+   * only once every event the token still holds is stored.
+   */
+  commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void>;
   /** Gives up claims still held under token, so a resend can claim them at once. */
   releaseEvents(keys: readonly EventKey[], token: string): Promise<void>;
   /**

@@ -15,7 +15,10 @@ import type {
 import { eventIdentity } from "../../process/history-rows.js";
 import { compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
 
-/** An event some batch is storing. */
+/**
+ * The events one batch claimed: every entry of the batch holds this one object, so that committing
+ * the batch is one write (see commitClaims), not a write per event.
+ */
 interface Claim {
   /** The claiming batch's token. */
   readonly claimedBy: string;
@@ -23,18 +26,22 @@ interface Claim {
   readonly leaseEndsAtMs: number;
   /** When the entry is forgotten. */
   readonly expiresAtMs: number;
+  /** When the batch committed its events, which are then stored; undefined while in flight. */
+  committedAtMs: number | undefined;
 }
 
 /**
- * An event once stored is only its expiry, in whole seconds since the epoch: a small integer V8
- * keeps in the map's slot, where an object per event (millions of them over the dedupe window)
- * cost an allocation each and much of the collector's time.
+ * An event stored on its own (found in history, or committed event by event) is only its expiry,
+ * in whole seconds since the epoch: a small integer V8 keeps in the map's slot, where an object per
+ * event (millions of them over the dedupe window) cost an allocation each and much of the
+ * collector's time. Events stored with their batch keep pointing at the batch's committed Claim.
  */
 type Committed = number;
 
 type EventEntry = Claim | Committed;
 
 const expiresAtMs = (entry: EventEntry) => (typeof entry === "number" ? entry * 1000 : entry.expiresAtMs);
+const isStored = (entry: EventEntry) => typeof entry === "number" || entry.committedAtMs !== undefined;
 
 /**
  * The most entries the ledger may reach, all shards together (so any one of them too). A
@@ -75,6 +82,8 @@ export class MemoryLiveStore implements LiveStore {
    */
   private readonly shards: LedgerShard[];
   private readonly shardMask: number;
+  /** Claims not yet committed, by token; those whose lease ended are dropped by the sweep. */
+  private readonly openClaims = new Map<string, Claim>();
   private readonly live = new Map<string, LiveState>();
   /** The keys of `live` in UTF-8 byte order, for paging through the fleet, but those in newDeviceIds. */
   private sortedDeviceIds: string[] = [];
@@ -111,13 +120,14 @@ export class MemoryLiveStore implements LiveStore {
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const now = this.now();
-    const claim: Claim = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs) };
+    const claim: Claim = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs), committedAtMs: undefined };
+    this.openClaims.set(token, claim);
     const statuses = keys.map((key): ClaimStatus => {
       const id = eventKey(key);
       const shard = this.shardOf(id);
       const entry = shard.events.get(id);
       const live = entry !== undefined && expiresAtMs(entry) > now;
-      if (live && typeof entry === "number") return "duplicate";
+      if (live && isStored(entry)) return "duplicate";
       if (live && (entry as Claim).leaseEndsAtMs > now) return "in_flight";
       if (entry === undefined && shard.full) {
         this.ledgerSinceMs = Math.max(this.ledgerSinceMs, shard.forgetOldest(now, this.shortestWindowMs));
@@ -138,12 +148,27 @@ export class MemoryLiveStore implements LiveStore {
     }
   }
 
+  async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
+    const claim = this.openClaims.get(token);
+    this.openClaims.delete(token);
+    if (claim !== undefined) {
+      claim.committedAtMs = this.now();
+      return;
+    }
+    // Swept after its lease ended: commit the entries that still hold it one by one.
+    const held = keys.filter((key) => {
+      const entry = this.shardOf(eventKey(key)).events.get(eventKey(key));
+      return typeof entry === "object" && entry.claimedBy === token;
+    });
+    await this.commitEvents(held, windowMs);
+  }
+
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
     for (const key of keys) {
       const id = eventKey(key);
       const { events } = this.shardOf(id);
       const entry = events.get(id);
-      if (typeof entry === "object" && entry.claimedBy === token) events.delete(id);
+      if (typeof entry === "object" && entry.claimedBy === token && entry.committedAtMs === undefined) events.delete(id);
     }
   }
 
@@ -237,6 +262,7 @@ export class MemoryLiveStore implements LiveStore {
   private sweep(): void {
     const now = this.now();
     for (const { events } of this.shards) for (const [id, entry] of events) if (expiresAtMs(entry) <= now) events.delete(id);
+    for (const [token, claim] of this.openClaims) if (claim.leaseEndsAtMs <= now) this.openClaims.delete(token);
   }
 }
 
@@ -304,6 +330,9 @@ class LedgerShard {
       if (typeof entry === "number") {
         // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
         forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry * 1000 - shortestWindowMs + 1);
+        this.events.delete(id);
+      } else if (entry.committedAtMs !== undefined) {
+        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry.committedAtMs + 1);
         this.events.delete(id);
       } else if (entry.expiresAtMs <= now) {
         this.events.delete(id);

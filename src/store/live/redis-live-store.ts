@@ -16,41 +16,74 @@ import type {
 } from "./live-store.js";
 import { healthLevelOf, newestPerDevice } from "./live-store.js";
 
-/** The value of an event key once its reading is stored; a claim is `<token>@<lease end, ms>`. */
+/**
+ * The value of an event key once its reading is stored on its own (found in history, or part of a
+ * batch only some of whose tables were stored), and of a claim token's key once every event it
+ * still holds is stored. A claimed event key holds its claimer's token.
+ */
 const COMMITTED = "=";
+/** The value of a claim token's key while its lease runs (the key's TTL is the lease). */
+const HELD = "+";
 
-// KEYS: the ledger-since key, then event keys. ARGV: token, lease ms, now ms, remember ms.
-// Answers the ledger's start (set now if Redis lost it), then per event 0 claimed, 1 duplicate,
-// 2 in flight, 3 reclaimed. A claim's key outlives its lease by the remember time: a claim whose
-// lease ran out without a commit or a release (its holder died after storing the rows, perhaps)
-// is then taken over as "reclaimed", which sends the reading to the history check, instead of
-// looking like an event never seen. Leases run on Redis's clock, the one every claimer shares.
+// KEYS: the ledger-since key, the token's key, then event keys. ARGV: token, lease ms, now ms,
+// remember ms, the prefix of token keys. Answers the ledger's start (set now if Redis lost it),
+// then per event 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed. An event key holds its
+// claimer's token for the remember time, and the token's key says what became of the claim: held
+// while the lease runs, committed once the claimer stored every event it holds (one write per
+// batch, where a write per event was ~45 % of the ledger's cost in Redis), and gone once the lease
+// ran out without a commit. An event whose claim lapsed (its holder died after storing the rows,
+// perhaps) is then taken over as "reclaimed", which sends the reading to the history check instead
+// of looking like an event never seen. Leases run on Redis's clock, the one every claimer shares.
+// (The token keys are read without being declared in KEYS, like the several devices' slots of one
+// call: on Redis Cluster this script would have to change.)
 const CLAIM_EVENTS = `
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local out = { tonumber(redis.call('GET', KEYS[1])) }
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local claim = ARGV[1] .. '@' .. string.format('%d', now + tonumber(ARGV[2]))
-for i = 2, #KEYS do
+redis.call('SET', KEYS[2], '${HELD}', 'PX', ARGV[2])
+for i = 3, #KEYS do
   local key = KEYS[i]
   -- Most ids are new: one SET NX claims them; only a taken key is read.
-  local current = nil
-  if not redis.call('SET', key, claim, 'PX', ARGV[4], 'NX') then current = redis.call('GET', key) end
-  if not current then
-    out[i] = 0
-  elseif current == '${COMMITTED}' then
-    out[i] = 1
-  else
-    local at = string.find(current, '@', 1, true)
-    if at and tonumber(string.sub(current, at + 1)) <= now then
-      redis.call('SET', key, claim, 'PX', ARGV[4])
-      out[i] = 3
+  local holder = nil
+  if not redis.call('SET', key, ARGV[1], 'PX', ARGV[4], 'NX') then holder = redis.call('GET', key) end
+  local status = 0
+  if holder == '${COMMITTED}' then
+    status = 1
+  elseif holder then
+    -- A key written before claims named their token's key (token@lease) finds none: reclaimed,
+    -- which the history check settles.
+    local claim = redis.call('GET', ARGV[5] .. holder)
+    if claim == '${COMMITTED}' then
+      status = 1
+    elseif claim then
+      status = 2
     else
-      out[i] = 2
+      redis.call('SET', key, ARGV[1], 'PX', ARGV[4])
+      status = 3
     end
   end
+  out[i - 1] = status
 end
 return out`;
+
+// KEYS: the token's key. ARGV: window ms. Commits the token's claims at once while its key is
+// still held: then Redis kept every event key the claim wrote. Answers 0 when the key is gone —
+// the lease ran out, or Redis lost its data (a restart without persistence) — and the caller
+// commits event by event instead (COMMIT_HELD), which writes back the event keys Redis lost:
+// otherwise a resend of a reading stored by a batch in flight across the restart would find no
+// key, be claimed afresh and be stored twice (the fault suite caught this).
+const COMMIT_CLAIMS = `
+if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
+redis.call('SET', KEYS[1], '${COMMITTED}', 'PX', ARGV[1])
+return 1`;
+
+// KEYS: event keys. ARGV: token, window ms. Commits the events the token still holds and those
+// Redis lost; not one another batch has claimed since.
+const COMMIT_HELD = `
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if not holder or holder == ARGV[1] then redis.call('SET', key, '${COMMITTED}', 'PX', ARGV[2]) end
+end
+return #KEYS`;
 
 // KEYS: event keys. ARGV: window ms.
 const COMMIT_EVENTS = `
@@ -59,14 +92,14 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS`;
 
-// KEYS: event keys. ARGV: token. Deletes only claims this token still holds.
+// KEYS: the token's key, then event keys. ARGV: token. Deletes only claims this token still
+// holds, and none once it committed them.
 const RELEASE_EVENTS = `
-local mine = ARGV[1] .. '@'
-for _, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
-  if current and string.sub(current, 1, #mine) == mine then redis.call('DEL', key) end
+if redis.call('GET', KEYS[1]) == '${COMMITTED}' then return 0 end
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
 end
-return #KEYS`;
+return #KEYS - 1`;
 
 // KEYS: the device set, then live-state hashes. ARGV: the change channel, then per hash device id,
 // kind, observed_at, received_at, values JSON, trend JSON (empty when the device's scorer keeps
@@ -221,6 +254,8 @@ interface PublishedChange {
 interface LiveStoreCommands {
   claimEvents(numKeys: number, ...args: (string | number)[]): Promise<number[]>;
   commitEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  commitClaims(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  commitHeld(numKeys: number, ...args: (string | number)[]): Promise<number>;
   releaseEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   applyLiveState(numKeys: number, ...args: (string | number)[]): Promise<number>;
   getLiveStates(numKeys: number, ...keys: string[]): Promise<(string | null)[][]>;
@@ -256,6 +291,8 @@ export class RedisLiveStore implements LiveStore {
     this.redis.on("error", () => {});
     this.redis.defineCommand("claimEvents", { lua: CLAIM_EVENTS });
     this.redis.defineCommand("commitEvents", { lua: COMMIT_EVENTS });
+    this.redis.defineCommand("commitClaims", { lua: COMMIT_CLAIMS });
+    this.redis.defineCommand("commitHeld", { lua: COMMIT_HELD });
     this.redis.defineCommand("releaseEvents", { lua: RELEASE_EVENTS });
     this.redis.defineCommand("applyLiveState", { lua: APPLY_LIVE_STATE });
     this.redis.defineCommand("getLiveStates", { lua: GET_LIVE_STATES });
@@ -288,7 +325,17 @@ export class RedisLiveStore implements LiveStore {
     const ledgerSince = `${this.prefix}ledger-since`;
     const remember = Math.max(leaseMs, rememberMs);
     const claim = (chunk: readonly EventKey[]) =>
-      this.commands.claimEvents(chunk.length + 1, ledgerSince, ...chunk.map((k) => this.eventKey(k)), token, leaseMs, Date.now(), remember);
+      this.commands.claimEvents(
+        chunk.length + 2,
+        ledgerSince,
+        this.claimKey(token),
+        ...chunk.map((k) => this.eventKey(k)),
+        token,
+        leaseMs,
+        Date.now(),
+        remember,
+        this.claimKey(""),
+      );
     const answers = keys.length === 0 ? [await claim([])] : await inChunks(keys, async (chunk) => [await claim(chunk)]);
     // Every call answers the ledger's start; a later one differs only if Redis lost its data in
     // between, and the later start is the safe one (more readings are checked against history).
@@ -300,8 +347,15 @@ export class RedisLiveStore implements LiveStore {
     await inChunks(keys, async (chunk) => [await this.commands.commitEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), windowMs)]);
   }
 
+  async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
+    if ((await this.commands.commitClaims(1, this.claimKey(token), windowMs)) === 1) return;
+    await inChunks(keys, async (chunk) => [await this.commands.commitHeld(chunk.length, ...chunk.map((k) => this.eventKey(k)), token, windowMs)]);
+  }
+
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
-    await inChunks(keys, async (chunk) => [await this.commands.releaseEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), token)]);
+    await inChunks(keys, async (chunk) => [
+      await this.commands.releaseEvents(chunk.length + 1, this.claimKey(token), ...chunk.map((k) => this.eventKey(k)), token),
+    ]);
   }
 
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
@@ -435,6 +489,11 @@ export class RedisLiveStore implements LiveStore {
 
   private eventKey(key: EventKey): string {
     return `${this.prefix}{${key.deviceId}}:e:${key.eventId}`;
+  }
+
+  /** What became of the claims a token made; its event keys hold the token. */
+  private claimKey(token: string): string {
+    return `${this.prefix}claim:${token}`;
   }
 
   /** Every device with live state, as members of score 0. */

@@ -1,0 +1,67 @@
+// What each step the ingest path asks of the Redis live store costs, per reading: redis-server's
+// CPU (read from /proc) and this process's, on a private redis-server. Batches of 2,000 fresh ids
+// over 20,000 devices, as the throughput bench sends them: claim; commit, both as the service
+// does it now (once per batch, under the claim's token) and event by event as it did before; a
+// resend's claim (every id a duplicate); the live-state update of each device; the trends read.
+// Run: node --import tsx bench/live-store-costs.ts [--readings 200000]
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { startRedisServer } from "../test/support/redis-server.js";
+import type { EventKey } from "../src/store/live/live-store.js";
+import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
+
+const { values } = parseArgs({ options: { readings: { type: "string", default: "200000" } } });
+const READINGS = Number(values.readings);
+const BATCH = 2_000;
+const DEVICES = 20_000;
+const LEASE_MS = 30_000;
+const WINDOW_MS = 7 * 86_400_000;
+
+const server = await startRedisServer();
+const ticksPerSecond = 100;
+const serverCpuSeconds = () => {
+  const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+};
+const store = new RedisLiveStore({ url: server.url });
+await store.connect();
+
+const batches = (run: string): EventKey[][] =>
+  Array.from({ length: READINGS / BATCH }, (_, b) =>
+    Array.from({ length: BATCH }, (_, i) => ({ deviceId: `meter-${(b * BATCH + i) % DEVICES}`, eventId: `${run}-${b * BATCH + i}` })),
+  );
+
+async function measure(name: string, steps: readonly (() => Promise<unknown>)[]): Promise<void> {
+  const serverBefore = serverCpuSeconds();
+  const clientBefore = process.cpuUsage();
+  for (const step of steps) await step();
+  const client = process.cpuUsage(clientBefore);
+  const perReading = (seconds: number) => ((seconds / READINGS) * 1e6).toFixed(2);
+  console.log(`${name.padEnd(34)} redis-server ${perReading(serverCpuSeconds() - serverBefore)} µs   client ${perReading((client.user + client.system) / 1e6)} µs`);
+}
+
+const byBatch = batches("a");
+const perEvent = batches("b");
+await measure("claim (new ids)", byBatch.map((keys, b) => () => store.claimEvents(keys, `a${b}`, LEASE_MS, WINDOW_MS)));
+await measure("commit, once per batch", byBatch.map((keys, b) => () => store.commitClaims(`a${b}`, keys, WINDOW_MS)));
+for (const [b, keys] of perEvent.entries()) await store.claimEvents(keys, `b${b}`, LEASE_MS, WINDOW_MS);
+await measure("commit, event by event (before)", perEvent.map((keys) => () => store.commitEvents(keys, WINDOW_MS)));
+await measure("claim of a resend (all duplicates)", byBatch.map((keys, b) => () => store.claimEvents(keys, `r${b}`, LEASE_MS, WINDOW_MS)));
+let observedAtMs = Date.now();
+await measure(
+  "live state, one update per reading",
+  byBatch.map((keys) => () =>
+    store.applyLiveState(
+      keys.map(({ deviceId }) => ({
+        deviceId,
+        kind: "meter" as const,
+        observedAtMs: ++observedAtMs,
+        receivedAtMs: observedAtMs,
+        values: { kwh_consumed_ac: 0.13, voltage: 231, current_a: 0 },
+      })),
+    ),
+  ),
+);
+await measure("trends read, one per reading", byBatch.map((keys) => () => store.getTrends(keys.map((k) => k.deviceId))));
+await store.close();
+await server.stop();
