@@ -31,7 +31,7 @@ import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } fro
 import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
 import { probeHandler } from "./server/probe-routes.js";
-import { openHistoryClient } from "./store/history/clickhouse-client.js";
+import { openHistoryClient, STUCK_STATEMENT_MS, type HistoryClient } from "./store/history/clickhouse-client.js";
 import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
 import { TableBatcher } from "./store/history/table-batcher.js";
 import { applyMigrations, loadMigrations } from "./store/history/migrations.js";
@@ -51,6 +51,10 @@ export interface RunningService {
 export interface ServiceFaults {
   /** Wraps the real history sink, e.g. to fail or stall inserts. */
   readonly wrapHistorySink?: (sink: HistorySink) => HistorySink;
+  /** Handed the service's history client once open, e.g. to hold one of its statements. */
+  readonly onHistoryClient?: (history: HistoryClient) => void;
+  /** Overrides STUCK_STATEMENT_MS, so that a test need not wait a minute for a stuck statement. */
+  readonly stuckStatementMs?: number;
 }
 
 /** The scope each method needs; health checks and reflection stay open to balancers and tools. */
@@ -64,10 +68,13 @@ const ACCESS: AccessPolicy = {
 
 export async function startService(config: Config, log: Logger, faults: ServiceFaults = {}): Promise<RunningService> {
   const authenticator = openAuthenticator(config, log);
+  const stuckStatementMs = faults.stuckStatementMs ?? STUCK_STATEMENT_MS;
   const history = await openHistoryClient(config.clickhouse, {
+    stuckAfterMs: stuckStatementMs,
     onStatementStuck: (runningMs) =>
       log.warn({ runningMs: Math.round(runningMs) }, "a statement on the engine's main connection is still running; later statements use a new connection"),
   });
+  faults.onHistoryClient?.(history);
   const applied = await applyMigrations(history.client, await loadMigrations());
   log.info(
     {
@@ -120,7 +127,23 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   });
   metrics.observeLiveWatchers(() => liveStore.subscriberCount);
 
+  // A statement binding parameters that the embedded engine never answers holds every later one
+  // (chdb runs them one at a time process-wide): fleet calls and history lookups would all wait
+  // behind it. Such an instance should get no traffic and, if it lasts, be restarted.
+  let heldReported = false;
   const isReady = async () => {
+    const heldMs = history.heldBoundStatementMs();
+    if (heldMs >= stuckStatementMs) {
+      if (!heldReported) {
+        log.error(
+          { heldMs: Math.round(heldMs) },
+          "a statement binding parameters has not returned; the engine runs them one at a time, so every fleet call waits behind it: not ready until it returns (restart the service if it does not)",
+        );
+      }
+      heldReported = true;
+      throw new Error(`a statement on the history store has not returned for ${Math.round(heldMs / 1000)} s`);
+    }
+    heldReported = false;
     const ping = await history.client.ping();
     if (!ping.success) throw new Error("history store does not answer");
     await liveStore.ping();

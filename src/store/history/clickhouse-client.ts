@@ -34,6 +34,12 @@ export interface HistoryClient {
   readonly dataDir?: string;
   /** Inserts a killed process had left unfinished, sent again on opening (embedded only). */
   readonly recoveredInserts: number;
+  /**
+   * How long the oldest unfinished statement binding parameters has been waiting, in ms; always 0
+   * for a server. The embedded engine runs such statements one at a time process-wide, so one
+   * that never returns holds every later one, on every connection (see MovingConnection).
+   */
+  heldBoundStatementMs(): number;
 }
 
 export async function openHistoryClient(config: ClickHouseConfig, options: HistoryClientOptions = {}): Promise<HistoryClient> {
@@ -50,21 +56,29 @@ export async function openHistoryClient(config: ClickHouseConfig, options: Histo
       password: config.password,
       database: config.database,
     });
-    return { client, embedded: false, database: config.database, recoveredInserts: 0 };
+    return { client, embedded: false, database: config.database, recoveredInserts: 0, heldBoundStatementMs: () => 0 };
   }
 
   mkdirSync(config.dataDir, { recursive: true });
-  const client = await openEmbeddedConnection(config.dataDir, {
+  const connection = new MovingConnection(await embeddedConnections(config.dataDir), {
     stuckAfterMs: options.stuckAfterMs ?? STUCK_STATEMENT_MS,
     onMoved: options.onStatementStuck,
   });
+  const client = createClient({ connection });
   // The embedded connection ignores the client's `database` option; its session keeps USE.
   await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
   await client.command({ query: `USE ${config.database}` });
   // Before anything else reads or writes: the rollups must be whole before readings are checked
   // against history or stored (see recoverSpool).
   const recoveredInserts = await recoverSpool(client, config.database, config.dataDir);
-  return { client, embedded: true, database: config.database, dataDir: config.dataDir, recoveredInserts };
+  return {
+    client,
+    embedded: true,
+    database: config.database,
+    dataDir: config.dataDir,
+    recoveredInserts,
+    heldBoundStatementMs: () => connection.heldBoundMs(),
+  };
 }
 
 /**
@@ -74,10 +88,15 @@ export async function openHistoryClient(config: ClickHouseConfig, options: Histo
  * `moving`, a statement stuck past its limit sends later ones to a new connection (MovingConnection).
  */
 export async function openEmbeddedConnection(dataDir: string, moving?: MovingConnectionOptions): Promise<ClickHouseClient> {
+  const open = await embeddedConnections(dataDir);
+  return createClient({ connection: moving === undefined ? open() : new MovingConnection(open, moving) });
+}
+
+/** Opens connections to the embedded engine in dataDir. */
+async function embeddedConnections(dataDir: string): Promise<() => EngineConnection> {
   // Loaded only here: the engine's native library is large, and a server deployment never needs it.
   const { createChdbConnection } = await import("chdb/connection");
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
   // identically in a newer patch release; the shapes match, only the nominal imports differ.
-  const open = () => createChdbConnection({ path: dataDir }) as unknown as EngineConnection;
-  return createClient({ connection: moving === undefined ? open() : new MovingConnection(open, moving) });
+  return () => createChdbConnection({ path: dataDir }) as unknown as EngineConnection;
 }

@@ -67,4 +67,34 @@ describe("the engine's main connection", () => {
     await client.close();
     expect(closed).toEqual([1, 2]);
   });
+
+  it("says how long a statement binding parameters has waited, and counts no other", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-bound-"));
+    const connection = new MovingConnection(() => createChdbConnection({ path: dataDir }) as unknown as EngineConnection, { stuckAfterMs: 60_000 });
+    const client = createClient({ connection });
+    await client.command({ query: "CREATE TABLE default.t (x UInt32) ENGINE = MergeTree ORDER BY x" });
+    const hold = (name: string, bound: boolean) => {
+      const fifo = path.join(dataDir, `${name}.pipe`);
+      execFileSync("mkfifo", [fifo]);
+      const query = `INSERT INTO default.t FROM INFILE '${fifo}' FORMAT RowBinary`;
+      const returned = client.command(bound ? { query, query_params: { held: 1 } } : { query });
+      return async () => {
+        const pipe = await open(fifo, "w");
+        await pipe.write(Buffer.from([1, 0, 0, 0]));
+        await pipe.close();
+        await returned;
+      };
+    };
+    const releaseLiteral = hold("literal", false);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(connection.heldBoundMs()).toBe(0);
+    await releaseLiteral();
+
+    const releaseBound = hold("bound", true);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(connection.heldBoundMs()).toBeGreaterThanOrEqual(150);
+    await releaseBound();
+    expect(connection.heldBoundMs()).toBe(0);
+    await client.close();
+  });
 });

@@ -32,8 +32,19 @@ interface Slot {
 /** `USE db`, the one statement that changes what a connection's later statements mean. */
 const USE_DATABASE = /^\s*USE\s+([A-Za-z_][A-Za-z0-9_]*)\s*;?\s*$/i;
 
+/** Whether a statement binds parameters: the embedded engine runs those one at a time process-wide. */
+function bindsParameters(params: { query_params?: Record<string, unknown> }): boolean {
+  return params.query_params !== undefined && Object.keys(params.query_params).length > 0;
+}
+
 export class MovingConnection implements EngineConnection {
   private current: Slot;
+  /**
+   * When each unfinished statement that binds parameters was sent (performance.now()). chdb runs
+   * those one at a time in the whole process, on every connection, so one that never returns
+   * holds all later ones — moving to a new connection does not help them (see heldBoundMs).
+   */
+  private readonly boundSent = new Map<symbol, number>();
   /** The database the session switched to, set again on every new connection. */
   private database: string | undefined;
   private closed = false;
@@ -50,19 +61,19 @@ export class MovingConnection implements EngineConnection {
   }
 
   query(params: Parameters<EngineConnection["query"]>[0]): ReturnType<EngineConnection["query"]> {
-    return this.run((c) => c.query(params));
+    return this.run((c) => c.query(params), bindsParameters(params));
   }
 
   insert(params: Parameters<EngineConnection["insert"]>[0]): ReturnType<EngineConnection["insert"]> {
-    return this.run((c) => c.insert(params));
+    return this.run((c) => c.insert(params), bindsParameters(params));
   }
 
   exec(params: Parameters<EngineConnection["exec"]>[0]): ReturnType<EngineConnection["exec"]> {
-    return this.run((c) => c.exec(params));
+    return this.run((c) => c.exec(params), bindsParameters(params));
   }
 
   async command(params: Parameters<EngineConnection["command"]>[0]): ReturnType<EngineConnection["command"]> {
-    const result = await this.run((c) => c.command(params));
+    const result = await this.run((c) => c.command(params), bindsParameters(params));
     const use = USE_DATABASE.exec(params.query);
     if (use !== null) this.database = use[1];
     return result;
@@ -73,14 +84,28 @@ export class MovingConnection implements EngineConnection {
     if (this.current.running.size === 0) await this.current.connection.close();
   }
 
-  private async run<T>(statement: (connection: EngineConnection) => Promise<T>): Promise<T> {
+  /**
+   * How long the oldest unfinished statement that binds parameters has been waiting for its
+   * answer, in ms (0 when there is none). Past any statement's normal time it means the engine's
+   * bound statements are held: every fleet call and history lookup waits behind that one. (The
+   * service passes statements no abort signal, so one counted here is one the engine still runs.)
+   */
+  heldBoundMs(): number {
+    if (this.boundSent.size === 0) return 0;
+    return performance.now() - Math.min(...this.boundSent.values());
+  }
+
+  private async run<T>(statement: (connection: EngineConnection) => Promise<T>, bound = false): Promise<T> {
     const slot = this.slotForNext();
     const key = Symbol();
-    slot.running.set(key, performance.now());
+    const sentAt = performance.now();
+    slot.running.set(key, sentAt);
+    if (bound) this.boundSent.set(key, sentAt);
     try {
       await slot.ready;
       return await statement(slot.connection);
     } finally {
+      this.boundSent.delete(key);
       slot.running.delete(key);
       if (slot.running.size === 0 && (slot !== this.current || this.closed)) await slot.connection.close();
     }

@@ -1,0 +1,102 @@
+// When the embedded engine holds a statement that binds parameters: chdb runs those one at a time
+// in the whole process, so every fleet call waits behind it, whichever connection it takes. A real
+// statement of the service's own client, held by a FIFO (its INFILE blocks until something writes
+// to the pipe), stands in for one the engine never answers. The service then reports itself not
+// ready — on /readyz and through gRPC health — so that a balancer stops sending it traffic and an
+// orchestrator can restart it; ingest of new readings carries on; once the statement returns,
+// everything answers again.
+import { execFileSync } from "node:child_process";
+import { open } from "node:fs/promises";
+import path from "node:path";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import type { HistoryClient } from "../src/store/history/clickhouse-client.js";
+import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { meterReading, vehicleReading } from "./support/readings.js";
+import { settledWithin } from "./support/settled-within.js";
+import { startTestService, type TestService } from "./support/test-service.js";
+
+const STUCK_MS = 500;
+const MINUTE = 60_000;
+
+let app: TestService;
+let history: HistoryClient;
+let fleet: Client<typeof FleetService>;
+let health: Client<typeof Health>;
+let ingestClient: GrpcIngestClient;
+
+beforeAll(async () => {
+  app = await startTestService(undefined, { onHistoryClient: (client) => (history = client), stuckStatementMs: STUCK_MS });
+  const transport = createGrpcTransport({ baseUrl: app.baseUrl });
+  fleet = createClient(FleetService, transport);
+  health = createClient(Health, transport);
+  ingestClient = new GrpcIngestClient(app.target);
+});
+afterAll(async () => {
+  ingestClient?.close();
+  await app?.service.stop();
+});
+
+async function readiness(): Promise<{ status: number; reason?: string }> {
+  const response = await fetch(`${app.baseUrl}/readyz`);
+  const body = (await response.json()) as { reason?: string };
+  return { status: response.status, reason: body.reason };
+}
+
+describe("a statement binding parameters that the engine does not answer", () => {
+  it("makes the service not ready while fleet calls wait, keeps ingest going, and recovers when it returns", async () => {
+    const startMs = Math.floor(Date.now() / MINUTE) * MINUTE - 30 * MINUTE;
+    await fleet.linkVehicleToMeter({ vehicleId: "ev-held", meterId: "meter-held", validFrom: timestampFromMs(startMs - MINUTE) });
+    // The first batch also looks up the ledger's horizon in history (a bound statement of its own).
+    const first = await ingestClient.ingestReadings([
+      meterReading("meter-held", "m-1", startMs, 10),
+      vehicleReading("ev-held", "v-1", startMs + 1_000, 9),
+    ]);
+    expect(first.accepted).toBe(2n);
+    const window = { vehicleId: "ev-held", windowHours: 1 };
+    expect((await fleet.getVehiclePerformance(window)).efficiencyRatio).toBeCloseTo(0.9, 9);
+    expect((await health.check({})).status).toBe(ServingStatus.SERVING);
+    expect((await readiness()).status).toBe(200);
+
+    await history.client.command({ query: "CREATE TABLE held_probe (x UInt32) ENGINE = MergeTree ORDER BY x" });
+    const fifo = path.join(app.config.clickhouse.dataDir, "held.pipe");
+    execFileSync("mkfifo", [fifo]);
+    const held = history.client
+      .command({ query: `INSERT INTO held_probe FROM INFILE '${fifo}' FORMAT RowBinary`, query_params: { held: 1 } })
+      .then(() => "returned");
+
+    // A fleet call binds its values too: it waits, though the main connection moves on past the
+    // held statement once it has run STUCK_MS.
+    const waiting = fleet.getVehiclePerformance(window);
+    expect(await settledWithin(waiting, 2 * STUCK_MS)).toBe("pending");
+    expect((await health.check({})).status).toBe(ServingStatus.NOT_SERVING);
+    const notReady = await readiness();
+    expect(notReady.status).toBe(503);
+    expect(notReady.reason).toMatch(/statement on the history store has not returned/);
+
+    // New readings need no bound statement: they are stored and acknowledged meanwhile.
+    const during = await ingestClient.ingestReadings([
+      meterReading("meter-held", "m-2", startMs + MINUTE, 20),
+      vehicleReading("ev-held", "v-2", startMs + MINUTE + 1_000, 16),
+    ]);
+    expect(during.accepted).toBe(2n);
+    expect(await settledWithin(waiting, 0)).toBe("pending");
+
+    const pipe = await open(fifo, "w");
+    const row = Buffer.alloc(4);
+    row.writeUInt32LE(1);
+    await pipe.write(row);
+    await pipe.close();
+    expect(await held).toBe("returned");
+    // The waiting call answers, with the readings stored while it waited.
+    const answer = await settledWithin(waiting, 10_000);
+    expect(answer).not.toBe("pending");
+    expect(typeof answer === "object" && answer.totalKwhConsumedAc).toBeCloseTo(30, 9);
+    expect((await health.check({})).status).toBe(ServingStatus.SERVING);
+    expect((await readiness()).status).toBe(200);
+  });
+});
