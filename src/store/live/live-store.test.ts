@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../../../test/support/redis-server.js";
-import { compareDeviceIds, type LiveState, type LiveStateUpdate, type LiveStore } from "./live-store.js";
+import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, type ClaimStatus, type LiveState, type LiveStateUpdate, type LiveStore } from "./live-store.js";
 import { MemoryLiveStore } from "./memory-live-store.js";
 import { RedisLiveStore } from "./redis-live-store.js";
 
@@ -55,31 +55,40 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
     });
 
-    it("commits at once every event a batch's token still holds, and none it released", async () => {
-      const d = device();
-      const [t, u] = [randomUUID(), randomUUID()];
-      const keys = ["e1", "e2", "e3"].map((eventId) => ({ deviceId: d, eventId }));
-      await store.claimEvents(keys, t, LEASE_MS, WINDOW_MS);
-      await store.releaseEvents(keys.slice(2), t);
-      await store.commitClaims(t, keys.slice(0, 2), WINDOW_MS);
-      expect((await store.claimEvents(keys, u, LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate", "claimed"]);
-      // A release after the commit takes nothing back.
-      await store.releaseEvents(keys.slice(0, 2), t);
-      expect((await store.claimEvents(keys.slice(0, 2), randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
-    });
+    // Small batches commit event by event, large ones in one step: both must answer the same.
+    describe.each([
+      ["a small batch", 3],
+      ["a batch committed in one step", BATCH_COMMIT_MIN_EVENTS + 1],
+    ])("committing %s", (_, size) => {
+      const eventsOf = (d: string) => Array.from({ length: size }, (_, i) => ({ deviceId: d, eventId: `e${i}` }));
+      const statuses = (first: ClaimStatus, next: ClaimStatus, rest: ClaimStatus) => [first, next, ...Array<ClaimStatus>(size - 2).fill(rest)];
 
-    it("commits a batch whose lease ran out, but not the events another batch took over meanwhile", async () => {
-      const d = device();
-      const [slow, reclaimer] = [randomUUID(), randomUUID()];
-      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: d, eventId }));
-      await store.claimEvents(keys, slow, 50, WINDOW_MS);
-      await new Promise((resolve) => setTimeout(resolve, 120));
-      expect((await store.claimEvents(keys.slice(0, 1), reclaimer, LEASE_MS, WINDOW_MS)).statuses).toEqual(["reclaimed"]);
-      // The slow batch's insert landed after all: what it still holds is stored.
-      await store.commitClaims(slow, keys, WINDOW_MS);
-      expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight", "duplicate"]);
-      await store.commitClaims(reclaimer, keys.slice(0, 1), WINDOW_MS);
-      expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+      it("marks stored every event the batch's token still holds, and none it released", async () => {
+        const d = device();
+        const [t, u] = [randomUUID(), randomUUID()];
+        const keys = eventsOf(d);
+        await store.claimEvents(keys, t, LEASE_MS, WINDOW_MS);
+        await store.releaseEvents(keys.slice(0, 1), t);
+        await store.commitClaims(t, keys.slice(1), WINDOW_MS);
+        expect((await store.claimEvents(keys, u, LEASE_MS, WINDOW_MS)).statuses).toEqual(statuses("claimed", "duplicate", "duplicate"));
+        // A release after the commit takes nothing back.
+        await store.releaseEvents(keys.slice(1), t);
+        expect((await store.claimEvents(keys.slice(1), randomUUID(), LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
+      });
+
+      it("marks stored a batch whose lease ran out, but not the events another batch took over meanwhile", async () => {
+        const d = device();
+        const [slow, reclaimer] = [randomUUID(), randomUUID()];
+        const keys = eventsOf(d);
+        await store.claimEvents(keys, slow, 50, WINDOW_MS);
+        await new Promise((resolve) => setTimeout(resolve, 120));
+        expect((await store.claimEvents(keys.slice(0, 1), reclaimer, LEASE_MS, WINDOW_MS)).statuses).toEqual(["reclaimed"]);
+        // The slow batch's insert landed after all: what it still holds is stored.
+        await store.commitClaims(slow, keys, WINDOW_MS);
+        expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses).toEqual(statuses("in_flight", "duplicate", "duplicate"));
+        await store.commitClaims(reclaimer, keys.slice(0, 1), WINDOW_MS);
+        expect((await store.claimEvents(keys, randomUUID(), LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
+      });
     });
 
     it("lets a resend claim released events at once", async () => {
@@ -426,11 +435,11 @@ describe("the embedded store's batch commit", () => {
   it("commits event by event a batch whose claim the sweep dropped after its lease", async () => {
     const store = new MemoryLiveStore({ sweepIntervalMs: 10 });
     try {
-      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: "meter-1", eventId }));
+      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `e${i}` }));
       await store.claimEvents(keys, "slow", 20, WINDOW_MS);
       await new Promise((resolve) => setTimeout(resolve, 100));
       await store.commitClaims("slow", keys, WINDOW_MS);
-      expect((await store.claimEvents(keys, "next", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+      expect((await store.claimEvents(keys, "next", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
     } finally {
       await store.close();
     }
@@ -438,9 +447,9 @@ describe("the embedded store's batch commit", () => {
 
   it("forgets ids committed with their batch like any other, and moves its start past them", async () => {
     let now = 1_764_000_000_000;
-    const store = new MemoryLiveStore({ maxEvents: 10, shards: 1, now: () => now });
+    const store = new MemoryLiveStore({ maxEvents: BATCH_COMMIT_MIN_EVENTS, shards: 1, now: () => now });
     try {
-      const first = Array.from({ length: 10 }, (_, i) => ({ deviceId: "meter-1", eventId: `a${i}` }));
+      const first = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `a${i}` }));
       const { ledgerSinceMs: startedMs } = await store.claimEvents(first, "a", LEASE_MS, WINDOW_MS);
       now += 1_000;
       await store.commitClaims("a", first, WINDOW_MS);
@@ -593,13 +602,41 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     const store = new RedisLiveStore({ url: server!.url, keyPrefix: `test-${randomUUID()}:` });
     try {
       await store.connect();
-      const keys = ["e1", "e2"].map((eventId) => ({ deviceId: "meter-restart", eventId }));
-      expect((await store.claimEvents(keys, "in-flight", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed"]);
+      // Large enough to be committed in one step, the way that lost the ids at first.
+      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-restart", eventId: `e${i}` }));
+      expect((await store.claimEvents(keys, "in-flight", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "claimed")).toBe(true);
       await server!.restart();
       await waitUntil(async () => store.ping().then(() => true, () => false));
       await store.commitClaims("in-flight", keys, WINDOW_MS);
-      expect((await store.claimEvents(keys, "resend", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate", "duplicate"]);
+      expect((await store.claimEvents(keys, "resend", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
     } finally {
+      await store.close();
+    }
+  });
+
+  it("keeps a record of a batch for the dedupe window only when it committed the batch in one step", async () => {
+    // The record is a key per batch: kept for a fleet's one-reading calls it would nearly double
+    // the ledger's memory, so small batches commit event by event and leave none behind.
+    const prefix = `test-${randomUUID()}:`;
+    const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
+    const admin = new Redis(server!.url);
+    try {
+      await store.connect();
+      const records = async () => {
+        const keys = await admin.keys(`${prefix}claim:*`);
+        return Promise.all(keys.map((key) => admin.pttl(key)));
+      };
+      for (const [token, size] of [["small", 3], ["large", BATCH_COMMIT_MIN_EVENTS]] as const) {
+        const keys = Array.from({ length: size }, (_, i) => ({ deviceId: "meter-records", eventId: `${token}-${i}` }));
+        await store.claimEvents(keys, token, 200, WINDOW_MS);
+        await store.commitClaims(token, keys, WINDOW_MS);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const left = await records();
+      expect(left).toHaveLength(1);
+      expect(left[0]).toBeGreaterThan(WINDOW_MS - 60_000);
+    } finally {
+      admin.disconnect();
       await store.close();
     }
   });

@@ -96,6 +96,15 @@ export function healthLevelOf(values: Readonly<Record<string, unknown>>): string
 /** Receives a device's live state after a change. */
 export type LiveStateListener = (state: LiveState) => void;
 
+/**
+ * The fewest events a batch commits in one step (LiveStore.commitClaims); smaller batches commit
+ * event by event. The one step leaves a record of the batch for the whole dedupe window (a key of
+ * ~190 B in Redis, an object in the in-process store): against a ~155 B Redis key per event, a
+ * fleet calling with one reading at a time would have nearly doubled the ledger's memory, where
+ * from this size on it adds at most ~6 B per event and saves the per-event write.
+ */
+export const BATCH_COMMIT_MIN_EVENTS = 32;
+
 export interface LiveStore {
   /**
    * Claims each event for leaseMs under token (unique to this call: a later claim under the same
@@ -108,10 +117,11 @@ export interface LiveStore {
   commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
   /**
    * Marks stored every event still claimed under token — those of `keys` it claimed and neither
-   * released nor lost to a reclaimer — in one step for the whole token where the store can (the
-   * per-event commit was most of what committing cost Redis). Each then counts as a duplicate until
-   * its claim's remember time ends: claim with rememberMs = windowMs, the dedupe window. Call it
-   * only once every event the token still holds is stored.
+   * released nor lost to a reclaimer — in one step for the whole token where the store can and
+   * there are at least BATCH_COMMIT_MIN_EVENTS of them (the per-event commit was most of what
+   * committing cost Redis). Each then counts as a duplicate until its claim's remember time ends:
+   * claim with rememberMs = windowMs, the dedupe window. Call it only once every event the token
+   * still holds is stored.
    */
   commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void>;
   /** Gives up claims still held under token, so a resend can claim them at once. */

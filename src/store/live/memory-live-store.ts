@@ -13,7 +13,7 @@ import type {
   LiveStore,
 } from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
-import { compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
+import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /**
  * The events one batch claimed: every entry of the batch holds this one object, so that committing
@@ -151,11 +151,12 @@ export class MemoryLiveStore implements LiveStore {
   async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
     const claim = this.openClaims.get(token);
     this.openClaims.delete(token);
-    if (claim !== undefined) {
+    if (claim !== undefined && keys.length >= BATCH_COMMIT_MIN_EVENTS) {
       claim.committedAtMs = this.now();
       return;
     }
-    // Swept after its lease ended: commit the entries that still hold it one by one.
+    // A small batch, or one swept after its lease ended: the entries that still hold its claim
+    // become bare expiries one by one, as events stored on their own are.
     const held = keys.filter((key) => {
       const entry = this.shardOf(eventKey(key)).events.get(eventKey(key));
       return typeof entry === "object" && entry.claimedBy === token;

@@ -14,7 +14,7 @@ import type {
   LiveStateUpdate,
   LiveStore,
 } from "./live-store.js";
-import { healthLevelOf, newestPerDevice } from "./live-store.js";
+import { BATCH_COMMIT_MIN_EVENTS, healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /**
  * The value of an event key once its reading is stored on its own (found in history, or part of a
@@ -30,8 +30,9 @@ const HELD = "+";
 // then per event 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed. An event key holds its
 // claimer's token for the remember time, and the token's key says what became of the claim: held
 // while the lease runs, committed once the claimer stored every event it holds (one write per
-// batch, where a write per event was ~45 % of the ledger's cost in Redis), and gone once the lease
-// ran out without a commit. An event whose claim lapsed (its holder died after storing the rows,
+// batch, where a write per event was ~45 % of the ledger's cost in Redis; smaller batches than
+// BATCH_COMMIT_MIN_EVENTS still commit event by event), and gone once the lease ran out without a
+// commit. An event whose claim lapsed (its holder died after storing the rows,
 // perhaps) is then taken over as "reclaimed", which sends the reading to the history check instead
 // of looking like an event never seen. Leases run on Redis's clock, the one every claimer shares.
 // (The token keys are read without being declared in KEYS, like the several devices' slots of one
@@ -348,7 +349,7 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
-    if ((await this.commands.commitClaims(1, this.claimKey(token), windowMs)) === 1) return;
+    if (keys.length >= BATCH_COMMIT_MIN_EVENTS && (await this.commands.commitClaims(1, this.claimKey(token), windowMs)) === 1) return;
     await inChunks(keys, async (chunk) => [await this.commands.commitHeld(chunk.length, ...chunk.map((k) => this.eventKey(k)), token, windowMs)]);
   }
 
