@@ -5,9 +5,6 @@
 // ready — on /readyz and through gRPC health — so that a balancer stops sending it traffic and an
 // orchestrator can restart it; ingest of new readings carries on; once the statement returns,
 // everything answers again.
-import { execFileSync } from "node:child_process";
-import { open } from "node:fs/promises";
-import path from "node:path";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -16,6 +13,7 @@ import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../g
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { HistoryClient } from "../src/store/history/clickhouse-client.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { heldPipe } from "./support/held-pipe.js";
 import { meterReading, vehicleReading } from "./support/readings.js";
 import { settledWithin } from "./support/settled-within.js";
 import { startTestService, type TestService } from "./support/test-service.js";
@@ -63,11 +61,11 @@ describe("a statement binding parameters that the engine does not answer", () =>
     expect((await readiness()).status).toBe(200);
 
     await history.client.command({ query: "CREATE TABLE held_probe (x UInt32) ENGINE = MergeTree ORDER BY x" });
-    const fifo = path.join(app.config.clickhouse.dataDir, "held.pipe");
-    execFileSync("mkfifo", [fifo]);
+    const pipe = heldPipe(app.config.clickhouse.dataDir, "held");
     const held = history.client
-      .command({ query: `INSERT INTO held_probe FROM INFILE '${fifo}' FORMAT RowBinary`, query_params: { held: 1 } })
+      .command({ query: `INSERT INTO held_probe FROM INFILE '${pipe.path}' FORMAT RowBinary`, query_params: { held: 1 } })
       .then(() => "returned");
+    await pipe.running();
 
     // A fleet call binds its values too: it waits, though the main connection moves on past the
     // held statement once it has run STUCK_MS.
@@ -86,11 +84,7 @@ describe("a statement binding parameters that the engine does not answer", () =>
     expect(during.accepted).toBe(2n);
     expect(await settledWithin(waiting, 0)).toBe("pending");
 
-    const pipe = await open(fifo, "w");
-    const row = Buffer.alloc(4);
-    row.writeUInt32LE(1);
-    await pipe.write(row);
-    await pipe.close();
+    await pipe.release(Buffer.from([1, 0, 0, 0]));
     expect(await held).toBe("returned");
     // The waiting call answers, with the readings stored while it waited.
     const answer = await settledWithin(waiting, 10_000);

@@ -1,8 +1,6 @@
 // An insert lane when the engine does not answer: a statement held by a real FIFO (its INFILE
 // blocks until something writes to the pipe) stands in for an insert the engine never returns.
-import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient, type ClickHouseClient } from "@clickhouse/client";
@@ -11,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openEmbeddedConnection } from "./clickhouse-client.js";
 import { BlockAttempts } from "./history-sink.js";
 import { MovingConnection, type EngineConnection } from "./moving-connection.js";
+import { heldPipe } from "../../../test/support/held-pipe.js";
 import { settledWithin } from "../../../test/support/settled-within.js";
 
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-lane-"));
@@ -24,20 +23,12 @@ afterAll(async () => {
   await reader.close();
 });
 
-/** A pipe an INSERT … FROM INFILE waits on, and the row that releases it. */
-function heldInsert(name: string, row: number): { query: string; release: () => Promise<void> } {
-  const fifo = path.join(dataDir, `${name}.pipe`);
-  execFileSync("mkfifo", [fifo]);
-  return {
-    query: `INSERT INTO t FROM INFILE '${fifo}' FORMAT RowBinary`,
-    release: async () => {
-      const pipe = await open(fifo, "w");
-      const bytes = Buffer.alloc(4);
-      bytes.writeUInt32LE(row);
-      await pipe.write(bytes);
-      await pipe.close();
-    },
-  };
+/** An INSERT … FROM INFILE held on a pipe, and the row that releases it. */
+function heldInsert(name: string, row: number): { query: string; running: () => Promise<void>; release: () => Promise<void> } {
+  const pipe = heldPipe(dataDir, name);
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32LE(row);
+  return { query: `INSERT INTO t FROM INFILE '${pipe.path}' FORMAT RowBinary`, running: () => pipe.running(), release: () => pipe.release(bytes) };
 }
 
 async function rows(): Promise<number[]> {
@@ -50,6 +41,7 @@ describe("an insert lane", () => {
     const connection = await openEmbeddedConnection(dataDir);
     const held = heldInsert("control", 1);
     const first = connection.command({ query: held.query });
+    await held.running();
     const second = connection.command({ query: "INSERT INTO t VALUES (2)" }).then(() => "done");
     expect(await settledWithin(second, 1_000)).toBe("pending");
     await held.release();
@@ -80,6 +72,7 @@ describe("an insert lane", () => {
 
     const held = heldInsert("lane", 10);
     const stuck = insert(held.query).then(() => "returned");
+    await held.running();
     // The batcher's next block after the insert above timed out and its block failed.
     expect(await settledWithin(insert("INSERT INTO t VALUES (20)").then(() => "stored"), 10_000)).toBe("stored");
     expect({ opened, replaced, closed }).toEqual({ opened: 2, replaced: 1, closed: [] });
@@ -103,6 +96,7 @@ describe("an insert lane", () => {
     const insert = (token: string, query: string) => blocks.run(token, () => lane.command({ query }));
     const held = heldInsert("retry", 40);
     const first = insert("block-4", held.query).then(() => "returned");
+    await held.running();
     // Beside it, the retry could land too: with its views' copies it would count the block twice.
     const retry = insert("block-4", "INSERT INTO t VALUES (41)").then(() => "stored");
     expect(await settledWithin(retry, 1_000)).toBe("pending");

@@ -1,14 +1,13 @@
 // The main connection when a statement does not come back: a real INSERT … FROM INFILE held by a
 // FIFO stands in for it (it runs until something writes to the pipe).
-import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient } from "@clickhouse/client";
 import { createChdbConnection } from "chdb/connection";
 import { describe, expect, it } from "vitest";
 import { MovingConnection, type EngineConnection } from "./moving-connection.js";
+import { heldPipe } from "../../../test/support/held-pipe.js";
 import { settledWithin } from "../../../test/support/settled-within.js";
 
 async function counted(result: { json<T>(): Promise<T[]> }): Promise<number> {
@@ -39,9 +38,9 @@ describe("the engine's main connection", () => {
     await client.command({ query: "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x" });
     await client.command({ query: "INSERT INTO t VALUES (1)" });
 
-    const fifo = path.join(dataDir, "held.pipe");
-    execFileSync("mkfifo", [fifo]);
-    const held = client.command({ query: `INSERT INTO t FROM INFILE '${fifo}' FORMAT RowBinary` }).then(() => "returned");
+    const pipe = heldPipe(dataDir, "held");
+    const held = client.command({ query: `INSERT INTO t FROM INFILE '${pipe.path}' FORMAT RowBinary` }).then(() => "returned");
+    await pipe.running();
     // Within the limit a statement waits its turn on the same connection.
     const queued = client.query({ query: "SELECT count() AS n FROM t", format: "JSONEachRow" }).then(counted);
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -55,9 +54,7 @@ describe("the engine's main connection", () => {
     expect(moves[0]).toBeGreaterThan(300);
     expect(closed).toEqual([]);
 
-    const pipe = await open(fifo, "w");
-    await pipe.write(Buffer.from([2, 0, 0, 0]));
-    await pipe.close();
+    await pipe.release(Buffer.from([2, 0, 0, 0]));
     expect(await held).toBe("returned");
     expect(await queued).toBe(2);
     // The connection left behind closes once its statements have returned; the current one stays.
@@ -73,26 +70,23 @@ describe("the engine's main connection", () => {
     const connection = new MovingConnection(() => createChdbConnection({ path: dataDir }) as unknown as EngineConnection, { stuckAfterMs: 60_000 });
     const client = createClient({ connection });
     await client.command({ query: "CREATE TABLE default.t (x UInt32) ENGINE = MergeTree ORDER BY x" });
-    const hold = (name: string, bound: boolean) => {
-      const fifo = path.join(dataDir, `${name}.pipe`);
-      execFileSync("mkfifo", [fifo]);
-      const query = `INSERT INTO default.t FROM INFILE '${fifo}' FORMAT RowBinary`;
+    const hold = async (name: string, bound: boolean) => {
+      const pipe = heldPipe(dataDir, name);
+      const query = `INSERT INTO default.t FROM INFILE '${pipe.path}' FORMAT RowBinary`;
       const returned = client.command(bound ? { query, query_params: { held: 1 } } : { query });
+      await pipe.running();
+      await new Promise((resolve) => setTimeout(resolve, 200));
       return async () => {
-        const pipe = await open(fifo, "w");
-        await pipe.write(Buffer.from([1, 0, 0, 0]));
-        await pipe.close();
+        await pipe.release(Buffer.from([1, 0, 0, 0]));
         await returned;
       };
     };
-    const releaseLiteral = hold("literal", false);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const releaseLiteral = await hold("literal", false);
     expect(connection.heldBoundMs()).toBe(0);
     await releaseLiteral();
 
-    const releaseBound = hold("bound", true);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(connection.heldBoundMs()).toBeGreaterThanOrEqual(150);
+    const releaseBound = await hold("bound", true);
+    expect(connection.heldBoundMs()).toBeGreaterThanOrEqual(200);
     await releaseBound();
     expect(connection.heldBoundMs()).toBe(0);
     await client.close();
