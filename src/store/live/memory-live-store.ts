@@ -158,7 +158,8 @@ export class MemoryLiveStore implements LiveStore {
     // A small batch, or one swept after its lease ended: the entries that still hold its claim
     // become bare expiries one by one, as events stored on their own are.
     const held = keys.filter((key) => {
-      const entry = this.shardOf(eventKey(key)).events.get(eventKey(key));
+      const id = eventKey(key);
+      const entry = this.shardOf(id).events.get(id);
       return typeof entry === "object" && entry.claimedBy === token;
     });
     await this.commitEvents(held, windowMs);
