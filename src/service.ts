@@ -126,6 +126,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     workers: () => pool.threads,
   });
   metrics.observeLiveWatchers(() => liveStore.subscriberCount);
+  metrics.observeBoundStatementWait(() => history.heldBoundStatementMs());
 
   // A statement binding parameters that the embedded engine never answers holds every later one
   // (chdb runs them one at a time process-wide): fleet calls and history lookups would all wait

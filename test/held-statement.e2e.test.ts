@@ -2,9 +2,9 @@
 // in the whole process, so every fleet call waits behind it, whichever connection it takes. A real
 // statement of the service's own client, held by a FIFO (its INFILE blocks until something writes
 // to the pipe), stands in for one the engine never answers. The service then reports itself not
-// ready — on /readyz and through gRPC health — so that a balancer stops sending it traffic and an
-// orchestrator can restart it; ingest of new readings carries on; once the statement returns,
-// everything answers again.
+// ready — on /readyz and through gRPC health, with a gauge on /metrics — so that a balancer stops
+// sending it traffic and an orchestrator can restart it; ingest of new readings carries on; once
+// the statement returns, everything answers again.
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -45,6 +45,13 @@ async function readiness(): Promise<{ status: number; reason?: string }> {
   return { status: response.status, reason: body.reason };
 }
 
+/** The gauge an operator can alert on, as /metrics shows it. */
+async function boundStatementWaitSeconds(): Promise<number> {
+  const text = await (await fetch(`${app.baseUrl}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("wattstream_engine_bound_statement_wait_seconds "));
+  return Number(line?.split(" ")[1]);
+}
+
 describe("a statement binding parameters that the engine does not answer", () => {
   it("makes the service not ready while fleet calls wait, keeps ingest going, and recovers when it returns", async () => {
     const startMs = Math.floor(Date.now() / MINUTE) * MINUTE - 30 * MINUTE;
@@ -75,6 +82,7 @@ describe("a statement binding parameters that the engine does not answer", () =>
     const notReady = await readiness();
     expect(notReady.status).toBe(503);
     expect(notReady.reason).toMatch(/statement on the history store has not returned/);
+    expect(await boundStatementWaitSeconds()).toBeGreaterThanOrEqual(STUCK_MS / 1000);
 
     // New readings need no bound statement: they are stored and acknowledged meanwhile.
     const during = await ingestClient.ingestReadings([
@@ -92,5 +100,6 @@ describe("a statement binding parameters that the engine does not answer", () =>
     expect(typeof answer === "object" && answer.totalKwhConsumedAc).toBeCloseTo(30, 9);
     expect((await health.check({})).status).toBe(ServingStatus.SERVING);
     expect((await readiness()).status).toBe(200);
+    expect(await boundStatementWaitSeconds()).toBe(0);
   });
 });

@@ -86,6 +86,20 @@ export class IngestMetrics {
   }
 
   /** The live store's change-feed listeners: one per open WatchLiveState call. */
+  /** `read` answers, in ms, how long the oldest unfinished bound statement has waited (0 for none). */
+  observeBoundStatementWait(read: () => number): void {
+    new Gauge({
+      name: "wattstream_engine_bound_statement_wait_seconds",
+      help:
+        "How long the oldest unfinished statement binding parameters has waited on the embedded engine (0 when none). " +
+        "The engine runs them one at a time process-wide: a value that keeps growing is one that will not return, and every fleet call waits behind it.",
+      registers: [this.registry],
+      collect() {
+        this.set(read() / 1000);
+      },
+    });
+  }
+
   observeLiveWatchers(read: () => number): void {
     new Gauge({
       name: "wattstream_live_watchers",
