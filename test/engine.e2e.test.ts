@@ -4,12 +4,14 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { IngestService, RejectReason } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { IngestService, RejectReason, type IngestReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 import { FaultySink } from "./support/faulty-sink.js";
+import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
+import { settledWithin } from "./support/settled-within.js";
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -252,5 +254,62 @@ describe("an insert that lands but is not acknowledged", () => {
       "SELECT sum(kwh_consumed_ac) AS kwh, sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-g'",
     );
     expect(rollup).toEqual({ kwh: 25, n: 50 });
+  });
+});
+
+describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts", () => {
+  let redis: RedisServer;
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    app = await startTestService(testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "10s" }), {
+      wrapHistorySink: (real) => (sink = new FaultySink(real)),
+    });
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    sink?.unstall();
+    await app?.service.stop();
+    await probe?.close();
+    await redis?.stop();
+  });
+
+  it("answers a resend sent meanwhile as a duplicate once the batch is stored, and stores the reading once", async () => {
+    const client = new GrpcIngestClient(app.target);
+    try {
+      // Stored before, so that the new ledger's horizon is a real reading's time.
+      const earlier = meterReading("meter-restart", "r-0", Date.now() - 60_000, 0.5);
+      expect((await client.ingestReadings([earlier])).accepted).toBe(1n);
+
+      const reading = meterReading("meter-restart", "r-1", Date.now() - 1_000, 0.25);
+      sink.stall();
+      const first = client.ingestReadings([reading]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Redis comes back empty: the first call's claim is gone, and the resend claims the id afresh.
+      await redis.restart();
+      let resend: Promise<IngestReadingsResponse> | undefined;
+      for (let attempt = 0; resend === undefined; attempt++) {
+        // Until the service has reconnected, the call is refused retryably, as firmware sees it.
+        const call = client.ingestReadings([reading]);
+        const answer = await settledWithin(call.catch((error: unknown) => error), 500);
+        if (answer === "pending") resend = call;
+        else if (!(answer instanceof Error)) throw new Error(`the resend was answered while the first call was held: ${String(answer)}`);
+        else if (attempt > 100) throw answer;
+        else await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      sink.unstall();
+      expect((await first).accepted).toBe(1n);
+      const answers = await resend;
+      expect({ accepted: answers.accepted, duplicates: answers.duplicates }).toEqual({ accepted: 0n, duplicates: 1n });
+
+      const [row] = await probe.rows<{ n: number }>("SELECT count() AS n FROM {db}.meter_readings WHERE event_id = 'r-1'");
+      expect(row?.n).toBe(1);
+      const [rollup] = await probe.rows<{ n: number }>("SELECT sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-restart'");
+      expect(Number(rollup?.n)).toBe(2);
+    } finally {
+      client.close();
+    }
   });
 });

@@ -111,6 +111,8 @@ export class IngestEngine {
   private mergeScheduled = false;
   /** The newest observed_at stored before the ledger's start, looked up once per ledger start. */
   private ledgerHorizon: { readonly sinceMs: number; readonly newestBeforeMs: Promise<number> } | undefined;
+  /** Batches past their claim and not yet settled, each with the ledger start its claim saw. */
+  private readonly claimedBatches = new Set<{ readonly ledgerSinceMs: number; readonly settled: Promise<void> }>();
 
   constructor(private readonly deps: IngestEngineDeps) {
     this.now = deps.now ?? Date.now;
@@ -250,51 +252,58 @@ export class IngestEngine {
       throw unavailable("the live store is unavailable", error);
     }
 
-    let claimed: Candidate[] = [];
-    // Taken over from a claim that lapsed: its holder may have stored the rows before it died.
-    const reclaimed = new Set<Candidate>();
-    candidates.forEach((candidate, i) => {
-      const status = claim.statuses[i];
-      if (status === "claimed") claimed.push(candidate);
-      else if (status === "reclaimed") {
-        claimed.push(candidate);
-        reclaimed.add(candidate);
-      } else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
-      else {
-        outcomeOf(candidate.offset).rejected.push({
-          index: indexOf(candidate.offset),
-          eventId: candidate.key.eventId,
-          reason: RejectReason.IN_FLIGHT,
-          message: `event_id ${JSON.stringify(candidate.key.eventId)} is being stored by another call; resend it later`,
-          retryable: true,
+    // Until this batch settles, a history check under a newer ledger waits for it (see
+    // newestStoredBeforeLedger).
+    const settle = this.trackClaimed(claim.ledgerSinceMs);
+    try {
+      let claimed: Candidate[] = [];
+      // Taken over from a claim that lapsed: its holder may have stored the rows before it died.
+      const reclaimed = new Set<Candidate>();
+      candidates.forEach((candidate, i) => {
+        const status = claim.statuses[i];
+        if (status === "claimed") claimed.push(candidate);
+        else if (status === "reclaimed") {
+          claimed.push(candidate);
+          reclaimed.add(candidate);
+        } else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
+        else {
+          outcomeOf(candidate.offset).rejected.push({
+            index: indexOf(candidate.offset),
+            eventId: candidate.key.eventId,
+            reason: RejectReason.IN_FLIGHT,
+            message: `event_id ${JSON.stringify(candidate.key.eventId)} is being stored by another call; resend it later`,
+            retryable: true,
+          });
+        }
+      });
+
+      const alreadyStored = await this.findStoredOutsideLedger(claimed, reclaimed, claim.ledgerSinceMs, receivedAtMs, token);
+      if (alreadyStored.size > 0) {
+        for (const c of alreadyStored) outcomeOf(c.offset).duplicates++;
+        const known = claimed.filter((c) => alreadyStored.has(c));
+        claimed = claimed.filter((c) => !alreadyStored.has(c));
+        // Remember them, so the next resend is answered from the ledger.
+        await liveStore.commitEvents(known.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+          log.warn({ err: error }, "could not commit event ids found in history");
         });
       }
-    });
+      if (claimed.length === 0) return finish();
 
-    const alreadyStored = await this.findStoredOutsideLedger(claimed, reclaimed, claim.ledgerSinceMs, receivedAtMs, token);
-    if (alreadyStored.size > 0) {
-      for (const c of alreadyStored) outcomeOf(c.offset).duplicates++;
-      const known = claimed.filter((c) => alreadyStored.has(c));
-      claimed = claimed.filter((c) => !alreadyStored.has(c));
-      // Remember them, so the next resend is answered from the ledger.
-      await liveStore.commitEvents(known.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
-        log.warn({ err: error }, "could not commit event ids found in history");
+      await this.store(claimed, processed, token);
+      for (const c of claimed) outcomeOf(c.offset).accepted++;
+
+      // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
+      // resend after the lease could be stored again, which the history tables collapse on merge.
+      await liveStore.commitClaims(token, claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+        log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
       });
+      await liveStore
+        .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs))
+        .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
+      return finish();
+    } finally {
+      settle();
     }
-    if (claimed.length === 0) return finish();
-
-    await this.store(claimed, processed, token);
-    for (const c of claimed) outcomeOf(c.offset).accepted++;
-
-    // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
-    // resend after the lease could be stored again, which the history tables collapse on merge.
-    await liveStore.commitClaims(token, claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
-      log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
-    });
-    await liveStore
-      .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs))
-      .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
-    return finish();
   }
 
   /**
@@ -431,9 +440,26 @@ export class IngestEngine {
     }
   }
 
+  /** Registers a batch whose claim saw ledgerSinceMs; call the answer once it has settled. */
+  private trackClaimed(ledgerSinceMs: number): () => void {
+    let settle!: () => void;
+    const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settle = resolve)) };
+    this.claimedBatches.add(batch);
+    return () => {
+      this.claimedBatches.delete(batch);
+      settle();
+    };
+  }
+
   private newestStoredBeforeLedger(ledgerSinceMs: number): Promise<number> {
     if (this.ledgerHorizon?.sinceMs !== ledgerSinceMs) {
-      const newestBeforeMs = this.deps.stored.newestObservedReceivedBefore(ledgerSinceMs);
+      // Batches of this process claimed under an earlier ledger (a Redis that has since lost its
+      // data) may still be storing rows received before this ledger started. Looked up before
+      // they land, the horizon would miss them, and a resend of one of their readings, claimed
+      // afresh in the new ledger, would be stored a second time: wait for them first. (Another
+      // process's such batches are not known here.)
+      const older = [...this.claimedBatches].filter((batch) => batch.ledgerSinceMs < ledgerSinceMs).map((batch) => batch.settled);
+      const newestBeforeMs = Promise.all(older).then(() => this.deps.stored.newestObservedReceivedBefore(ledgerSinceMs));
       this.ledgerHorizon = { sinceMs: ledgerSinceMs, newestBeforeMs };
       // A failed lookup is tried again by the next batch.
       newestBeforeMs.catch(() => {
