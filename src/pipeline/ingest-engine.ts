@@ -6,6 +6,7 @@
 // fails, the batch's claims are released and the call fails retryably, so the device resends and
 // nothing it was told is stored is lost.
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
@@ -255,6 +256,8 @@ export class IngestEngine {
     // Until this batch settles, a history check under a newer ledger waits for it (see
     // newestStoredBeforeLedger).
     const settle = this.trackClaimed(claim.ledgerSinceMs);
+    // Inserts that timed out but may still land: the batch has settled only once they have.
+    const stillLanding: Promise<unknown>[] = [];
     try {
       let claimed: Candidate[] = [];
       // Taken over from a claim that lapsed: its holder may have stored the rows before it died.
@@ -289,7 +292,7 @@ export class IngestEngine {
       }
       if (claimed.length === 0) return finish();
 
-      await this.store(claimed, processed, token);
+      await this.store(claimed, processed, token, stillLanding);
       for (const c of claimed) outcomeOf(c.offset).accepted++;
 
       // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
@@ -302,7 +305,7 @@ export class IngestEngine {
         .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
       return finish();
     } finally {
-      settle();
+      settle(stillLanding);
     }
   }
 
@@ -361,7 +364,7 @@ export class IngestEngine {
    * counts them as duplicates; the failed tables' claims are released (or, if the insert may yet
    * land, left to lapse with their lease).
    */
-  private async store(claimed: readonly Candidate[], processed: ProcessedBatch, token: string): Promise<void> {
+  private async store(claimed: readonly Candidate[], processed: ProcessedBatch, token: string, stillLanding: Promise<unknown>[]): Promise<void> {
     const { batchers, liveStore, limits, log } = this.deps;
     const byKind = new Map<DeviceKind, Candidate[]>();
     for (const c of claimed) {
@@ -387,6 +390,7 @@ export class IngestEngine {
       // kept (a resend is answered in flight); then they are committed if the rows landed, or
       // released so the resend can store them.
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
+      stillLanding.push(landed);
       void landed.then((yes) =>
         (yes ? liveStore.commitEvents(keys, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
           (settleError: unknown) => {
@@ -440,14 +444,19 @@ export class IngestEngine {
     }
   }
 
-  /** Registers a batch whose claim saw ledgerSinceMs; call the answer once it has settled. */
-  private trackClaimed(ledgerSinceMs: number): () => void {
+  /**
+   * Registers a batch whose claim saw ledgerSinceMs; call the answer when the batch is done, with
+   * any of its inserts that may still land: it has settled once they have too.
+   */
+  private trackClaimed(ledgerSinceMs: number): (stillLanding: readonly Promise<unknown>[]) => void {
     let settle!: () => void;
     const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settle = resolve)) };
     this.claimedBatches.add(batch);
-    return () => {
-      this.claimedBatches.delete(batch);
-      settle();
+    return (stillLanding) => {
+      void Promise.allSettled(stillLanding).then(() => {
+        this.claimedBatches.delete(batch);
+        settle();
+      });
     };
   }
 
@@ -456,10 +465,14 @@ export class IngestEngine {
       // Batches of this process claimed under an earlier ledger (a Redis that has since lost its
       // data) may still be storing rows received before this ledger started. Looked up before
       // they land, the horizon would miss them, and a resend of one of their readings, claimed
-      // afresh in the new ledger, would be stored a second time: wait for them first. (Another
-      // process's such batches are not known here.)
+      // afresh in the new ledger, would be stored a second time: wait for them first, at most a
+      // lease — every attempt of a batch's inserts settles well within it (config makes sure),
+      // but an insert the engine never answers would otherwise hold the lookup, and every batch
+      // behind it, for ever. (Another process's such batches are not known here.)
       const older = [...this.claimedBatches].filter((batch) => batch.ledgerSinceMs < ledgerSinceMs).map((batch) => batch.settled);
-      const newestBeforeMs = Promise.all(older).then(() => this.deps.stored.newestObservedReceivedBefore(ledgerSinceMs));
+      const waited =
+        older.length === 0 ? Promise.resolve() : Promise.race([Promise.all(older), sleep(this.deps.limits.claimLeaseMs, undefined, { ref: false })]);
+      const newestBeforeMs = waited.then(() => this.deps.stored.newestObservedReceivedBefore(ledgerSinceMs));
       this.ledgerHorizon = { sinceMs: ledgerSinceMs, newestBeforeMs };
       // A failed lookup is tried again by the next batch.
       newestBeforeMs.catch(() => {
