@@ -26,7 +26,7 @@ for (let batch = 0; batch * BATCH < Number(values.ids); batch++) {
   }));
   const started = performance.now();
   await store.claimEvents(keys, `batch-${batch}`, 60_000, WINDOW_MS);
-  if (values.commit === "events") await store.commitEvents(keys, WINDOW_MS);
+  if (values.commit === "events") await store.commitEvents(keys, `batch-${batch}`, WINDOW_MS);
   else await store.commitClaims(`batch-${batch}`, keys, WINDOW_MS);
   times.push(performance.now() - started);
 }

@@ -1,8 +1,9 @@
 // What each step the ingest path asks of the Redis live store costs, per reading: redis-server's
 // CPU (read from /proc) and this process's, on a private redis-server. Batches of 2,000 fresh ids
-// over 20,000 devices, as the throughput bench sends them: claim; commit, both as the service
-// does it now (once per batch, under the claim's token) and event by event as it did before; a
-// resend's claim (every id a duplicate); the live-state update of each device; the trends read.
+// over 20,000 devices, as the throughput bench sends them: claim; commit, both in one step for the
+// batch (under the claim's token) and event by event (as batches under BATCH_COMMIT_MIN_EVENTS
+// and every batch before 2026-11-26 did); a resend's claim (every id a duplicate); the
+// live-state update of each device; the trends read.
 // Run: node --import tsx bench/live-store-costs.ts [--readings 200000]
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -45,7 +46,7 @@ const perEvent = batches("b");
 await measure("claim (new ids)", byBatch.map((keys, b) => () => store.claimEvents(keys, `a${b}`, LEASE_MS, WINDOW_MS)));
 await measure("commit, once per batch", byBatch.map((keys, b) => () => store.commitClaims(`a${b}`, keys, WINDOW_MS)));
 for (const [b, keys] of perEvent.entries()) await store.claimEvents(keys, `b${b}`, LEASE_MS, WINDOW_MS);
-await measure("commit, event by event (before)", perEvent.map((keys) => () => store.commitEvents(keys, WINDOW_MS)));
+await measure("commit, event by event", perEvent.map((keys, b) => () => store.commitEvents(keys, `b${b}`, WINDOW_MS)));
 await measure("claim of a resend (all duplicates)", byBatch.map((keys, b) => () => store.claimEvents(keys, `r${b}`, LEASE_MS, WINDOW_MS)));
 let observedAtMs = Date.now();
 await measure(

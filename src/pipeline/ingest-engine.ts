@@ -286,7 +286,7 @@ export class IngestEngine {
         const known = claimed.filter((c) => alreadyStored.has(c));
         claimed = claimed.filter((c) => !alreadyStored.has(c));
         // Remember them, so the next resend is answered from the ledger.
-        await liveStore.commitEvents(known.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+        await liveStore.commitEvents(known.map((c) => c.key), token, limits.dedupeWindowMs).catch((error: unknown) => {
           log.warn({ err: error }, "could not commit event ids found in history");
         });
       }
@@ -383,7 +383,7 @@ export class IngestEngine {
     if (failures.length === 0) return;
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
-    await liveStore.commitEvents(stored.map((c) => c.key), limits.dedupeWindowMs).catch(() => undefined);
+    await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
     for (const { kind, error } of failures) {
       const keys = byKind.get(kind)!.map((c) => c.key);
       // An attempt that timed out may still land. Until every attempt has settled the claims are
@@ -392,7 +392,7 @@ export class IngestEngine {
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
       stillLanding.push(landed);
       void landed.then((yes) =>
-        (yes ? liveStore.commitEvents(keys, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
+        (yes ? liveStore.commitEvents(keys, token, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
           (settleError: unknown) => {
             // The claims then lapse with their lease; the resend waits at most that long.
             log.warn({ err: settleError }, "could not settle claims after a failed insert");

@@ -51,7 +51,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];
       await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
-      await store.commitEvents(keys, WINDOW_MS);
+      await store.commitEvents(keys, "a", WINDOW_MS);
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
     });
 
@@ -133,7 +133,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("keeps event ids apart per device", async () => {
       const [d1, d2] = [device(), device()];
       await store.claimEvents([{ deviceId: d1, eventId: "1" }], "a", LEASE_MS, WINDOW_MS);
-      await store.commitEvents([{ deviceId: d1, eventId: "1" }], WINDOW_MS);
+      await store.commitEvents([{ deviceId: d1, eventId: "1" }], "a", WINDOW_MS);
       expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
@@ -304,7 +304,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const keys = Array.from({ length: 60_000 }, (_, i) => ({ deviceId: d, eventId: `e${i}` }));
       const first = await store.claimEvents(keys.slice(0, 30_000), "a", LEASE_MS, WINDOW_MS);
       expect(first.statuses.every((s) => s === "claimed")).toBe(true);
-      await store.commitEvents(keys.slice(0, 20_000), WINDOW_MS);
+      await store.commitEvents(keys.slice(0, 20_000), "a", WINDOW_MS);
       await store.releaseEvents(keys.slice(20_000, 30_000), "a");
       const again = await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS);
       expect(again.ledgerSinceMs).toBe(first.ledgerSinceMs);
@@ -420,7 +420,7 @@ describe("the embedded store's dedupe window", () => {
     try {
       const key = { deviceId: "meter-1", eventId: "e-1" };
       expect((await store.claimEvents([key], "t1", LEASE_MS, 10_000)).statuses).toEqual(["claimed"]);
-      await store.commitEvents([key], 10_000);
+      await store.commitEvents([key], "t1", 10_000);
       now += 10_000;
       expect((await store.claimEvents([key], "t2", LEASE_MS, 10_000)).statuses).toEqual(["duplicate"]);
       now += 1_000;
@@ -483,7 +483,7 @@ describe("the embedded store's capacity", () => {
       for (let i = 0; i < 99; i++) {
         now += 1_000;
         await store.claimEvents(keysOf(i, 1), `t${i}`, LEASE_MS, WINDOW_MS);
-        await store.commitEvents(keysOf(i, 1), WINDOW_MS);
+        await store.commitEvents(keysOf(i, 1), `t${i}`, WINDOW_MS);
       }
       const full = await store.claimEvents(keysOf(0, 99), "check", LEASE_MS, WINDOW_MS);
       expect(full.statuses.every((s) => s === "duplicate")).toBe(true);
@@ -523,7 +523,7 @@ describe("the embedded store's capacity", () => {
         expect(claim.statuses.every((s) => s === "claimed")).toBe(true);
         expect(claim.ledgerSinceMs).toBeGreaterThanOrEqual(since);
         since = claim.ledgerSinceMs;
-        await store.commitEvents(keys, WINDOW_MS);
+        await store.commitEvents(keys, `b${batch}`, WINDOW_MS);
       }
       // Each shard holds its newest ~56–63 of ~312 ids: the newest 500 overall are all still
       // there, the first 100 all gone, and the ledger's start has moved past them.
@@ -549,7 +549,7 @@ describe("the embedded store's capacity", () => {
         const claim = await store.claimEvents([key], id, LEASE_MS, WINDOW_MS);
         expect(claim.statuses).toEqual(["claimed"]);
         expect(claim.ledgerSinceMs).toBeLessThanOrEqual(now + 1);
-        await store.commitEvents([key], WINDOW_MS);
+        await store.commitEvents([key], id, WINDOW_MS);
       }
       expect((await store.claimEvents([], "e", LEASE_MS, WINDOW_MS)).ledgerSinceMs).toBeGreaterThan(1_764_000_000_100);
     } finally {

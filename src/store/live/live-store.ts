@@ -113,8 +113,12 @@ export interface LiveStore {
    * so that the next claimer is told "reclaimed" rather than "claimed".
    */
   claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult>;
-  /** Marks events stored: they count as duplicates for windowMs. */
-  commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void>;
+  /**
+   * Marks stored, event by event, those of `keys` still claimed under token, for windowMs — and
+   * with Redis those whose key Redis lost since the claim, which are written back. An event another
+   * batch has taken over since (its lease ran out) stays that batch's: it checks history itself.
+   */
+  commitEvents(keys: readonly EventKey[], token: string, windowMs: number): Promise<void>;
   /**
    * Marks stored every event still claimed under token — those of `keys` it claimed and neither
    * released nor lost to a reclaimer — in one step for the whole token where the store can and

@@ -138,13 +138,16 @@ export class MemoryLiveStore implements LiveStore {
     return { statuses, ledgerSinceMs: this.ledgerSinceMs };
   }
 
-  async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
+  async commitEvents(keys: readonly EventKey[], token: string, windowMs: number): Promise<void> {
     // Rounded up, so an entry is never forgotten before its window ends.
     const committed: Committed = Math.ceil((this.now() + windowMs) / 1000);
     this.shortestWindowMs = Math.min(this.shortestWindowMs, windowMs);
     for (const key of keys) {
       const id = eventKey(key);
-      this.shardOf(id).events.set(id, committed);
+      const { events } = this.shardOf(id);
+      const entry = events.get(id);
+      if (typeof entry === "object" && entry.claimedBy !== token) continue;
+      events.set(id, committed);
     }
   }
 
@@ -157,12 +160,7 @@ export class MemoryLiveStore implements LiveStore {
     }
     // A small batch, or one swept after its lease ended: the entries that still hold its claim
     // become bare expiries one by one, as events stored on their own are.
-    const held = keys.filter((key) => {
-      const id = eventKey(key);
-      const entry = this.shardOf(id).events.get(id);
-      return typeof entry === "object" && entry.claimedBy === token;
-    });
-    await this.commitEvents(held, windowMs);
+    await this.commitEvents(keys, token, windowMs);
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {

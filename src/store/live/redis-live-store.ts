@@ -69,7 +69,7 @@ return out`;
 // KEYS: the token's key. ARGV: window ms. Commits the token's claims at once while its key is
 // still held: then Redis kept every event key the claim wrote. Answers 0 when the key is gone —
 // the lease ran out, or Redis lost its data (a restart without persistence) — and the caller
-// commits event by event instead (COMMIT_HELD), which writes back the event keys Redis lost:
+// commits event by event instead (COMMIT_EVENTS), which writes back the event keys Redis lost:
 // otherwise a resend of a reading stored by a batch in flight across the restart would find no
 // key, be claimed afresh and be stored twice (the fault suite caught this).
 const COMMIT_CLAIMS = `
@@ -79,17 +79,10 @@ return 1`;
 
 // KEYS: event keys. ARGV: token, window ms. Commits the events the token still holds and those
 // Redis lost; not one another batch has claimed since.
-const COMMIT_HELD = `
+const COMMIT_EVENTS = `
 for _, key in ipairs(KEYS) do
   local holder = redis.call('GET', key)
   if not holder or holder == ARGV[1] then redis.call('SET', key, '${COMMITTED}', 'PX', ARGV[2]) end
-end
-return #KEYS`;
-
-// KEYS: event keys. ARGV: window ms.
-const COMMIT_EVENTS = `
-for _, key in ipairs(KEYS) do
-  redis.call('SET', key, '${COMMITTED}', 'PX', ARGV[1])
 end
 return #KEYS`;
 
@@ -256,7 +249,6 @@ interface LiveStoreCommands {
   claimEvents(numKeys: number, ...args: (string | number)[]): Promise<number[]>;
   commitEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   commitClaims(numKeys: number, ...args: (string | number)[]): Promise<number>;
-  commitHeld(numKeys: number, ...args: (string | number)[]): Promise<number>;
   releaseEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   applyLiveState(numKeys: number, ...args: (string | number)[]): Promise<number>;
   getLiveStates(numKeys: number, ...keys: string[]): Promise<(string | null)[][]>;
@@ -293,7 +285,6 @@ export class RedisLiveStore implements LiveStore {
     this.redis.defineCommand("claimEvents", { lua: CLAIM_EVENTS });
     this.redis.defineCommand("commitEvents", { lua: COMMIT_EVENTS });
     this.redis.defineCommand("commitClaims", { lua: COMMIT_CLAIMS });
-    this.redis.defineCommand("commitHeld", { lua: COMMIT_HELD });
     this.redis.defineCommand("releaseEvents", { lua: RELEASE_EVENTS });
     this.redis.defineCommand("applyLiveState", { lua: APPLY_LIVE_STATE });
     this.redis.defineCommand("getLiveStates", { lua: GET_LIVE_STATES });
@@ -344,13 +335,13 @@ export class RedisLiveStore implements LiveStore {
     return { ledgerSinceMs, statuses: answers.flatMap(([, ...statuses]) => statuses.map((answer) => CLAIM_STATUSES[answer]!)) };
   }
 
-  async commitEvents(keys: readonly EventKey[], windowMs: number): Promise<void> {
-    await inChunks(keys, async (chunk) => [await this.commands.commitEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), windowMs)]);
+  async commitEvents(keys: readonly EventKey[], token: string, windowMs: number): Promise<void> {
+    await inChunks(keys, async (chunk) => [await this.commands.commitEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), token, windowMs)]);
   }
 
   async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
     if (keys.length >= BATCH_COMMIT_MIN_EVENTS && (await this.commands.commitClaims(1, this.claimKey(token), windowMs)) === 1) return;
-    await inChunks(keys, async (chunk) => [await this.commands.commitHeld(chunk.length, ...chunk.map((k) => this.eventKey(k)), token, windowMs)]);
+    await this.commitEvents(keys, token, windowMs);
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
