@@ -9,7 +9,7 @@ import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
-import { FaultySink } from "./support/faulty-sink.js";
+import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
 import { settledWithin } from "./support/settled-within.js";
 
@@ -120,15 +120,9 @@ describe("an insert that fails", () => {
   let sink: FaultySink;
   let probe: HistoryProbe;
   beforeAll(async () => {
-    app = await startTestService(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" }), {
-      wrapHistorySink: (real) => (sink = new FaultySink(real)),
-    });
-    probe = new HistoryProbe(app.config);
+    ({ app, sink, probe } = await startFaultyService(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" })));
   });
-  afterAll(async () => {
-    await app?.service.stop();
-    await probe?.close();
-  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
 
   it("fails the call retryably, releases the claims, and the device's retry stores the readings once", async () => {
     const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
@@ -162,17 +156,11 @@ describe("with storage stalled", () => {
   let sink: FaultySink;
   let probe: HistoryProbe;
   beforeAll(async () => {
-    app = await startTestService(
+    ({ app, sink, probe } = await startFaultyService(
       testEnv({ MAX_ROWS_IN_FLIGHT: "2000", INSERT_TIMEOUT: "20s", INSERT_ATTEMPTS: "1", CLAIM_LEASE: "30s" }),
-      { wrapHistorySink: (real) => (sink = new FaultySink(real)) },
-    );
-    probe = new HistoryProbe(app.config);
+    ));
   });
-  afterAll(async () => {
-    sink?.unstall();
-    await app?.service.stop();
-    await probe?.close();
-  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
 
   it("refuses new calls with UNAVAILABLE while memory stays flat, then recovers when storage returns", async () => {
     const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
@@ -264,15 +252,10 @@ describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts
   let probe: HistoryProbe;
   beforeAll(async () => {
     redis = await startRedisServer();
-    app = await startTestService(testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "10s" }), {
-      wrapHistorySink: (real) => (sink = new FaultySink(real)),
-    });
-    probe = new HistoryProbe(app.config);
+    ({ app, sink, probe } = await startFaultyService(testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "10s" })));
   });
   afterAll(async () => {
-    sink?.unstall();
-    await app?.service.stop();
-    await probe?.close();
+    await stopFaultyService({ app, sink, probe });
     await redis?.stop();
   });
 

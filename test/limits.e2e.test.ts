@@ -15,11 +15,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestReadingsRequestSchema, IngestService, type SyncReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { addDevice, emptyCredentials, writeCredentials, type Credentials } from "../src/auth/credentials.js";
-import { FaultySink } from "./support/faulty-sink.js";
+import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { meterReading } from "./support/readings.js";
 import { RequestQueue } from "./support/request-queue.js";
-import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+import { HistoryProbe, testEnv, type TestService } from "./support/test-service.js";
 
 const RATE = 20;
 const BURST = 50;
@@ -42,7 +42,7 @@ beforeAll(async () => {
   }
   const file = path.join(mkdtempSync(path.join(tmpdir(), "wattstream-limits-")), "credentials.json");
   writeCredentials(file, credentials);
-  app = await startTestService(
+  ({ app, sink, probe } = await startFaultyService(
     testEnv({
       AUTH: "on",
       CREDENTIALS_FILE: file,
@@ -54,15 +54,10 @@ beforeAll(async () => {
       MAX_STREAM_DURATION: `${LIFETIME_MS}ms`,
       INSERT_ATTEMPTS: "1",
     }),
-    { wrapHistorySink: (real) => (sink = new FaultySink(real)) },
-  );
-  probe = new HistoryProbe(app.config);
+  ));
 });
 
-afterAll(async () => {
-  await probe?.close();
-  await app?.service.stop();
-});
+afterAll(() => stopFaultyService({ app, sink, probe }));
 
 const now = Date.now();
 let sequence = 0;

@@ -85,7 +85,6 @@ export class IngestMetrics {
     gauge("wattstream_worker_threads", "Worker threads running.", read.workers);
   }
 
-  /** The live store's change-feed listeners: one per open WatchLiveState call. */
   /** `read` answers, in ms, how long the oldest unfinished bound statement has waited (0 for none). */
   observeBoundStatementWait(read: () => number): void {
     new Gauge({
@@ -100,6 +99,7 @@ export class IngestMetrics {
     });
   }
 
+  /** The live store's change-feed listeners: one per open WatchLiveState call. */
   observeLiveWatchers(read: () => number): void {
     new Gauge({
       name: "wattstream_live_watchers",

@@ -2,7 +2,7 @@
 // service whose storage fails or stalls on purpose: every reading ends up stored exactly once,
 // retries back off with growing delays, and the server's pushback is waited for.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HistoryProbe, startTestService, testEnv, type TestService } from "../support/test-service.js";
+import { HistoryProbe, testEnv, type TestService } from "../support/test-service.js";
 import {
   ClientStats,
   createTransport,
@@ -14,7 +14,7 @@ import {
   type TransportKind,
 } from "../../bench/simulator/device-client.js";
 import { createRandom, FleetModel } from "../../bench/simulator/fleet-model.js";
-import { FaultySink } from "../support/faulty-sink.js";
+import { startFaultyService, stopFaultyService, type FaultySink } from "../support/faulty-sink.js";
 
 
 const MINUTE = 60_000;
@@ -42,16 +42,9 @@ describe("the simulator's device client against a service that fails on purpose"
   let sink: FaultySink;
   let probe: HistoryProbe;
   beforeAll(async () => {
-    app = await startTestService(testEnv({ INSERT_ATTEMPTS: "1", INSERT_TIMEOUT: "2s", CLAIM_LEASE: "10s" }), {
-      wrapHistorySink: (real) => (sink = new FaultySink(real)),
-    });
-    probe = new HistoryProbe(app.config);
+    ({ app, sink, probe } = await startFaultyService(testEnv({ INSERT_ATTEMPTS: "1", INSERT_TIMEOUT: "2s", CLAIM_LEASE: "10s" })));
   });
-  afterAll(async () => {
-    sink?.unstall();
-    await app?.service.stop();
-    await probe?.close();
-  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
 
   async function stored(prefix: string, kind: keyof typeof TABLES) {
     const [row] = await probe.rows<{ n: number; ids: number }>(

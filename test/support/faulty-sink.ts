@@ -1,6 +1,7 @@
 // The one fake the tests allow: a wrapper around the real history sink that fails or stalls
 // inserts on demand — faults a real ClickHouse cannot produce when a test needs them.
 import type { HistorySink } from "../../src/store/history/history-sink.js";
+import { HistoryProbe, startTestService, type TestService } from "./test-service.js";
 
 export class FaultySink implements HistorySink {
   /** While true, every insert fails. */
@@ -41,4 +42,24 @@ export class FaultySink implements HistorySink {
     }
     return this.real.insert(...args);
   }
+}
+
+/** The whole service with its inserts going through a FaultySink, and a probe of what it stored. */
+export interface FaultyService {
+  readonly app: TestService;
+  readonly sink: FaultySink;
+  readonly probe: HistoryProbe;
+}
+
+export async function startFaultyService(env: Record<string, string>): Promise<FaultyService> {
+  let sink!: FaultySink;
+  const app = await startTestService(env, { wrapHistorySink: (real) => (sink = new FaultySink(real)) });
+  return { app, sink, probe: new HistoryProbe(app.config) };
+}
+
+/** Lets stalled inserts go, then stops the service and closes the probe: whichever were started. */
+export async function stopFaultyService({ app, sink, probe }: Partial<FaultyService>): Promise<void> {
+  sink?.unstall();
+  await app?.service.stop();
+  await probe?.close();
 }

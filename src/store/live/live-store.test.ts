@@ -12,19 +12,11 @@ import { RedisLiveStore } from "./redis-live-store.js";
 const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
 
-async function waitFor(done: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error("timed out waiting for the change feed");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-async function waitUntil(done: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+async function waitFor(done: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await done())) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
 
@@ -606,7 +598,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-restart", eventId: `e${i}` }));
       expect((await store.claimEvents(keys, "in-flight", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "claimed")).toBe(true);
       await server!.restart();
-      await waitUntil(async () => store.ping().then(() => true, () => false));
+      await waitFor(() => store.ping().then(() => true, () => false));
       await store.commitClaims("in-flight", keys, WINDOW_MS);
       expect((await store.claimEvents(keys, "resend", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
     } finally {
