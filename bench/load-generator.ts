@@ -3,15 +3,10 @@
 // the service takes them, for a fixed time. Prints one JSON line of what it saw.
 //   node --import tsx bench/load-generator.ts --target 127.0.0.1:8080 --streams 8 --seconds 20
 import { parseArgs } from "node:util";
-import { create, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
-import {
-  StreamReadingsRequestSchema,
-  StreamReadingsResponseSchema,
-  type StreamReadingsResponse,
-} from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
-import { benchReading } from "./limit.js";
+import * as grpc from "@grpc/grpc-js";
+import { StreamReadingsResponseSchema, type StreamReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { benchFrame } from "./limit.js";
 
 const { values } = parseArgs({
   options: {
@@ -41,9 +36,9 @@ const client = new grpc.Client(values.target!, grpc.credentials.createInsecure()
 
 let sequence = 0;
 function frame(): Buffer {
-  const now = Date.now();
-  const readings = Array.from({ length: frameSize }, () => benchReading(sequence++, devices, now, `${values.run}-w${workerId}`));
-  return Buffer.from(toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings })));
+  const bytes = benchFrame(sequence, frameSize, devices, Date.now(), `${values.run}-w${workerId}`);
+  sequence += frameSize;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function call(): Promise<{ response: StreamReadingsResponse; latencyMs: number; sent: number }> {
