@@ -142,3 +142,62 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     }
   });
 });
+
+describe.skipIf(!haveRedis)("a Redis that comes back from an older snapshot", () => {
+  // Redis's default persistence is a snapshot now and then: after a crash it starts from the last
+  // one, which holds the ledger's start but not the ids claimed and committed since. Nothing
+  // there says data was lost, so only the restart itself can tell the service.
+  let redis: RedisServer;
+  let app: TestService;
+  beforeAll(async () => {
+    redis = await startRedisServer({ snapshotDir: mkdtempSync(path.join(tmpdir(), "wattstream-rdb-")) });
+    app = await startTestService(testEnv({ REDIS_URL: redis.url }));
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await redis?.stop();
+  });
+
+  /** Sends until the service answers (it refuses calls retryably until it has reconnected to Redis). */
+  async function sendUntilAnswered(client: GrpcIngestClient, readings: Parameters<GrpcIngestClient["streamReadings"]>[0][number]) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await client.streamReadings([readings]);
+      } catch (error) {
+        if (attempt > 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  it("still counts a resend of a reading stored after the snapshot as a duplicate", async () => {
+    const client = new GrpcIngestClient(app.target);
+    const now = Date.now();
+    const before = Array.from({ length: 20 }, (_, i) => meterReading("meter-snap", `before-${i}`, now - 60_000 + i, 0.1));
+    const after = Array.from({ length: 20 }, (_, i) => meterReading("meter-snap", `after-${i}`, now - 1_000 + i, 0.2));
+    try {
+      expect((await client.streamReadings([before])).accepted).toBe(20n);
+      const admin = new Redis(redis.url);
+      await admin.save();
+      admin.disconnect();
+      expect((await client.streamReadings([after])).accepted).toBe(20n);
+
+      await redis.restart();
+      const resent = await sendUntilAnswered(client, after);
+      expect({ accepted: resent.accepted, duplicates: resent.duplicates }).toEqual({ accepted: 0n, duplicates: 20n });
+      expect((await client.streamReadings([before])).duplicates).toBe(20n);
+      // A reading newer than anything stored before the restart is stored as usual.
+      expect((await client.streamReadings([[meterReading("meter-snap", "newer", Date.now() + 10, 0.3)]])).accepted).toBe(1n);
+    } finally {
+      client.close();
+    }
+    const probe = new HistoryProbe(app.config);
+    try {
+      expect(await probe.rows("SELECT count() AS n, uniqExact(event_id) AS distinct FROM {db}.meter_readings WHERE device_id = 'meter-snap'")).toEqual([
+        { n: 41, distinct: 41 },
+      ]);
+    } finally {
+      await probe.close();
+    }
+  });
+});

@@ -12,8 +12,8 @@ export interface RedisServer {
   /** The running server's process id (it changes with a restart). */
   readonly pid: number | undefined;
   /**
-   * Kills the server (SIGKILL: nothing is saved, and it runs without persistence anyway) and starts
-   * a new one on the same port: clients reconnect to the same URL and find an empty Redis.
+   * Kills the server (SIGKILL: nothing is saved) and starts a new one on the same port: clients
+   * reconnect to the same URL and find an empty Redis, or with snapshotDir the last snapshot taken.
    */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -28,13 +28,23 @@ export function redisServerAvailable(): boolean {
   return found;
 }
 
-export async function startRedisServer(port?: number): Promise<RedisServer> {
-  const chosenPort = port ?? (await restartablePort());
+export interface RedisServerOptions {
+  readonly port?: number;
+  /**
+   * A directory for RDB snapshots: the server then loads the last one when it starts, as a Redis
+   * with its default persistence does after a crash. Snapshots are taken only when asked (SAVE).
+   */
+  readonly snapshotDir?: string;
+}
+
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const chosenPort = options.port ?? (await restartablePort());
   const url = `redis://127.0.0.1:${chosenPort}`;
+  const persistence = options.snapshotDir === undefined ? [] : ["--dir", options.snapshotDir, "--dbfilename", "dump.rdb"];
   const spawnServer = async () => {
     const server = spawn(
       "redis-server",
-      ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...persistence],
       { stdio: "ignore" },
     );
     await waitUntilAnswering(url, server);

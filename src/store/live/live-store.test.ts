@@ -1,6 +1,9 @@
 // One contract, two stores: the embedded store and Redis (a real redis-server on a free port)
 // must behave the same for every caller.
 import { randomUUID } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import fc from "fast-check";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -603,6 +606,38 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       expect((await store.claimEvents(keys, "resend", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
     } finally {
       await store.close();
+    }
+  });
+
+  it("starts its ledger again when Redis restarted from a snapshot that still held the ledger's start", async () => {
+    // The snapshot has the ledger's start and the ids claimed before it, not those claimed since:
+    // the new start is what sends a resend of those to the history check.
+    const snapshotted = await startRedisServer({ snapshotDir: mkdtempSync(path.join(tmpdir(), "wattstream-rdb-")) });
+    const store = new RedisLiveStore({ url: snapshotted.url });
+    const admin = new Redis(snapshotted.url);
+    admin.on("error", () => {});
+    try {
+      await store.connect();
+      const before = [{ deviceId: "meter-snap", eventId: "before" }];
+      const { ledgerSinceMs: startedMs } = await store.claimEvents(before, "a", LEASE_MS, WINDOW_MS);
+      await store.commitClaims("a", before, WINDOW_MS);
+      await admin.save();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const after = [{ deviceId: "meter-snap", eventId: "after" }];
+      expect((await store.claimEvents(after, "b", LEASE_MS, WINDOW_MS)).ledgerSinceMs).toBe(startedMs);
+      await store.commitClaims("b", after, WINDOW_MS);
+
+      await snapshotted.restart();
+      await waitFor(() => store.ping().then(() => true, () => false));
+      const resent = await store.claimEvents([...before, ...after], "c", LEASE_MS, WINDOW_MS);
+      expect(resent.statuses).toEqual(["duplicate", "claimed"]);
+      expect(resent.ledgerSinceMs).toBeGreaterThan(startedMs);
+      // Once: the next claim against the same Redis keeps the new start.
+      expect((await store.claimEvents([], "d", LEASE_MS, WINDOW_MS)).ledgerSinceMs).toBe(resent.ledgerSinceMs);
+    } finally {
+      admin.disconnect();
+      await store.close();
+      await snapshotted.stop();
     }
   });
 

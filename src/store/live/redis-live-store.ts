@@ -25,9 +25,15 @@ const COMMITTED = "=";
 /** The value of a claim token's key while its lease runs (the key's TTL is the lease). */
 const HELD = "+";
 
-// KEYS: the ledger-since key, the token's key, then event keys. ARGV: token, lease ms, now ms,
-// remember ms, the prefix of token keys. Answers the ledger's start (set now if Redis lost it),
-// then per event 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed. An event key holds its
+// KEYS: the ledger-since key, the ledger-run key, the token's key, then event keys. ARGV: token,
+// lease ms, now ms, remember ms, the prefix of token keys. Answers the ledger's start, then per
+// event 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed. The ledger starts again (now) whenever
+// this Redis is not the one that answered the last claim — by its run_id, which every start of
+// redis-server draws anew: an empty Redis holds no ids, and one that loaded a snapshot or an
+// append-only file after a crash, or a replica promoted in a failover, may lack the ids committed
+// last, with nothing in it saying which (the ledger's start itself came back with the snapshot).
+// A server without a run_id (some Redis-compatible ones) only has the ledger restart when its
+// start is gone. An event key holds its
 // claimer's token for the remember time, and the token's key says what became of the claim: held
 // while the lease runs, committed once the claimer stored every event it holds (one write per
 // batch, where a write per event was ~45 % of the ledger's cost in Redis; smaller batches than
@@ -38,10 +44,16 @@ const HELD = "+";
 // (The token keys are read without being declared in KEYS, like the several devices' slots of one
 // call: on Redis Cluster this script would have to change.)
 const CLAIM_EVENTS = `
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if run and redis.call('GET', KEYS[2]) ~= run then
+  local since = tonumber(redis.call('GET', KEYS[1]))
+  if not since or since < tonumber(ARGV[3]) then redis.call('SET', KEYS[1], ARGV[3]) end
+  redis.call('SET', KEYS[2], run)
+end
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local out = { tonumber(redis.call('GET', KEYS[1])) }
-redis.call('SET', KEYS[2], '${HELD}', 'PX', ARGV[2])
-for i = 3, #KEYS do
+redis.call('SET', KEYS[3], '${HELD}', 'PX', ARGV[2])
+for i = 4, #KEYS do
   local key = KEYS[i]
   -- Most ids are new: one SET NX claims them; only a taken key is read.
   local holder = nil
@@ -62,7 +74,7 @@ for i = 3, #KEYS do
       status = 3
     end
   end
-  out[i - 1] = status
+  out[i - 2] = status
 end
 return out`;
 
@@ -318,8 +330,9 @@ export class RedisLiveStore implements LiveStore {
     const remember = Math.max(leaseMs, rememberMs);
     const claim = (chunk: readonly EventKey[]) =>
       this.commands.claimEvents(
-        chunk.length + 2,
+        chunk.length + 3,
         ledgerSince,
+        `${this.prefix}ledger-run`,
         this.claimKey(token),
         ...chunk.map((k) => this.eventKey(k)),
         token,
