@@ -203,6 +203,45 @@ describe("with storage stalled", () => {
   });
 });
 
+describe("an insert still running when the claim's lease would end", () => {
+  // The engine gives up on an attempt after INSERT_TIMEOUT, but the statement may still land:
+  // the claims are kept until it settles. Had they lapsed with their lease meanwhile, a resend
+  // would be taken over, found nowhere in history yet, and stored a second time when the first
+  // insert landed too.
+  const LEASE_MS = 6_000;
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    ({ app, sink, probe } = await startFaultyService(testEnv({ INSERT_TIMEOUT: "500ms", INSERT_ATTEMPTS: "1", CLAIM_LEASE: `${LEASE_MS}ms` })));
+  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
+
+  it("keeps answering a resend in flight until the insert lands, then as a duplicate; the reading is stored once", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const reading = meterReading("meter-long", "long-1", Date.now() - 1_000, 0.5);
+    sink.stall();
+    const first = await client.ingestReadings({ readings: [reading] }).catch((e: unknown) => ConnectError.from(e));
+    expect((first as ConnectError).code).toBe(Code.Unavailable);
+
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 1_500));
+    const meanwhile = await client.ingestReadings({ readings: [reading] });
+    expect(meanwhile.accepted).toBe(0n);
+    expect(meanwhile.rejected.map((r) => ({ reason: r.reason, retryable: r.retryable }))).toEqual([{ reason: RejectReason.IN_FLIGHT, retryable: true }]);
+
+    sink.unstall();
+    let after = await client.ingestReadings({ readings: [reading] });
+    for (let tries = 0; after.rejected.length > 0 && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      after = await client.ingestReadings({ readings: [reading] });
+    }
+    expect({ accepted: after.accepted, duplicates: after.duplicates }).toEqual({ accepted: 0n, duplicates: 1n });
+    expect(await probe.rows("SELECT count() AS n FROM {db}.meter_readings WHERE device_id = 'meter-long'")).toEqual([{ n: 1 }]);
+    const [rollup] = await probe.rows<{ n: number }>("SELECT sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-long'");
+    expect(Number(rollup?.n)).toBe(1);
+  }, 20_000);
+});
+
 describe("an insert that lands but is not acknowledged", () => {
   let app: TestService;
   let probe: HistoryProbe;

@@ -384,6 +384,7 @@ export class IngestEngine {
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
+    const landings: Promise<boolean>[] = [];
     for (const { kind, error } of failures) {
       const keys = byKind.get(kind)!.map((c) => c.key);
       // An attempt that timed out may still land. Until every attempt has settled the claims are
@@ -391,6 +392,7 @@ export class IngestEngine {
       // released so the resend can store them.
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
       stillLanding.push(landed);
+      landings.push(landed);
       void landed.then((yes) =>
         (yes ? liveStore.commitEvents(keys, token, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
           (settleError: unknown) => {
@@ -400,8 +402,46 @@ export class IngestEngine {
         ),
       );
     }
+    this.keepClaimsWhileLanding(token, landings);
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);
+  }
+
+  /**
+   * Extends the token's lease until every insert that may still land has settled. Config keeps the
+   * lease longer than every attempt's timeout, but a statement the engine has not answered can run
+   * on past its attempt and the lease: let the claims lapse then, and a resend would be taken over,
+   * found nowhere in history yet, and stored a second time once the first insert landed. While this
+   * process lives, its resends are answered in flight instead (an insert that never returns keeps
+   * them so until the process restarts, which inserts its spool again first); if it dies, the
+   * lease runs out as before.
+   */
+  private keepClaimsWhileLanding(token: string, landings: readonly Promise<boolean>[]): void {
+    const { liveStore, limits, log } = this.deps;
+    let settled = false;
+    let warned = false;
+    const renew = () => {
+      if (settled) return;
+      liveStore.renewClaims(token, limits.claimLeaseMs).then(
+        (held) => {
+          if (!held && !settled && !warned) {
+            warned = true;
+            log.warn({ token }, "the claims of an insert still landing could not be kept: a resend may be stored again");
+          }
+        },
+        (error: unknown) => {
+          if (!warned) log.warn({ err: error }, "could not extend the claims of an insert still landing; trying again");
+          warned = true;
+        },
+      );
+    };
+    renew();
+    const timer = setInterval(renew, Math.max(1, Math.floor(limits.claimLeaseMs / 3)));
+    timer.unref();
+    void Promise.allSettled(landings).then(() => {
+      settled = true;
+      clearInterval(timer);
+    });
   }
 
   /**

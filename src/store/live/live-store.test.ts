@@ -117,6 +117,26 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect((await store.claimEvents(keys, "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
+    it("extends a held claim's lease on renewal, and no claim that is over", async () => {
+      const d = device();
+      const [held, committed, lapsed] = ["held", "committed", "lapsed"].map((t) => `${t}-${randomUUID()}`) as [string, string, string];
+      // The committed batch large enough to commit in one step, as a batch whose insert landed late
+      // may have been.
+      const keys = (t: string) => Array.from({ length: t === committed ? BATCH_COMMIT_MIN_EVENTS : 1 }, (_, i) => ({ deviceId: d, eventId: `${t}-${i}` }));
+      for (const t of [held, committed, lapsed]) await store.claimEvents(keys(t), t, t === lapsed ? 30 : 300, WINDOW_MS);
+      await store.commitClaims(committed, keys(committed), WINDOW_MS);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await store.renewClaims(held, 600)).toBe(true);
+      expect(await store.renewClaims(committed, 600)).toBe(false);
+      expect(await store.renewClaims(lapsed, 600)).toBe(false);
+      expect((await store.claimEvents(keys(committed), "next", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
+      // Past the first lease, inside the renewed one: still in flight; after it, taken over.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect((await store.claimEvents(keys(held), "next", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect((await store.claimEvents(keys(held), "next", LEASE_MS, WINDOW_MS)).statuses).toEqual(["reclaimed"]);
+    });
+
     it("forgets a lapsed claim once the remember time is over", async () => {
       const d = device();
       const keys = [{ deviceId: d, eventId: "e1" }];

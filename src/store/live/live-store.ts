@@ -131,6 +131,13 @@ export interface LiveStore {
   /** Gives up claims still held under token, so a resend can claim them at once. */
   releaseEvents(keys: readonly EventKey[], token: string): Promise<void>;
   /**
+   * Extends the lease of the claims still held under token to leaseMs from now, while an insert of
+   * theirs that the caller gave up waiting for may still land. Answers false when its lease is
+   * already over (or lost with Redis's data) or the token committed in one step (commitClaims);
+   * renewing a claim committed or released event by event is harmless.
+   */
+  renewClaims(token: string, leaseMs: number): Promise<boolean>;
+  /**
    * Applies readings to live state: a reading replaces the state only if it was observed at or
    * after the current one (a backlog never overwrites fresher state); last_seen always advances.
    */

@@ -22,10 +22,13 @@ import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf, newestPerDevi
 interface Claim {
   /** The claiming batch's token. */
   readonly claimedBy: string;
-  /** When the lease ends: after that the claim is stale, and the next claimer takes it over. */
-  readonly leaseEndsAtMs: number;
-  /** When the entry is forgotten. */
-  readonly expiresAtMs: number;
+  /**
+   * When the lease ends: after that the claim is stale, and the next claimer takes it over.
+   * Extended by renewClaims.
+   */
+  leaseEndsAtMs: number;
+  /** When the entry is forgotten: never before the lease ends. */
+  expiresAtMs: number;
   /** When the batch committed its events, which are then stored; undefined while in flight. */
   committedAtMs: number | undefined;
 }
@@ -170,6 +173,15 @@ export class MemoryLiveStore implements LiveStore {
       const entry = events.get(id);
       if (typeof entry === "object" && entry.claimedBy === token && entry.committedAtMs === undefined) events.delete(id);
     }
+  }
+
+  async renewClaims(token: string, leaseMs: number): Promise<boolean> {
+    const claim = this.openClaims.get(token);
+    const now = this.now();
+    if (claim === undefined || claim.leaseEndsAtMs <= now) return false;
+    claim.leaseEndsAtMs = now + leaseMs;
+    claim.expiresAtMs = Math.max(claim.expiresAtMs, claim.leaseEndsAtMs);
+    return true;
   }
 
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {

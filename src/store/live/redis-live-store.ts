@@ -98,6 +98,13 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS`;
 
+// KEYS: the token's key. ARGV: lease ms. Extends the lease while it runs: an event key holds the
+// token for the whole remember time, so the token's key alone says whether the claim is held.
+const RENEW_CLAIMS = `
+if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
 // KEYS: the token's key, then event keys. ARGV: token. Deletes only claims this token still
 // holds, and none once it committed them.
 const RELEASE_EVENTS = `
@@ -262,6 +269,7 @@ interface LiveStoreCommands {
   commitEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
   commitClaims(numKeys: number, ...args: (string | number)[]): Promise<number>;
   releaseEvents(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  renewClaims(numKeys: number, ...args: (string | number)[]): Promise<number>;
   applyLiveState(numKeys: number, ...args: (string | number)[]): Promise<number>;
   getLiveStates(numKeys: number, ...keys: string[]): Promise<(string | null)[][]>;
   getTrends(numKeys: number, ...keys: string[]): Promise<string[]>;
@@ -298,6 +306,7 @@ export class RedisLiveStore implements LiveStore {
     this.redis.defineCommand("commitEvents", { lua: COMMIT_EVENTS });
     this.redis.defineCommand("commitClaims", { lua: COMMIT_CLAIMS });
     this.redis.defineCommand("releaseEvents", { lua: RELEASE_EVENTS });
+    this.redis.defineCommand("renewClaims", { lua: RENEW_CLAIMS });
     this.redis.defineCommand("applyLiveState", { lua: APPLY_LIVE_STATE });
     this.redis.defineCommand("getLiveStates", { lua: GET_LIVE_STATES });
     this.redis.defineCommand("getTrends", { lua: GET_TRENDS });
@@ -361,6 +370,10 @@ export class RedisLiveStore implements LiveStore {
     await inChunks(keys, async (chunk) => [
       await this.commands.releaseEvents(chunk.length + 1, this.claimKey(token), ...chunk.map((k) => this.eventKey(k)), token),
     ]);
+  }
+
+  async renewClaims(token: string, leaseMs: number): Promise<boolean> {
+    return (await this.commands.renewClaims(1, this.claimKey(token), leaseMs)) === 1;
   }
 
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
