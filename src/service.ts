@@ -155,7 +155,12 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     router.service(IngestService, ingest);
     router.service(
       FleetService,
-      new FleetHandler(history.client, config.fleet, liveStore, Date.now, { maxAgeMs: config.fleet.linkCacheMaxAgeMs }),
+      // The embedded engine locks its data directory to this process, so every link is written
+      // through it and invalidates the copy: reloading it on a timer (~18 ms of the engine every
+      // 5 s with 6,667 links, queued ahead of any call that came meanwhile) would buy nothing.
+      new FleetHandler(history.client, config.fleet, liveStore, Date.now, {
+        maxAgeMs: history.embedded ? Infinity : config.fleet.linkCacheMaxAgeMs,
+      }),
     );
     router.service(
       PartnerService,

@@ -54,6 +54,28 @@ describe("VehicleLinkCache", () => {
     expect(await meters(cache, "ev-unknown")).toEqual([]);
   });
 
+  it("without an age bound (the embedded engine, its only writer) loads once, and again only after a write", async () => {
+    let now = 1_000_000;
+    const cache = new VehicleLinkCache(history.client, { maxAgeMs: Infinity, now: () => now });
+    await link("ev-once", "meter-1", 1_000);
+    const reads = vi.spyOn(history.client, "query");
+    try {
+      expect(await meters(cache, "ev-once")).toEqual(["meter-1"]);
+      const loadReads = reads.mock.calls.length;
+      expect(loadReads).toBeGreaterThan(0);
+      now += 30 * 86_400_000;
+      expect(await meters(cache, "ev-once")).toEqual(["meter-1"]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(reads.mock.calls.length).toBe(loadReads);
+
+      await link("ev-once", "meter-2", 2_000);
+      cache.invalidate();
+      expect(await meters(cache, "ev-once")).toEqual(["meter-1", "meter-2"]);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
   it("does not keep a copy whose load began before an invalidation", async () => {
     const cache = new VehicleLinkCache(history.client, { maxAgeMs: 60_000 });
     await link("ev-race", "meter-old", 1_000);

@@ -9,7 +9,8 @@
 // they are acknowledged. A link written by another process sharing the same ClickHouse server (or
 // by hand) is seen within maxAgeMs and one reload: that is the staleness this cache admits. The
 // embedded engine locks its data directory to one process, so there the only writer is this
-// process and nothing is ever stale. A table larger than maxLinks is not cached: each call then
+// process, nothing is ever stale, and the service sets no maxAgeMs (Infinity): the copy is loaded
+// once and again only after a write. A table larger than maxLinks is not cached: each call then
 // reads its vehicle's links.
 import type { ClickHouseClient } from "@clickhouse/client";
 import { listLinksStartingBefore, listVehicleLinks, type LinkSource, type StoredLink } from "./vehicle-links.js";
