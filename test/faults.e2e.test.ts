@@ -144,7 +144,22 @@ describe.skipIf(!haveRedis)(`the fault suite (${SCALE.name})`, () => {
       const controlFile = path.join(env.DATA_DIR!, "..", `${path.basename(env.DATA_DIR!)}-storage-fault`);
       env.FAULT_CONTROL_FILE = controlFile;
       writeFileSync(controlFile, "ok");
-      const start = () => startServiceProcess(env, 60_000, FAULTY_ENTRY);
+      // Every incarnation's log, written beside the data directory when the test ends, so that a
+      // failure can be traced to what the service did (a rollup short by a block, say).
+      const incarnations: ServiceProcess[] = [];
+      const serviceLogFile = `${env.DATA_DIR!}-service.log`;
+      const writeServiceLogs = () => {
+        const text = incarnations
+          .map((p, i) => [`# incarnation ${i + 1}, pid ${p.child.pid}`, ...p.logs.map((l) => JSON.stringify(l)), p.stderr()].join("\n"))
+          .join("\n");
+        writeFileSync(serviceLogFile, text);
+        log(`service logs: ${serviceLogFile}; data: ${env.DATA_DIR!} (database ${env.CLICKHOUSE_DATABASE!})`);
+      };
+      const start = async () => {
+        const started = await startServiceProcess(env, 60_000, FAULTY_ENTRY);
+        incarnations.push(started);
+        return started;
+      };
       service = await start();
 
       fleet = new RecordedFleet({
@@ -387,6 +402,7 @@ describe.skipIf(!haveRedis)(`the fault suite (${SCALE.name})`, () => {
         expect(summary.stored).toBe(mustStore.length);
         expect(retried.length, "the faults made devices resend").toBeGreaterThan(0);
       } finally {
+        writeServiceLogs();
         await probe.close();
       }
     },
