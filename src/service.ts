@@ -292,6 +292,11 @@ async function openLiveStore(config: Config, log: Logger, history: ClickHouseCli
       "Redis may evict dedupe entries under memory pressure: a resend of an evicted event id could be stored twice. Set maxmemory-policy noeviction and size Redis for DEDUPE_WINDOW (docs/capacity.md)",
     );
   }
+  if (!(await store.recognisesRestarts())) {
+    log.warn(
+      "Redis does not tell this user its run_id (INFO server): a Redis restart that keeps its data from a snapshot or an append-only file missing its last writes cannot be recognised, and a resend of a reading stored just before it could be stored twice. Allow INFO for this user, or run Redis without persistence (docs/capacity.md)",
+    );
+  }
   return { store, stopRestore: async () => {} };
 }
 

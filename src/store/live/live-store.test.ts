@@ -661,6 +661,31 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     }
   });
 
+  it("claims for a user denied INFO, and says it cannot recognise a restart then", async () => {
+    // Managed Redis often grants "+@all -@dangerous", and INFO is in @dangerous.
+    const admin = new Redis(server!.url);
+    const user = `limited-${randomUUID().slice(0, 8)}`;
+    await admin.call("ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all", "-@dangerous");
+    const url = new URL(server!.url);
+    url.username = user;
+    url.password = "secret";
+    const limited = new RedisLiveStore({ url: url.toString(), keyPrefix: `test-${randomUUID()}:` });
+    const full = new RedisLiveStore({ url: server!.url, keyPrefix: `test-${randomUUID()}:` });
+    try {
+      await limited.connect();
+      await full.connect();
+      expect(await limited.recognisesRestarts()).toBe(false);
+      expect(await full.recognisesRestarts()).toBe(true);
+      const keys = [{ deviceId: "meter-acl", eventId: "e1" }];
+      expect((await limited.claimEvents(keys, `acl-${randomUUID()}`, LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+    } finally {
+      await limited.close();
+      await full.close();
+      await admin.call("ACL", "DELUSER", user);
+      admin.disconnect();
+    }
+  });
+
   it("keeps a record of a batch for the dedupe window only when it committed the batch in one step", async () => {
     // The record is a key per batch: kept for a fleet's one-reading calls it would nearly double
     // the ledger's memory, so small batches commit event by event and leave none behind.

@@ -32,8 +32,9 @@ const HELD = "+";
 // redis-server draws anew: an empty Redis holds no ids, and one that loaded a snapshot or an
 // append-only file after a crash, or a replica promoted in a failover, may lack the ids committed
 // last, with nothing in it saying which (the ledger's start itself came back with the snapshot).
-// A server without a run_id (some Redis-compatible ones) only has the ledger restart when its
-// start is gone. An event key holds its
+// A server that gives no run_id (some Redis-compatible ones, or an ACL user denied INFO, which is
+// in @dangerous) only has the ledger restart when its start is gone; the service warns of it when
+// it starts (recognisesRestarts). An event key holds its
 // claimer's token for the remember time, and the token's key says what became of the claim: held
 // while the lease runs, committed once the claimer stored every event it holds (one write per
 // batch, where a write per event was ~45 % of the ledger's cost in Redis; smaller batches than
@@ -44,7 +45,8 @@ const HELD = "+";
 // (The token keys are read without being declared in KEYS, like the several devices' slots of one
 // call: on Redis Cluster this script would have to change.)
 const CLAIM_EVENTS = `
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local info = redis.pcall('INFO', 'server')
+local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or nil
 if run and redis.call('GET', KEYS[2]) ~= run then
   local since = tonumber(redis.call('GET', KEYS[1]))
   if not since or since < tonumber(ARGV[3]) then redis.call('SET', KEYS[1], ARGV[3]) end
@@ -331,6 +333,20 @@ export class RedisLiveStore implements LiveStore {
       return policy;
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * Whether this Redis tells its run_id to this user, by which the ledger recognises a restart
+   * that may have lost its last writes (see CLAIM_EVENTS). Without it only a Redis that comes back
+   * empty is recognised: one that loads a snapshot or an append-only file missing its last writes
+   * could then let a resend be stored twice.
+   */
+  async recognisesRestarts(): Promise<boolean> {
+    try {
+      return /run_id:[0-9a-f]+/.test(await this.redis.info("server"));
+    } catch {
+      return false;
     }
   }
 
