@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { BatteryRow } from "../../process/history-rows.js";
+import type { BatteryRow, DeviceKind, MeterRow } from "../../process/history-rows.js";
 import { encodeRow, RowBinaryWriter } from "../../process/insert-encoding.js";
 import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
 import { createHistorySink } from "./history-sink.js";
@@ -55,6 +55,23 @@ function batteryBlock(rows: number): Buffer {
   return Buffer.from(writer.finish());
 }
 
+/** Readings `from`… of one meter, a minute apart within one hour, as the sink gets them. */
+function meterBlock(deviceId: string, hourMs: number, from: number, rows: number): Buffer {
+  const writer = new RowBinaryWriter();
+  for (let i = from; i < from + rows; i++) {
+    const row: MeterRow & Record<string, unknown> = {
+      device_id: deviceId,
+      event_id: `e-${i}`,
+      observed_at: hourMs + i * 60_000,
+      kwh_consumed_ac: 0.5,
+      voltage: 230,
+      register_kwh_ac: null,
+    };
+    encodeRow("meter", row, hourMs + 3_600_000, writer);
+  }
+  return Buffer.from(writer.finish());
+}
+
 /** A pid no process has any more: a child that has already exited. */
 function deadPid(): number {
   return spawnSync(process.execPath, ["-e", ""]).pid!;
@@ -65,7 +82,7 @@ function deadPid(): number {
  * found by letting a sink create its own (the name carries the directory's key), then renamed to
  * a dead pid's.
  */
-async function leaveDeadSpool(history: HistoryClient, blocks: { token: string; payload: Buffer }[]): Promise<string> {
+async function leaveDeadSpool(history: HistoryClient, blocks: { token: string; payload: Buffer; kind?: DeviceKind }[]): Promise<string> {
   const before = new Set(readdirSync(SPOOL_BASE));
   const sink = await createHistorySink(history);
   const mine = readdirSync(SPOOL_BASE).find((e) => !before.has(e) && e.includes(`-${process.pid}-`))!;
@@ -73,7 +90,7 @@ async function leaveDeadSpool(history: HistoryClient, blocks: { token: string; p
   const [key] = mine.slice("wattstream-spool-".length).split("-");
   const dir = path.join(SPOOL_BASE, `wattstream-spool-${key}-${deadPid()}-${randomUUID().slice(0, 8)}`);
   mkdirSync(dir);
-  for (const { token, payload } of blocks) writeFileSync(path.join(dir, `battery.${token}.${randomUUID().slice(0, 8)}.bin`), payload);
+  for (const { token, payload, kind = "battery" } of blocks) writeFileSync(path.join(dir, `${kind}.${token}.${randomUUID().slice(0, 8)}.bin`), payload);
   return dir;
 }
 
@@ -103,6 +120,49 @@ describe("the embedded sink's spool after a kill", () => {
     expect(await count(history, `SELECT count() AS n FROM ${database}.battery_readings`)).toBe(30);
     expect(await count(history, `SELECT sum(readings) AS n FROM ${database}.battery_health_hours`)).toBe(30);
     expect(await count(history, `SELECT sum(score_sum) AS n FROM ${database}.battery_health_hours`)).toBe(30 * 80);
+  });
+
+  it("rebuilds a rollup whose deduplication log held a replayed block without its data", async () => {
+    // What a kill between a rollup recording a block in its deduplication log and committing the
+    // block's part leaves (bench/kill-during-inserts.ts): the block in the history table and in the
+    // rollups fed from that one, missing from that rollup, and the replay dropped there as held.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "wattstream-spool-test-"));
+    const database = `spool_${randomUUID().replaceAll("-", "")}`;
+    let history = await openHistory(dataDir, database);
+    const hourMs = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
+    const earlier = meterBlock("meter-a", hourMs, 0, 4);
+    const cut = { kind: "meter" as const, token: randomUUID(), payload: meterBlock("meter-a", hourMs, 4, 4) };
+    const other = meterBlock("meter-b", hourMs, 0, 4);
+    const sink = await createHistorySink(history);
+    await sink.insert("meter", earlier, randomUUID());
+    await sink.insert("meter", cut.payload, cut.token);
+    await sink.insert("meter", other, randomUUID());
+    await sink.close();
+    // A mutation removes the block's rows from meter_minutes and leaves its deduplication log alone.
+    await history.client.command({
+      query: `ALTER TABLE ${database}.meter_minutes DELETE WHERE device_id = 'meter-a' AND minute >= toDateTime(${(hourMs + 4 * 60_000) / 1000}, 'UTC') SETTINGS mutations_sync = 2`,
+    });
+    expect(await count(history, `SELECT sum(readings) AS n FROM ${database}.meter_minutes WHERE device_id = 'meter-a'`)).toBe(4);
+    await leaveDeadSpool(history, [cut]);
+    await history.client.close();
+    open = undefined;
+
+    history = await openHistory(dataDir, database);
+    expect(history.recoveredInserts).toBe(1);
+    for (const [table, device, readings] of [
+      ["meter_readings", "meter-a", "count()"],
+      ["meter_minutes", "meter-a", "sum(readings)"],
+      ["meter_hours", "meter-a", "sum(readings)"],
+      ["meter_minutes_by_time", "meter-a", "sum(readings)"],
+      ["meter_minutes", "meter-b", "sum(readings)"],
+      ["meter_hours", "meter-b", "sum(readings)"],
+    ] as const) {
+      const expected = device === "meter-a" ? 8 : 4;
+      expect(await count(history, `SELECT ${readings} AS n FROM ${database}.${table} WHERE device_id = '${device}'`), `${table} ${device}`).toBe(expected);
+    }
+    expect(await count(history, `SELECT sum(kwh_consumed_ac) * 10 AS n FROM ${database}.meter_hours WHERE device_id = 'meter-a'`)).toBe(40);
+    // Each minute once.
+    expect(await count(history, `SELECT max(n) AS n FROM (SELECT minute, sum(readings) AS n FROM ${database}.meter_minutes GROUP BY device_id, minute)`)).toBe(1);
   });
 
   it("stores a block whose insert never happened, and a block that landed whole only once", async () => {

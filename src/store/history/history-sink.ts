@@ -17,6 +17,7 @@ import type { DeviceKind } from "../../process/history-rows.js";
 import { INSERT_FORMAT, TABLE_COLUMNS } from "../../process/insert-encoding.js";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { openEmbeddedConnection, type HistoryClient } from "./clickhouse-client.js";
+import { rebuildRollupGroups } from "./rollup-repair.js";
 
 export const HISTORY_TABLES: Readonly<Record<DeviceKind, string>> = {
   meter: "meter_readings",
@@ -173,6 +174,7 @@ export async function recoverSpool(client: ClickHouseClient, database: string, d
       .filter((name) => name.endsWith(".bin"))
       .map((name) => ({ name, writtenMs: statSync(path.join(dir, name)).mtimeMs }))
       .sort((a, b) => a.writtenMs - b.writtenMs);
+    const replayedFiles = new Map<DeviceKind, string[]>();
     for (const { name } of blocks) {
       const [kind, token] = name.split(".") as [DeviceKind, string];
       if (!Object.hasOwn(HISTORY_TABLES, kind) || !TOKEN_PATTERN.test(token)) continue;
@@ -181,9 +183,14 @@ export async function recoverSpool(client: ClickHouseClient, database: string, d
         await client.query({ query: `EXISTS TABLE ${database}.${HISTORY_TABLES[kind]}`, format: "JSONEachRow" })
       ).json<{ result: number | string }>();
       if (Number(exists?.result) !== 1) continue;
-      await client.command({ query: insertFromFile(database, kind, path.join(dir, name), token) });
+      const file = path.join(dir, name);
+      await client.command({ query: insertFromFile(database, kind, file, token) });
+      replayedFiles.set(kind, [...(replayedFiles.get(kind) ?? []), file]);
       replayed++;
     }
+    // The replay cannot complete a rollup whose deduplication log the kill left holding the
+    // block without its part (see rebuildRollupGroups): rebuild the groups the blocks touch.
+    for (const [kind, files] of replayedFiles) await rebuildRollupGroups(client, database, kind, HISTORY_TABLES[kind], files);
     rmSync(dir, { recursive: true, force: true });
   }
   return replayed;
