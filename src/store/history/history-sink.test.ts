@@ -13,6 +13,7 @@ import { encodeRow, RowBinaryWriter } from "../../process/insert-encoding.js";
 import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
 import { createHistorySink } from "./history-sink.js";
 import { applyMigrations, loadMigrations } from "./migrations.js";
+import { KIND_ROLLUPS } from "./rollup-repair.js";
 
 const SPOOL_BASE = existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir();
 
@@ -163,6 +164,19 @@ describe("the embedded sink's spool after a kill", () => {
     expect(await count(history, `SELECT sum(kwh_consumed_ac) * 10 AS n FROM ${database}.meter_hours WHERE device_id = 'meter-a'`)).toBe(40);
     // Each minute once.
     expect(await count(history, `SELECT max(n) AS n FROM (SELECT minute, sum(readings) AS n FROM ${database}.meter_minutes GROUP BY device_id, minute)`)).toBe(1);
+  });
+
+  it("knows every rollup the migrations create, so that a rebuild deletes what it inserts again", async () => {
+    const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-spool-test-")), `spool_${randomUUID().replaceAll("-", "")}`);
+    const views = await (
+      await history.client.query({
+        query: "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'",
+        format: "JSONEachRow",
+      })
+    ).json<{ name: string; create_table_query: string }>();
+    const targets = views.map((v) => /\bTO\s+\S+?\.(\w+)/.exec(v.create_table_query)?.[1]).sort();
+    expect(targets).toEqual(Object.values(KIND_ROLLUPS).flatMap((k) => k.tables.map((t) => t.name)).sort());
+    expect(views.map((v) => v.name)).toEqual(expect.arrayContaining(Object.values(KIND_ROLLUPS).map((k) => k.view)));
   });
 
   it("stores a block whose insert never happened, and a block that landed whole only once", async () => {
