@@ -255,7 +255,7 @@ export class IngestEngine {
 
     // Until this batch settles, a history check under a newer ledger waits for it (see
     // newestStoredBeforeLedger).
-    const settle = this.trackClaimed(claim.ledgerSinceMs);
+    const settle = this.trackClaimed(token, claim.ledgerSinceMs);
     // Inserts that timed out but may still land: the batch has settled only once they have.
     const stillLanding: Promise<unknown>[] = [];
     try {
@@ -384,7 +384,6 @@ export class IngestEngine {
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
-    const landings: Promise<boolean>[] = [];
     for (const { kind, error } of failures) {
       const keys = byKind.get(kind)!.map((c) => c.key);
       // An attempt that timed out may still land. Until every attempt has settled the claims are
@@ -392,7 +391,6 @@ export class IngestEngine {
       // released so the resend can store them.
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
       stillLanding.push(landed);
-      landings.push(landed);
       void landed.then((yes) =>
         (yes ? liveStore.commitEvents(keys, token, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
           (settleError: unknown) => {
@@ -402,13 +400,12 @@ export class IngestEngine {
         ),
       );
     }
-    this.keepClaimsWhileLanding(token, landings);
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);
   }
 
   /**
-   * Extends the token's lease until every insert that may still land has settled. Config keeps the
+   * Extends the token's lease until `landed` settles: every insert of the batch that may still land. Config keeps the
    * lease longer than every attempt's timeout, but a statement the engine has not answered can run
    * on past its attempt and the lease: let the claims lapse then, and a resend would be taken over,
    * found nowhere in history yet, and stored a second time once the first insert landed. While this
@@ -416,7 +413,7 @@ export class IngestEngine {
    * them so until the process restarts, which inserts its spool again first); if it dies, the
    * lease runs out as before.
    */
-  private keepClaimsWhileLanding(token: string, landings: readonly Promise<boolean>[]): void {
+  private keepClaimsUntil(token: string, landed: Promise<unknown>): void {
     const { liveStore, limits, log } = this.deps;
     let settled = false;
     let warned = false;
@@ -438,7 +435,7 @@ export class IngestEngine {
     renew();
     const timer = setInterval(renew, Math.max(1, Math.floor(limits.claimLeaseMs / 3)));
     timer.unref();
-    void Promise.allSettled(landings).then(() => {
+    void landed.then(() => {
       settled = true;
       clearInterval(timer);
     });
@@ -485,15 +482,18 @@ export class IngestEngine {
   }
 
   /**
-   * Registers a batch whose claim saw ledgerSinceMs; call the answer when the batch is done, with
-   * any of its inserts that may still land: it has settled once they have too.
+   * Registers a batch that claimed under token while the ledger said ledgerSinceMs; call the answer
+   * when the batch is done, with any of its inserts that may still land: it has settled once they
+   * have too, and its claims are kept until then.
    */
-  private trackClaimed(ledgerSinceMs: number): (stillLanding: readonly Promise<unknown>[]) => void {
+  private trackClaimed(token: string, ledgerSinceMs: number): (stillLanding: readonly Promise<unknown>[]) => void {
     let settle!: () => void;
     const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settle = resolve)) };
     this.claimedBatches.add(batch);
     return (stillLanding) => {
-      void Promise.allSettled(stillLanding).then(() => {
+      const landed = Promise.allSettled(stillLanding);
+      if (stillLanding.length > 0) this.keepClaimsUntil(token, landed);
+      void landed.then(() => {
         this.claimedBatches.delete(batch);
         settle();
       });
