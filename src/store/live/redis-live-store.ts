@@ -47,13 +47,14 @@ const HELD = "+";
 const CLAIM_EVENTS = `
 local info = redis.pcall('INFO', 'server')
 local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or nil
-if run and redis.call('GET', KEYS[2]) ~= run then
-  local since = tonumber(redis.call('GET', KEYS[1]))
-  if not since or since < tonumber(ARGV[3]) then redis.call('SET', KEYS[1], ARGV[3]) end
-  redis.call('SET', KEYS[2], run)
+local restarted = run and redis.call('GET', KEYS[2]) ~= run
+if restarted then redis.call('SET', KEYS[2], run) end
+local since = tonumber(redis.call('GET', KEYS[1]))
+if not since or (restarted and since < tonumber(ARGV[3])) then
+  redis.call('SET', KEYS[1], ARGV[3])
+  since = tonumber(ARGV[3])
 end
-redis.call('SET', KEYS[1], ARGV[3], 'NX')
-local out = { tonumber(redis.call('GET', KEYS[1])) }
+local out = { since }
 redis.call('SET', KEYS[3], '${HELD}', 'PX', ARGV[2])
 for i = 4, #KEYS do
   local key = KEYS[i]
