@@ -36,7 +36,7 @@ const DEVICE_PREFIXES = ["meter", "ev", "bbu"] as const;
  * Readings `first` to `first + count - 1` of benchReading as one StreamReadingsRequest (or
  * IngestReadingsRequest: both carry `repeated Reading readings = 1`), written field by field with
  * protobuf-es's BinaryWriter. Byte for byte what encoding benchReading's messages gives
- * (bench/limit.test.ts holds it to that), for about half the CPU: building and encoding messages
+ * (test/bench/bench-frame.test.ts holds it to that), for about half the CPU: building and encoding messages
  * was ~2.5 µs of the load generator's ~5 µs per reading, on the two cores it shares with the
  * service it measures.
  */

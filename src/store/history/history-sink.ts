@@ -185,7 +185,9 @@ export async function recoverSpool(client: ClickHouseClient, database: string, d
       if (Number(exists?.result) !== 1) continue;
       const file = path.join(dir, name);
       await client.command({ query: insertFromFile(database, kind, file, token) });
-      replayedFiles.set(kind, [...(replayedFiles.get(kind) ?? []), file]);
+      const files = replayedFiles.get(kind) ?? [];
+      files.push(file);
+      replayedFiles.set(kind, files);
       replayed++;
     }
     // The replay cannot complete a rollup whose deduplication log the kill left holding the
