@@ -242,6 +242,56 @@ describe("an insert still running when the claim's lease would end", () => {
   }, 20_000);
 });
 
+describe("a batch queued behind a failing insert for longer than its lease", () => {
+  // Each block's attempts settle within the lease (config makes sure), but a block waits for the
+  // one before it: here the first block's three attempts time out over ~7 s, then the second
+  // block's do, so the second batch settles ~14 s after it claimed, past its 11.5 s lease. Had
+  // its claims lapsed meanwhile, a resend would be taken over, found nowhere in history yet, and
+  // stored a second time when the first copy's insert landed.
+  const LEASE_MS = 11_500;
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    ({ app, sink, probe } = await startFaultyService(testEnv({ INSERT_TIMEOUT: "2s", INSERT_ATTEMPTS: "3", CLAIM_LEASE: `${LEASE_MS}ms` })));
+  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
+
+  it("keeps its claims: a resend is answered in flight, and the reading is stored once", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const send = (reading: Reading) => client.ingestReadings({ readings: [reading] }).catch((e: unknown) => ConnectError.from(e));
+    const now = Date.now();
+    const blocking = meterReading("meter-queue", "first", now - 2_000, 0.5);
+    const queued = meterReading("meter-queue", "second", now - 1_000, 0.5);
+    sink.stall();
+    const firstCall = send(blocking);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const queuedCall = send(queued);
+
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 2_000));
+    const resend = await send(queued);
+    expect(resend).not.toBeInstanceOf(ConnectError);
+    expect((resend as IngestReadingsResponse).rejected.map((r) => ({ reason: r.reason, retryable: r.retryable }))).toEqual([
+      { reason: RejectReason.IN_FLIGHT, retryable: true },
+    ]);
+
+    sink.unstall();
+    expect(((await firstCall) as ConnectError).code).toBe(Code.Unavailable);
+    // Stored, or failed with its insert landing now: either way the reading is in history once.
+    await queuedCall;
+    let after = await client.ingestReadings({ readings: [queued] });
+    for (let tries = 0; after.rejected.length > 0 && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      after = await client.ingestReadings({ readings: [queued] });
+    }
+    expect({ accepted: after.accepted, duplicates: after.duplicates }).toEqual({ accepted: 0n, duplicates: 1n });
+    expect(await probe.rows("SELECT event_id, count() AS n FROM {db}.meter_readings WHERE device_id = 'meter-queue' GROUP BY event_id ORDER BY event_id")).toEqual([
+      { event_id: "first", n: 1 },
+      { event_id: "second", n: 1 },
+    ]);
+  }, 40_000);
+});
+
 describe("an insert that lands but is not acknowledged", () => {
   let app: TestService;
   let probe: HistoryProbe;

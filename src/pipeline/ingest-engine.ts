@@ -253,9 +253,9 @@ export class IngestEngine {
       throw unavailable("the live store is unavailable", error);
     }
 
-    // Until this batch settles, a history check under a newer ledger waits for it (see
-    // newestStoredBeforeLedger).
-    const settle = this.trackClaimed(token, claim.ledgerSinceMs);
+    // Until this batch settles, its claims are kept (see keepClaims) and a history check under a
+    // newer ledger waits for it (see newestStoredBeforeLedger).
+    const claims = this.trackClaimed(token, claim.ledgerSinceMs);
     // Inserts that timed out but may still land: the batch has settled only once they have.
     const stillLanding: Promise<unknown>[] = [];
     try {
@@ -297,6 +297,7 @@ export class IngestEngine {
 
       // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
       // resend after the lease could be stored again, which the history tables collapse on merge.
+      claims.committing();
       await liveStore.commitClaims(token, claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
         log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
       });
@@ -305,7 +306,7 @@ export class IngestEngine {
         .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
       return finish();
     } finally {
-      settle(stillLanding);
+      claims.settle(stillLanding);
     }
   }
 
@@ -405,40 +406,43 @@ export class IngestEngine {
   }
 
   /**
-   * Extends the token's lease until `landed` settles: every insert of the batch that may still land. Config keeps the
-   * lease longer than every attempt's timeout, but a statement the engine has not answered can run
-   * on past its attempt and the lease: let the claims lapse then, and a resend would be taken over,
-   * found nowhere in history yet, and stored a second time once the first insert landed. While this
-   * process lives, its resends are answered in flight instead (an insert that never returns keeps
-   * them so until the process restarts, which inserts its spool again first); if it dies, the
-   * lease runs out as before.
+   * Extends the token's lease, every third of it, until stop(). Config keeps the lease longer than
+   * every attempt of one insert, but a batch can outlive it while this process still works on it:
+   * queued behind another block whose attempts are timing out, waiting for the batches of an
+   * earlier ledger before its history check, or after its own attempts timed out with a statement
+   * the engine has not answered, which may still land. Let the claims lapse then, and a resend
+   * would be taken over, found nowhere in history yet, and stored a second time once the first
+   * insert landed. While this process lives, such resends are answered in flight instead (an
+   * insert that never returns keeps them so until the process restarts, which inserts its spool
+   * again first); if it dies, the lease runs out as before. Most batches settle long before the
+   * first renewal is due, so they cost a timer and nothing in the live store.
    */
-  private keepClaimsUntil(token: string, landed: Promise<unknown>): void {
+  private keepClaims(token: string): { stop(): void } {
     const { liveStore, limits, log } = this.deps;
-    let settled = false;
+    let stopped = false;
     let warned = false;
     const renew = () => {
-      if (settled) return;
       liveStore.renewClaims(token, limits.claimLeaseMs).then(
         (held) => {
-          if (!held && !settled && !warned) {
+          if (!held && !stopped && !warned) {
             warned = true;
-            log.warn({ token }, "the claims of an insert still landing could not be kept: a resend may be stored again");
+            log.warn({ token }, "the claims of a batch still being stored were lost (lease over, or the live store lost them): a resend may be stored again");
           }
         },
         (error: unknown) => {
-          if (!warned) log.warn({ err: error }, "could not extend the claims of an insert still landing; trying again");
+          if (!warned) log.warn({ err: error }, "could not extend the claims of a batch still being stored; trying again");
           warned = true;
         },
       );
     };
-    renew();
     const timer = setInterval(renew, Math.max(1, Math.floor(limits.claimLeaseMs / 3)));
     timer.unref();
-    void landed.then(() => {
-      settled = true;
-      clearInterval(timer);
-    });
+    return {
+      stop: () => {
+        stopped = true;
+        clearInterval(timer);
+      },
+    };
   }
 
   /**
@@ -482,21 +486,25 @@ export class IngestEngine {
   }
 
   /**
-   * Registers a batch that claimed under token while the ledger said ledgerSinceMs; call the answer
-   * when the batch is done, with any of its inserts that may still land: it has settled once they
-   * have too, and its claims are kept until then.
+   * Registers a batch that claimed under token while the ledger said ledgerSinceMs and keeps its
+   * claims from now on. Call `committing` just before committing them (the lease has done its job;
+   * a renewal would find them committed), and `settle` when the batch is answered, with any of its
+   * inserts that may still land: it has settled once they have, and its claims are kept until then.
    */
-  private trackClaimed(token: string, ledgerSinceMs: number): (stillLanding: readonly Promise<unknown>[]) => void {
-    let settle!: () => void;
-    const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settle = resolve)) };
+  private trackClaimed(token: string, ledgerSinceMs: number): { committing(): void; settle(stillLanding: readonly Promise<unknown>[]): void } {
+    let settled!: () => void;
+    const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settled = resolve)) };
     this.claimedBatches.add(batch);
-    return (stillLanding) => {
-      const landed = Promise.allSettled(stillLanding);
-      if (stillLanding.length > 0) this.keepClaimsUntil(token, landed);
-      void landed.then(() => {
-        this.claimedBatches.delete(batch);
-        settle();
-      });
+    const keeping = this.keepClaims(token);
+    return {
+      committing: () => keeping.stop(),
+      settle: (stillLanding) => {
+        void Promise.allSettled(stillLanding).then(() => {
+          keeping.stop();
+          this.claimedBatches.delete(batch);
+          settled();
+        });
+      },
     };
   }
 
