@@ -32,6 +32,8 @@ COPY gen ./gen
 # Migrations are read at start from clickhouse/*.sql beside src/.
 COPY clickhouse ./clickhouse
 COPY src ./src
+# The operator console, bundled by the service when first asked for.
+COPY web ./web
 
 # The embedded engine's data (used only when CLICKHOUSE_URL is unset). Created and chowned before
 # VOLUME so a fresh volume starts out owned by `node`.

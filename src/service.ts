@@ -30,6 +30,7 @@ import type { DeviceKind } from "./process/history-rows.js";
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./server/lean-grpc-streams.js";
 import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
+import { consoleHandler } from "./server/console-routes.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient, STUCK_STATEMENT_MS, type HistoryClient } from "./store/history/clickhouse-client.js";
 import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
@@ -187,12 +188,18 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     authenticator !== undefined && config.auth.clientCaFile !== undefined
       ? (req: http.IncomingMessage | http2.Http2ServerRequest) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req))
       : undefined;
+  // Paths that are not RPCs: the operator console, then the probes and metrics.
+  const serveConsole = consoleHandler(log);
+  const serveProbe = probeHandler(isReady, metrics.registry);
+  const plainRoutes: RequestHandler = (req, res) => {
+    if (!serveConsole(req, res)) serveProbe(req, res);
+  };
   const connectHandler = connectNodeAdapter({
     routes,
     readMaxBytes: config.server.maxMessageBytes,
     writeMaxBytes: config.server.maxMessageBytes,
     maxTimeoutMs: config.server.maxTimeoutMs,
-    fallback: probeHandler(isReady, metrics.registry),
+    fallback: plainRoutes,
     requestGate,
     ...(contextValues !== undefined && { contextValues }),
   });
