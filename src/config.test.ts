@@ -198,6 +198,24 @@ describe("LEAN_GRPC_STREAMS", () => {
   });
 });
 
+describe("CORS_ORIGINS", () => {
+  it("allows no other origin by default, a list of origins, or any with *", () => {
+    expect(loadConfig({}).corsOrigins).toEqual([]);
+    expect(loadConfig({ CORS_ORIGINS: "https://console.example.com, http://localhost:5173" }).corsOrigins).toEqual([
+      "https://console.example.com",
+      "http://localhost:5173",
+    ]);
+    expect(loadConfig({ CORS_ORIGINS: "*" }).corsOrigins).toEqual(["*"]);
+  });
+
+  it("refuses what a browser never sends as an origin, naming it", () => {
+    for (const bad of ["https://console.example.com/", "https://console.example.com/app", "console.example.com", "ftp://example.com", "https://a.example.com,*"]) {
+      expect(configError({ CORS_ORIGINS: bad }).message).toContain("CORS_ORIGINS");
+    }
+    expect(configError({ CORS_ORIGINS: "https://ok.example.com,https://bad.example.com/x" }).message).toContain('"https://bad.example.com/x"');
+  });
+});
+
 describe("LEDGER_MAX_EVENTS", () => {
   it("defaults to 4 million ids and takes up to 8 million", () => {
     expect(loadConfig({}).ingest.memoryLedgerMaxEvents).toBe(4_000_000);

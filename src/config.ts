@@ -21,6 +21,11 @@ export interface Config {
    * rather than through connect's generic pipeline; off sends every call to connect.
    */
   readonly leanGrpcStreams: boolean;
+  /**
+   * Origins whose pages may call the service from a browser (CORS), each as scheme://host[:port];
+   * ["*"] allows any. Empty: only pages of the service's own origin (its console).
+   */
+  readonly corsOrigins: readonly string[];
   readonly clickhouse: ClickHouseConfig;
   /** Redis URL; unset means the embedded in-process live store. */
   readonly redisUrl: string | undefined;
@@ -176,6 +181,7 @@ export function loadConfig(env: Env = process.env): Config {
       shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s"),
     },
     leanGrpcStreams: read.oneOf("LEAN_GRPC_STREAMS", ["on", "off"], "on") === "on",
+    corsOrigins: read.origins("CORS_ORIGINS"),
     clickhouse: {
       url: clickhouseUrl,
       username: read.string("CLICKHOUSE_USER") ?? "default",
@@ -235,7 +241,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (ingest.workers.minThreads > ingest.workers.maxThreads) {
     problems.push("WORKER_MIN_THREADS must not exceed WORKER_THREADS");
   }
-  // A claim must outlive every attempt to store its batch, or a resend could be stored twice.
+  // A live process keeps its claims for as long as it works on a batch; the lease is what is left
+  // when it dies. It must outlive every attempt the dead process may have left running (against a
+  // ClickHouse server, which goes on without it), or a resend could be stored twice.
   const worstStoreMs = ingest.inserts.timeoutMs * ingest.inserts.maxAttempts + 5_000;
   if (ingest.claimLeaseMs < worstStoreMs) {
     problems.push(
@@ -330,6 +338,30 @@ class EnvReader {
       return undefined;
     }
     return raw;
+  }
+
+  /**
+   * A comma-separated list of web origins (scheme://host[:port], as a browser sends them in Origin:
+   * no path, no trailing slash), or "*" alone for any.
+   */
+  origins(name: string): readonly string[] {
+    const raw = this.string(name);
+    if (raw === undefined) return [];
+    if (raw === "*") return ["*"];
+    const origins = raw.split(",").map((origin) => origin.trim()).filter((origin) => origin !== "");
+    for (const origin of origins) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(origin);
+      } catch {
+        parsed = undefined;
+      }
+      if (parsed === undefined || parsed.origin !== origin || !["http:", "https:"].includes(parsed.protocol)) {
+        this.problems.push(`${name}: ${JSON.stringify(origin)} is not an origin such as https://console.example.com or http://localhost:5173 (or "*" alone for any)`);
+        return [];
+      }
+    }
+    return origins;
   }
 
   /** A ClickHouse database name; it appears in DDL, so only plain identifiers are allowed. */

@@ -31,6 +31,7 @@ import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } fro
 import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
 import { consoleHandler } from "./server/console-routes.js";
+import { withCors } from "./server/cors.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient, STUCK_STATEMENT_MS, type HistoryClient } from "./store/history/clickhouse-client.js";
 import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
@@ -227,7 +228,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           if ("stream" in req && lean(req, res as unknown as http2.Http2ServerResponse)) return;
           connectHandler(req, res);
         };
-  const listener = new Listener(handler, { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
+  const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
   log.info({ port, host: config.host, tls: config.tls !== undefined }, "serving gRPC, gRPC-Web and Connect");
 

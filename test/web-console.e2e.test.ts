@@ -1,13 +1,19 @@
-// The operator console in a real browser: Debian's Chromium, driven by playwright-core, loads the
-// page from the service and calls FleetService through Connect-Web — unary calls and the
+// Browsers as clients, in a real one: Debian's Chromium, driven by playwright-core. The operator
+// console loads from the service and calls FleetService through Connect-Web — unary calls and the
 // server-streaming WatchLiveState over HTTP/1.1 fetch — with authentication on, as an operator
-// would use it. Skipped where /usr/bin/chromium is missing, unless REQUIRE_BROWSER=1 (CI).
+// would use it; and a page of another origin calls it over Connect and gRPC-Web when CORS_ORIGINS
+// lets it, and cannot when it does not. Skipped where /usr/bin/chromium is missing, unless
+// REQUIRE_BROWSER=1 (CI).
 import { existsSync, mkdtempSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { build } from "esbuild";
+import getPort from "get-port";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
@@ -21,6 +27,11 @@ const haveBrowser = existsSync(CHROMIUM);
 if (!haveBrowser && process.env.REQUIRE_BROWSER === "1") {
   throw new Error(`REQUIRE_BROWSER=1 but ${CHROMIUM} is not installed (apt-get install -y chromium)`);
 }
+
+const launchChromium = () =>
+  chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"] });
+
+const credentialsFile = () => path.join(mkdtempSync(path.join(tmpdir(), "wattstream-browser-")), "credentials.json");
 
 describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
   let app: TestService;
@@ -36,7 +47,7 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
   const device = (id: string) => new GrpcIngestClient(app.target, { headers: { authorization: `Bearer ${tokens[id]}` } });
 
   beforeAll(async () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "wattstream-console-")), "credentials.json");
+    const file = credentialsFile();
     for (const id of ["meter-c", "ev-c", "bbu-c"]) tokens[id] = await devicesCli(file, "add", id);
     operatorKey = await devicesCli(file, "key", "add", "console", "--role", "operator");
     app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file }));
@@ -50,10 +61,7 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
     expect((await device("meter-c").streamReadings([[meterReading("meter-c", "m-1", observedAtMs, 150)]])).accepted).toBe(1n);
     expect((await device("ev-c").streamReadings([[vehicleReading("ev-c", "v-1", observedAtMs, 120, 60, 31)]])).accepted).toBe(1n);
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
   }, 60_000);
 
@@ -114,4 +122,135 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
     expect(await live.locator("tbody tr").first().textContent()).toContain("bbu-c");
     expect(await page.getByTestId("live-count").textContent()).toMatch(/^3 devices/);
   }, 60_000);
+});
+
+/** What the other origin's page answers for one protocol (see BROWSER_CLIENT). */
+interface CrossOriginAnswer {
+  readonly error?: string;
+  readonly kwhConsumedAc?: number;
+  readonly watched?: string;
+  readonly withoutKey?: string;
+}
+
+// A browser client as a team's own dashboard would write it: Connect-Web, its own origin, the
+// operator key in a header. run(protocol) answers what it saw; a call that fails answers its code.
+const BROWSER_CLIENT = `
+import { ConnectError, Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
+import { FleetService } from "./gen/wattstream/fleet/v1/fleet_service_pb.ts";
+window.run = async (baseUrl, apiKey, protocol) => {
+  const transport = protocol === "grpc-web" ? createGrpcWebTransport({ baseUrl }) : createConnectTransport({ baseUrl });
+  const fleet = createClient(FleetService, transport);
+  const headers = { "x-api-key": apiKey };
+  const codeOf = (e) => Code[ConnectError.from(e).code];
+  try {
+    const summary = await fleet.getFleetSummary({}, { headers });
+    const watch = new AbortController();
+    let watched;
+    for await (const { device } of fleet.watchLiveState({ deviceIds: ["meter-x"] }, { headers, signal: watch.signal })) {
+      watched = device.deviceId;
+      break;
+    }
+    watch.abort();
+    const withoutKey = await fleet.getFleetSummary({}).then(() => "OK", codeOf);
+    return { kwhConsumedAc: summary.totalKwhConsumedAc, watched, withoutKey };
+  } catch (e) {
+    return { error: codeOf(e) + ": " + ConnectError.from(e).rawMessage };
+  }
+};
+`;
+
+describe.skipIf(!haveBrowser)("a page of another origin, in Chromium", () => {
+  let app: TestService;
+  let browser: Browser;
+  let operatorKey: string;
+  let allowed: http.Server;
+  let other: http.Server;
+  const origin = (server: http.Server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  /** Serves a blank page and the bundled client, as another team's web server would. */
+  async function servePages(port: number, script: Uint8Array): Promise<http.Server> {
+    const server = http.createServer((req, res) => {
+      if (req.url === "/client.js") {
+        res.writeHead(200, { "content-type": "text/javascript" });
+        res.end(script);
+        return;
+      }
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end('<!doctype html><title>dashboard</title><script type="module" src="/client.js"></script>');
+    });
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    return server;
+  }
+
+  beforeAll(async () => {
+    const file = credentialsFile();
+    const meterToken = await devicesCli(file, "add", "meter-x");
+    operatorKey = await devicesCli(file, "key", "add", "dashboard", "--role", "operator");
+    const allowedPort = await getPort();
+    app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file, CORS_ORIGINS: `http://127.0.0.1:${allowedPort}` }));
+    const meter = new GrpcIngestClient(app.target, { headers: { authorization: `Bearer ${meterToken}` } });
+    expect((await meter.streamReadings([[meterReading("meter-x", "x-1", Date.now() - 3 * 60_000, 42)]])).accepted).toBe(1n);
+
+    const bundle = await build({
+      stdin: { contents: BROWSER_CLIENT, resolveDir: path.resolve(import.meta.dirname, ".."), loader: "ts" },
+      bundle: true,
+      write: false,
+      format: "esm",
+      platform: "browser",
+      logLevel: "silent",
+    });
+    allowed = await servePages(allowedPort, bundle.outputFiles[0]!.contents);
+    other = await servePages(await getPort(), bundle.outputFiles[0]!.contents);
+    browser = await launchChromium();
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    allowed?.close();
+    other?.close();
+    await app?.service.stop();
+  });
+
+  async function runIn(server: http.Server, protocol: "connect" | "grpc-web"): Promise<CrossOriginAnswer> {
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${origin(server)}/`);
+      await page.waitForFunction(() => "run" in window);
+      return await page.evaluate(
+        ([baseUrl, apiKey, p]) => (window as unknown as { run(...args: string[]): Promise<CrossOriginAnswer> }).run(baseUrl!, apiKey!, p!),
+        [app.baseUrl, operatorKey, protocol],
+      );
+    } finally {
+      await page.close();
+    }
+  }
+
+  it("calls and watches through Connect and gRPC-Web from an origin CORS_ORIGINS names, with its key in a header", async () => {
+    for (const protocol of ["connect", "grpc-web"] as const) {
+      // Refused without the key, and the page can read why.
+      expect(await runIn(allowed, protocol)).toEqual({ kwhConsumedAc: 42, watched: "meter-x", withoutKey: "Unauthenticated" });
+    }
+  }, 30_000);
+
+  it("cannot call from any other origin: the browser gets no answer to read", async () => {
+    const answer = await runIn(other, "connect");
+    expect(answer.error).toMatch(/^Unknown: .*fetch/i);
+  }, 30_000);
+
+  it("answers a preflight with what connect's protocols and the service's credentials need", async () => {
+    const response = await fetch(`${app.baseUrl}/wattstream.fleet.v1.FleetService/GetFleetSummary`, {
+      method: "OPTIONS",
+      headers: {
+        origin: origin(allowed),
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,connect-protocol-version,x-api-key",
+      },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers.get("access-control-allow-origin")).toBe(origin(allowed));
+    const allowedHeaders = response.headers.get("access-control-allow-headers")!.toLowerCase().split(",");
+    expect(allowedHeaders).toEqual(expect.arrayContaining(["content-type", "connect-protocol-version", "x-api-key", "authorization", "x-grpc-web"]));
+    expect(response.headers.get("access-control-allow-credentials")).toBeNull();
+  });
 });
