@@ -256,7 +256,7 @@ async function waitForLog(service: ServiceProcess, msg: string, timeoutMs: numbe
 }
 
 interface Series {
-  stats: { p50: number; p90: number; p99: number; max: number; calls: number; timed_out: number; failed: number };
+  stats: { p50: number; p90: number; p99: number; max: number; first: number; calls: number; timed_out: number; failed: number };
   errors: string[];
 }
 
@@ -282,10 +282,12 @@ async function series(calls: number, call: () => Promise<void>): Promise<Series>
       latencies.push(performance.now() - t);
     }
   }
+  // The series' first call, apart: it pays for code the service runs for the first time.
+  const first = latencies[0] ?? 0;
   latencies.sort((a, b) => a - b);
   const at = (q: number) => (latencies.length === 0 ? 0 : latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)]!);
   return {
-    stats: { p50: round(at(0.5)), p90: round(at(0.9)), p99: round(at(0.99)), max: round(latencies.at(-1) ?? 0), calls: latencies.length, timed_out: timedOut, failed },
+    stats: { p50: round(at(0.5)), p90: round(at(0.9)), p99: round(at(0.99)), max: round(latencies.at(-1) ?? 0), first: round(first), calls: latencies.length, timed_out: timedOut, failed },
     errors,
   };
 }

@@ -89,9 +89,11 @@ async function queryDeviceTotals(
             HAVING n > 0
             ORDER BY side, device_id`,
     query_params: { from: w.fromMs, to: w.toMs, fullFrom: w.fullFromMs, fullTo: w.fullToMs, hourFrom: w.hourFromMs, hourTo: w.hourToMs },
-    format: "JSONCompactEachRow",
+    // One JSON document, parsed at once: a row at a time, the client's stream of JSONCompactEachRow
+    // cost ~2 µs a row on this process's thread, and this answer has a row per device.
+    format: "JSONCompact",
   });
-  const rows = await result.json<[number, string, number, string | number]>();
+  const { data: rows } = await result.json<[number, string, number, string | number]>();
   const meters = new Map<string, number>();
   const vehicles: VehicleWindowTotals[] = [];
   for (const [side, deviceId, kwh, n] of rows) {

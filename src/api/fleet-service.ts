@@ -27,7 +27,7 @@ import {
   type WatchLiveStateResponseSchema,
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
-import { collectFleetAlerts, compareAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
+import { collectFleetAlerts, pageOfAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
 import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
 import { summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
@@ -239,11 +239,10 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
         }),
       BOTH_STORES,
     );
-    const rest = cursor === undefined ? all : all.filter((a) => compareAlerts(a, cursor.last) > 0);
-    const page = rest.slice(0, pageSize);
+    const { page, more } = pageOfAlerts(all, cursor?.last, pageSize);
     const last = page.at(-1);
     const nextPageToken =
-      rest.length > pageSize && last !== undefined
+      more && last !== undefined
         ? encodePageToken({ asOfMs, windowHours: hours, last: { kind: last.kind, deviceId: last.deviceId, detectedAtMs: last.detectedAtMs } })
         : "";
     return {
