@@ -16,7 +16,7 @@ import { build } from "esbuild";
 import getPort from "get-port";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { FleetService, HealthLevel } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { devicesCli } from "./support/devices-cli.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
@@ -122,6 +122,29 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
     expect(await live.locator("tbody tr").first().textContent()).toContain("bbu-c");
     expect(await page.getByTestId("live-count").textContent()).toMatch(/^3 devices/);
   }, 60_000);
+
+  it("opens a battery unit's health from the live table, as GetDeviceHealth answers it", async () => {
+    const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const health = await fleet.getDeviceHealth({ deviceId: "bbu-c" }, { headers: { "x-api-key": operatorKey } });
+    const level = HealthLevel[health.latest!.healthLevel];
+    expect(health.trend).toHaveLength(1);
+
+    await page.getByTestId("live").getByRole("button", { name: "bbu-c" }).click();
+    await expect.poll(() => page.getByTestId("health").textContent(), { timeout: 10_000 }).toContain(`${health.latest!.healthScore} of 100, ${level}`);
+    const rows = page.getByTestId("health").locator("tbody tr");
+    expect(await rows.count()).toBe(1);
+    const point = health.trend[0]!;
+    expect(await rows.first().textContent()).toContain(`${point.minHealthScore} – ${point.maxHealthScore}`);
+    expect(await rows.first().textContent()).toContain(point.avgHealthScore.toFixed(1));
+  }, 30_000);
+
+  it("opens a vehicle's performance from its alert", async () => {
+    await page.fill("#vehicle-id", "");
+    await page.getByTestId("performance").evaluate((node) => node.replaceChildren());
+    await page.getByTestId("alerts").getByRole("button", { name: "ev-c" }).click();
+    await expect.poll(() => page.getByTestId("performance").textContent(), { timeout: 10_000 }).toContain("80.0 %");
+    expect(await page.inputValue("#vehicle-id")).toBe("ev-c");
+  }, 30_000);
 });
 
 /** What the other origin's page answers for one protocol (see BROWSER_CLIENT). */

@@ -5,7 +5,7 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { AlertKind, DeviceKind, FleetService, HealthLevel, type DeviceLiveState } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { AlertKind, DeviceKind, FleetService, HealthLevel, Recommendation, type DeviceLiveState } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 
 /** Most devices the live table shows: the most recently changed first. */
 const LIVE_ROWS = 100;
@@ -60,6 +60,25 @@ const percent = (ratio: number) => `${(ratio * 100).toFixed(1)} %`;
 const enumName = (names: Record<number, string>, value: number, prefix: string) => (names[value] ?? String(value)).replace(prefix, "");
 const levelName = (level: HealthLevel) => enumName(HealthLevel, level, "").replace(/^UNSPECIFIED$/, "—");
 
+/**
+ * A device id that opens the device where the console can say more of it: a vehicle's
+ * performance, a battery unit's health. Other kinds are plain text.
+ */
+function deviceLink(deviceId: string, kind: "vehicle" | "battery" | undefined): HTMLElement {
+  if (kind === undefined) return el("span", deviceId);
+  const button = el("button", deviceId, "device");
+  button.type = "button";
+  button.title = kind === "vehicle" ? "show its charging efficiency" : "show its health trend";
+  button.addEventListener("click", () => (kind === "vehicle" ? askPerformance(deviceId) : askHealth(deviceId)));
+  return button;
+}
+
+const ALERT_DEVICE_KINDS: Partial<Record<AlertKind, "vehicle" | "battery">> = {
+  [AlertKind.LOW_EFFICIENCY]: "vehicle",
+  [AlertKind.BATTERY_CRITICAL]: "battery",
+  [AlertKind.BATTERY_FALLING]: "battery",
+};
+
 /** Shows a failed call where its answer would be, saying what to do about it. */
 function showError(target: HTMLElement, error: unknown): void {
   const e = ConnectError.from(error);
@@ -106,7 +125,12 @@ async function showAlerts(): Promise<void> {
         ? el("p", "No alerts.")
         : table(
             ["kind", "device", "detected", "what"],
-            alerts.map((a) => [enumName(AlertKind, a.kind, "").toLowerCase().replaceAll("_", " "), a.deviceId, time(a.detectedAt), a.message]),
+            alerts.map((a) => [
+              enumName(AlertKind, a.kind, "").toLowerCase().replaceAll("_", " "),
+              deviceLink(a.deviceId, ALERT_DEVICE_KINDS[a.kind]),
+              time(a.detectedAt),
+              a.message,
+            ]),
           ),
     );
   } catch (error) {
@@ -116,8 +140,12 @@ async function showAlerts(): Promise<void> {
 
 byId<HTMLFormElement>("performance-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  askPerformance(byId<HTMLInputElement>("vehicle-id").value.trim());
+});
+
+function askPerformance(vehicleId: string): void {
+  byId<HTMLInputElement>("vehicle-id").value = vehicleId;
   const target = byId("performance");
-  const vehicleId = byId<HTMLInputElement>("vehicle-id").value.trim();
   const windowHours = Number(byId<HTMLInputElement>("window-hours").value) || 24;
   target.replaceChildren(el("p", "asking…", "status"));
   fleet.getVehiclePerformance({ vehicleId, windowHours }).then(
@@ -135,7 +163,46 @@ byId<HTMLFormElement>("performance-form").addEventListener("submit", (event) => 
     },
     (error: unknown) => showError(target, error),
   );
+}
+
+byId<HTMLFormElement>("health-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  askHealth(byId<HTMLInputElement>("battery-id").value.trim());
 });
+
+function askHealth(deviceId: string): void {
+  byId<HTMLInputElement>("battery-id").value = deviceId;
+  const target = byId("health");
+  const windowHours = Number(byId<HTMLInputElement>("health-hours").value) || 24;
+  target.replaceChildren(el("p", "asking…", "status"));
+  fleet.getDeviceHealth({ deviceId, windowHours }).then(
+    (h) => {
+      const facts = el("dl");
+      const fact = (name: string, value: string | HTMLElement) => facts.append(el("dt", name), typeof value === "string" ? el("dd", value) : value);
+      const latest = h.latest;
+      if (latest !== undefined) {
+        const level = levelName(latest.healthLevel);
+        fact("latest score", el("dd", `${latest.healthScore} of 100, ${level}`, `level-${level}`));
+        fact("recommendation", enumName(Recommendation, latest.recommendation, "").toLowerCase());
+        fact("scored by", `version ${latest.scoreVersion}`);
+      }
+      fact("observed", time(h.observedAt));
+      fact("trend window", `${time(h.windowStart)} – ${time(h.windowEnd)}`);
+      // Each hour's range of scores as a bar from its lowest to its highest, the mean beside it.
+      const trend = table(
+        ["hour", "min – max", "", "mean", "readings"],
+        h.trend.map((p) => {
+          const bar = el("span", "", "trend");
+          bar.style.marginLeft = `${p.minHealthScore / 10}rem`;
+          bar.style.width = `${Math.max(0.15, (p.maxHealthScore - p.minHealthScore) / 10)}rem`;
+          return [time(p.hourStart), `${p.minHealthScore} – ${p.maxHealthScore}`, bar, p.avgHealthScore.toFixed(1), String(p.readingCount)];
+        }),
+      );
+      target.replaceChildren(facts, h.trend.length === 0 ? el("p", "No scored readings in the window.") : trend);
+    },
+    (error: unknown) => showError(target, error),
+  );
+}
 
 /** One line of what a device's newest reading says. */
 function describeSample(state: DeviceLiveState): string {
@@ -183,7 +250,7 @@ function drawLive(): void {
     table(
       ["device", "kind", "observed", "last seen", "", "newest reading", "score"],
       shown.map((s) => [
-        s.deviceId,
+        deviceLink(s.deviceId, s.kind === DeviceKind.VEHICLE ? "vehicle" : s.kind === DeviceKind.BATTERY ? "battery" : undefined),
         enumName(DeviceKind, s.kind, "").toLowerCase(),
         time(s.observedAt),
         time(s.lastSeen),
