@@ -22,6 +22,57 @@ import { startTestService, testEnv, type TestService } from "./support/test-serv
 
 const MINUTE = 60_000;
 
+/** Reads the next message of a watch, failing after timeoutMs. */
+function nextOf(stream: AsyncIterator<WatchLiveStateResponse>, timeoutMs = 10_000): Promise<DeviceLiveState> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    stream.next().then((r) => {
+      if (r.done) throw new Error("the watch ended");
+      return r.value.device!;
+    }),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("no watch message in time")), timeoutMs))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A device going silent while watched, with OFFLINE_AFTER short enough to wait for. */
+function silenceSuite(env: () => Record<string, string>) {
+  describe("a watched device going silent", () => silence(env));
+}
+
+function silence(env: () => Record<string, string>) {
+  const OFFLINE_AFTER_MS = 1_500;
+  let app: TestService;
+  beforeAll(async () => {
+    app = await startTestService({ ...env(), OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms` });
+  });
+  afterAll(() => app?.service.stop());
+
+  it("sends a watched device again, offline, once it has been silent for OFFLINE_AFTER; online again when it reports", async () => {
+    const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const devices = new GrpcIngestClient(app.target);
+    const abort = new AbortController();
+    try {
+      const id = `silent-${randomUUID()}`;
+      expect((await devices.ingestReadings([meterReading(id, "s-1", Date.now() - 1_000, 0.5, 230)])).accepted).toBe(1n);
+      const stream = fleet.watchLiveState({ deviceIds: [id] }, { signal: abort.signal })[Symbol.asyncIterator]();
+      const first = await nextOf(stream);
+      expect(first).toMatchObject({ deviceId: id, eventId: "s-1", online: true });
+
+      const silent = await nextOf(stream, 10_000);
+      const lastSeenMs = Number(timestampMs(first.lastSeen!));
+      expect(silent).toMatchObject({ deviceId: id, eventId: "s-1", online: false });
+      expect(Number(timestampMs(silent.lastSeen!))).toBe(lastSeenMs);
+      expect(Date.now() - lastSeenMs).toBeGreaterThan(OFFLINE_AFTER_MS);
+
+      expect((await devices.ingestReadings([meterReading(id, "s-2", Date.now(), 0.5, 231)])).accepted).toBe(1n);
+      expect(await nextOf(stream)).toMatchObject({ deviceId: id, eventId: "s-2", online: true });
+    } finally {
+      abort.abort();
+      devices.close();
+    }
+  }, 30_000);
+}
+
 function liveStateSuite(env: () => Record<string, string>) {
   let app: TestService;
   let fleet: Client<typeof FleetService>;
@@ -47,17 +98,7 @@ function liveStateSuite(env: () => Record<string, string>) {
     return Number(/^wattstream_live_watchers (\d+)$/m.exec(text)?.[1]);
   }
 
-  /** Reads the next message of a watch, failing after timeoutMs. */
-  function nextOf(stream: AsyncIterator<WatchLiveStateResponse>, timeoutMs = 10_000): Promise<DeviceLiveState> {
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      stream.next().then((r) => {
-        if (r.done) throw new Error("the watch ended");
-        return r.value.device!;
-      }),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("no watch message in time")), timeoutMs))),
-    ]).finally(() => clearTimeout(timer));
-  }
+
 
   it("answers each kind's newest reading, its score and whether the device is online", async () => {
     const tag = randomUUID();
@@ -193,6 +234,7 @@ const database = () => ({ ...base, CLICKHOUSE_DATABASE: `test_${randomUUID().rep
 
 describe("live state, embedded store", () => {
   liveStateSuite(() => database());
+  silenceSuite(() => database());
 });
 
 const haveRedis = redisServerAvailable();
@@ -205,6 +247,7 @@ describe.skipIf(!haveRedis)("live state, redis store", () => {
     await redis?.stop();
   });
   liveStateSuite(() => ({ ...database(), REDIS_URL: redis.url }));
+  silenceSuite(() => ({ ...database(), REDIS_URL: redis.url }));
 
   it("lets a watch on one service instance see readings stored through another", async () => {
     // Two instances behind a load balancer: one Redis, one history (one engine per process here).

@@ -178,7 +178,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
 
   async *watchLiveState(request: WatchLiveStateRequest, context: HandlerContext): AsyncGenerator<WatchReply> {
     const ids = request.deviceIds.length > 0 ? deviceIds(request.deviceIds) : undefined;
-    const states = watchLiveState(this.live, { deviceIds: ids, signal: context.signal });
+    const states = watchLiveState(this.live, { deviceIds: ids, signal: context.signal, offlineAfterMs: this.config.offlineAfterMs, now: this.now });
     try {
       for await (const state of states) {
         yield { device: deviceLiveState(state, this.now(), this.config.offlineAfterMs) };

@@ -1,5 +1,6 @@
 // The watch's own rules, on the embedded store: current state first, changes after, the latest
-// state only for a consumer that fell behind, and nothing left subscribed when it ends.
+// state only for a consumer that fell behind, a device sent again when it goes silent, and nothing
+// left subscribed when it ends.
 import { describe, expect, it } from "vitest";
 import type { LiveState, LiveStateUpdate } from "./live-store.js";
 import { watchLiveState } from "./live-watch.js";
@@ -46,5 +47,67 @@ describe("watchLiveState", () => {
     await watch.return(undefined);
     expect(store.subscriberCount).toBe(0);
     await store.close();
+  });
+
+  describe("with an inactivity timeout", () => {
+    const OFFLINE_AFTER_MS = 300;
+    const seen = (deviceId: string, atMs: number): LiveStateUpdate => ({ deviceId, kind: "meter", observedAtMs: atMs, receivedAtMs: atMs, values: { voltage: 230 } });
+
+    it("sends a device again once it has been silent for the timeout, and not before", async () => {
+      const store = new MemoryLiveStore();
+      const start = Date.now();
+      await store.applyLiveState([seen("a", start)]);
+      const abort = new AbortController();
+      const watch = watchLiveState(store, { signal: abort.signal, offlineAfterMs: OFFLINE_AFTER_MS });
+      expect((await watch.next()).value).toMatchObject({ deviceId: "a", lastSeenMs: start });
+
+      // Heard from again before the timeout: sent as a change; its silence now counts from then.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const again = Date.now();
+      await store.applyLiveState([seen("a", again)]);
+      expect((await watch.next()).value).toMatchObject({ lastSeenMs: again });
+
+      const silent = await watch.next();
+      const sentAt = Date.now();
+      expect(silent.value).toMatchObject({ deviceId: "a", lastSeenMs: again });
+      // Sent once the timeout had passed since the last reading, not the first one's.
+      expect(sentAt - again).toBeGreaterThan(OFFLINE_AFTER_MS);
+      expect(sentAt - again).toBeLessThan(OFFLINE_AFTER_MS + 1_000);
+
+      // Offline, it is not sent again until it reports.
+      const next = watch.next();
+      const outcome = await Promise.race([next.then(() => "sent"), new Promise((resolve) => setTimeout(resolve, 2 * OFFLINE_AFTER_MS, "quiet"))]);
+      expect(outcome).toBe("quiet");
+      const back = Date.now();
+      await store.applyLiveState([seen("a", back)]);
+      expect((await next).value).toMatchObject({ lastSeenMs: back });
+
+      abort.abort();
+      await store.close();
+    });
+
+    it("does not send again a device already silent when the watch starts, nor one whose silence it is not told of", async () => {
+      const store = new MemoryLiveStore();
+      await store.applyLiveState([seen("old", Date.now() - 10 * OFFLINE_AFTER_MS)]);
+      const abort = new AbortController();
+      const watch = watchLiveState(store, { signal: abort.signal, offlineAfterMs: OFFLINE_AFTER_MS });
+      expect((await watch.next()).value).toMatchObject({ deviceId: "old" });
+      const quiet = watchLiveState(store, { signal: abort.signal });
+      expect((await quiet.next()).value).toMatchObject({ deviceId: "old" });
+      const fresh = Date.now();
+      await store.applyLiveState([seen("new", fresh)]);
+      expect((await watch.next()).value).toMatchObject({ deviceId: "new" });
+      expect((await quiet.next()).value).toMatchObject({ deviceId: "new" });
+
+      // Only the watch told of the timeout sends "new" again, once; "old" never.
+      expect((await watch.next()).value).toMatchObject({ deviceId: "new", lastSeenMs: fresh });
+      const more = await Promise.race([
+        Promise.race([watch.next(), quiet.next()]).then(() => "sent"),
+        new Promise((resolve) => setTimeout(resolve, 3 * OFFLINE_AFTER_MS, "quiet")),
+      ]);
+      expect(more).toBe("quiet");
+      abort.abort();
+      await store.close();
+    });
   });
 });

@@ -593,8 +593,10 @@ export const WatchLiveStateRequestSchema: GenMessage<WatchLiveStateRequest> = /*
 
 /**
  * WatchLiveStateResponse is one watched device's live state: its current state when the watch
- * starts, then its new state after each change. A client that reads slowly gets each device's
- * latest state, not every intermediate one.
+ * starts, then its new state after each change — a newer reading, a later last_seen, or online
+ * turning false once the device has been silent for the inactivity timeout (OFFLINE_AFTER); it is
+ * sent once then, not again until the device reports. A client that reads slowly gets each
+ * device's latest state, not every intermediate one.
  *
  * @generated from message wattstream.fleet.v1.WatchLiveStateResponse
  */
@@ -1297,7 +1299,8 @@ export const FleetService: GenService<{
   },
   /**
    * WatchLiveState streams live state: first the current state of each watched device, then each
-   * change as the device's readings are stored, until the client cancels.
+   * change as the device's readings are stored, and a device again when it goes offline (silent
+   * for the inactivity timeout), until the client cancels.
    *
    * @generated from rpc wattstream.fleet.v1.FleetService.WatchLiveState
    */
