@@ -1,7 +1,6 @@
 // The service with its production parts: TLS on the one port (HTTP/2 by ALPN for gRPC, HTTP/1.1
 // for plain HTTPS clients), and Redis as the live store shared by two service instances.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -13,20 +12,16 @@ import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { meterReading } from "./support/readings.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
+import { selfSignedCertificate } from "./support/self-signed.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 
 describe("TLS", () => {
   let app: TestService;
   let ca: Buffer;
   beforeAll(async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "wattstream-tls-"));
-    const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
-    execFileSync("openssl", [
-      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
-    ], { stdio: "ignore" });
-    ca = readFileSync(cert);
-    app = await startTestService(testEnv({ TLS_CERT: cert, TLS_KEY: key }));
+    const certificate = selfSignedCertificate();
+    ca = certificate.ca;
+    app = await startTestService(testEnv({ TLS_CERT: certificate.certFile, TLS_KEY: certificate.keyFile }));
   });
   afterAll(async () => {
     await app?.service.stop();

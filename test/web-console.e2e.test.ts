@@ -1,8 +1,8 @@
 // Browsers as clients, in a real one: Debian's Chromium, driven by playwright-core. The operator
 // console loads from the service and calls FleetService through Connect-Web — unary calls and the
 // server-streaming WatchLiveState over HTTP/1.1 fetch — with authentication on, as an operator
-// would use it; and a page of another origin calls it over Connect and gRPC-Web when CORS_ORIGINS
-// lets it, and cannot when it does not. Skipped where /usr/bin/chromium is missing, unless
+// would use it, and over TLS, where the browser speaks HTTP/2; and a page of another origin calls
+// it over Connect and gRPC-Web when CORS_ORIGINS lets it, and cannot when it does not. Skipped where /usr/bin/chromium is missing, unless
 // REQUIRE_BROWSER=1 (CI).
 import { existsSync, mkdtempSync } from "node:fs";
 import http from "node:http";
@@ -17,9 +17,11 @@ import getPort from "get-port";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService, HealthLevel } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { devicesCli } from "./support/devices-cli.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
+import { selfSignedCertificate } from "./support/self-signed.js";
 import { startTestService, testEnv, type TestService } from "./support/test-service.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -276,4 +278,38 @@ describe.skipIf(!haveBrowser)("a page of another origin, in Chromium", () => {
     expect(allowedHeaders).toEqual(expect.arrayContaining(["content-type", "connect-protocol-version", "x-api-key", "authorization", "x-grpc-web"]));
     expect(response.headers.get("access-control-allow-credentials")).toBeNull();
   });
+});
+
+describe.skipIf(!haveBrowser)("the console over TLS, in Chromium", () => {
+  let app: TestService;
+  let browser: Browser;
+  let ca: Buffer;
+  beforeAll(async () => {
+    const certificate = selfSignedCertificate();
+    ca = certificate.ca;
+    app = await startTestService(testEnv({ TLS_CERT: certificate.certFile, TLS_KEY: certificate.keyFile }));
+    browser = await launchChromium();
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await app?.service.stop();
+  });
+
+  it("loads over HTTP/2 negotiated by ALPN, and its watch streams a reading stored meanwhile", async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    try {
+      await page.goto(`https://127.0.0.1:${app.service.port}/`);
+      expect(await page.evaluate(() => (performance.getEntriesByType("navigation")[0] as PerformanceNavigationTiming).nextHopProtocol)).toBe("h2");
+      await expect.poll(() => page.getByTestId("connection").textContent(), { timeout: 10_000 }).toMatch(/^watching|^live/);
+      await expect.poll(() => page.getByTestId("summary").textContent(), { timeout: 10_000 }).toContain("online / offline");
+
+      const ingest = createClient(IngestService, createGrpcTransport({ baseUrl: `https://127.0.0.1:${app.service.port}`, nodeOptions: { ca } }));
+      expect((await ingest.ingestReadings({ readings: [meterReading("meter-tls-console", "t-1", Date.now(), 0.7)] })).accepted).toBe(1n);
+      await expect.poll(() => page.getByTestId("live").locator("tr", { hasText: "meter-tls-console" }).count(), { timeout: 10_000 }).toBe(1);
+      expect(await page.getByTestId("connection").textContent()).toBe("live");
+    } finally {
+      await context.close();
+    }
+  }, 30_000);
 });
