@@ -53,6 +53,21 @@ function wrap(content: HTMLElement): HTMLTableCellElement {
   return td;
 }
 
+/** A list of named facts; fact() adds one, its value as text or as an element of its own. */
+function factList(): { list: HTMLDListElement; fact(name: string, value: string | HTMLElement): void } {
+  const list = el("dl");
+  return { list, fact: (name, value) => list.append(el("dt", name), typeof value === "string" ? el("dd", value) : value) };
+}
+
+/** Shows "asking…" in target, then what render makes of the answer, or the error. */
+function answerInto<T>(target: HTMLElement, answer: Promise<T>, render: (answer: T) => HTMLElement[]): void {
+  target.replaceChildren(el("p", "asking…", "status"));
+  answer.then(
+    (value) => target.replaceChildren(...render(value)),
+    (error: unknown) => showError(target, error),
+  );
+}
+
 const time = (ts: Timestamp | undefined) => (ts === undefined ? "—" : timestampDate(ts).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z"));
 const kwh = (value: number) => `${value.toLocaleString("en", { maximumFractionDigits: 2 })} kWh`;
 const percent = (ratio: number) => `${(ratio * 100).toFixed(1)} %`;
@@ -92,8 +107,7 @@ async function showSummary(): Promise<void> {
   try {
     const s = await fleet.getFleetSummary({ windowHours: 24 });
     byId("summary-window").textContent = `${time(s.windowStart)} – ${time(s.windowEnd)}`;
-    const facts = el("dl");
-    const fact = (name: string, value: string) => facts.append(el("dt", name), el("dd", value));
+    const { list: facts, fact } = factList();
     fact("AC consumed", kwh(s.totalKwhConsumedAc));
     fact("DC delivered", kwh(s.totalKwhDeliveredDc));
     fact("online / offline", `${s.onlineDevices} / ${s.offlineDevices}`);
@@ -145,24 +159,18 @@ byId<HTMLFormElement>("performance-form").addEventListener("submit", (event) => 
 
 function askPerformance(vehicleId: string): void {
   byId<HTMLInputElement>("vehicle-id").value = vehicleId;
-  const target = byId("performance");
   const windowHours = Number(byId<HTMLInputElement>("window-hours").value) || 24;
-  target.replaceChildren(el("p", "asking…", "status"));
-  fleet.getVehiclePerformance({ vehicleId, windowHours }).then(
-    (p) => {
-      const facts = el("dl");
-      const fact = (name: string, value: string) => facts.append(el("dt", name), el("dd", value));
-      fact("window", `${time(p.windowStart)} – ${time(p.windowEnd)}`);
-      fact("AC consumed", kwh(p.totalKwhConsumedAc));
-      fact("DC delivered", kwh(p.totalKwhDeliveredDc));
-      fact("efficiency (DC/AC)", percent(p.efficiencyRatio));
-      fact("avg battery temperature", `${p.avgBatteryTemp.toFixed(1)} °C`);
-      fact("readings", `${p.vehicleReadingCount} vehicle, ${p.meterReadingCount} meter`);
-      const alert = p.alert !== undefined && p.alert.kind !== AlertKind.UNSPECIFIED ? el("p", p.alert.message, "error") : el("p", "No alert.");
-      target.replaceChildren(facts, alert);
-    },
-    (error: unknown) => showError(target, error),
-  );
+  answerInto(byId("performance"), fleet.getVehiclePerformance({ vehicleId, windowHours }), (p) => {
+    const { list, fact } = factList();
+    fact("window", `${time(p.windowStart)} – ${time(p.windowEnd)}`);
+    fact("AC consumed", kwh(p.totalKwhConsumedAc));
+    fact("DC delivered", kwh(p.totalKwhDeliveredDc));
+    fact("efficiency (DC/AC)", percent(p.efficiencyRatio));
+    fact("avg battery temperature", `${p.avgBatteryTemp.toFixed(1)} °C`);
+    fact("readings", `${p.vehicleReadingCount} vehicle, ${p.meterReadingCount} meter`);
+    const alert = p.alert !== undefined && p.alert.kind !== AlertKind.UNSPECIFIED ? el("p", p.alert.message, "error") : el("p", "No alert.");
+    return [list, alert];
+  });
 }
 
 byId<HTMLFormElement>("health-form").addEventListener("submit", (event) => {
@@ -172,36 +180,31 @@ byId<HTMLFormElement>("health-form").addEventListener("submit", (event) => {
 
 function askHealth(deviceId: string): void {
   byId<HTMLInputElement>("battery-id").value = deviceId;
-  const target = byId("health");
   const windowHours = Number(byId<HTMLInputElement>("health-hours").value) || 24;
-  target.replaceChildren(el("p", "asking…", "status"));
-  fleet.getDeviceHealth({ deviceId, windowHours }).then(
-    (h) => {
-      const facts = el("dl");
-      const fact = (name: string, value: string | HTMLElement) => facts.append(el("dt", name), typeof value === "string" ? el("dd", value) : value);
-      const latest = h.latest;
-      if (latest !== undefined) {
-        const level = levelName(latest.healthLevel);
-        fact("latest score", el("dd", `${latest.healthScore} of 100, ${level}`, `level-${level}`));
-        fact("recommendation", enumName(Recommendation, latest.recommendation, "").toLowerCase());
-        fact("scored by", `version ${latest.scoreVersion}`);
-      }
-      fact("observed", time(h.observedAt));
-      fact("trend window", `${time(h.windowStart)} – ${time(h.windowEnd)}`);
-      // Each hour's range of scores as a bar from its lowest to its highest, the mean beside it.
-      const trend = table(
-        ["hour", "min – max", "", "mean", "readings"],
-        h.trend.map((p) => {
-          const bar = el("span", "", "trend");
-          bar.style.marginLeft = `${p.minHealthScore / 10}rem`;
-          bar.style.width = `${Math.max(0.15, (p.maxHealthScore - p.minHealthScore) / 10)}rem`;
-          return [time(p.hourStart), `${p.minHealthScore} – ${p.maxHealthScore}`, bar, p.avgHealthScore.toFixed(1), String(p.readingCount)];
-        }),
-      );
-      target.replaceChildren(facts, h.trend.length === 0 ? el("p", "No scored readings in the window.") : trend);
-    },
-    (error: unknown) => showError(target, error),
-  );
+  answerInto(byId("health"), fleet.getDeviceHealth({ deviceId, windowHours }), (h) => {
+    const { list, fact } = factList();
+    const latest = h.latest;
+    if (latest !== undefined) {
+      const level = levelName(latest.healthLevel);
+      fact("latest score", el("dd", `${latest.healthScore} of 100, ${level}`, `level-${level}`));
+      fact("recommendation", enumName(Recommendation, latest.recommendation, "").toLowerCase());
+      fact("scored by", `version ${latest.scoreVersion}`);
+    }
+    fact("observed", time(h.observedAt));
+    fact("trend window", `${time(h.windowStart)} – ${time(h.windowEnd)}`);
+    if (h.trend.length === 0) return [list, el("p", "No scored readings in the window.")];
+    // Each hour's range of scores as a bar from its lowest to its highest, the mean beside it.
+    const trend = table(
+      ["hour", "min – max", "", "mean", "readings"],
+      h.trend.map((p) => {
+        const bar = el("span", "", "trend");
+        bar.style.marginLeft = `${p.minHealthScore / 10}rem`;
+        bar.style.width = `${Math.max(0.15, (p.maxHealthScore - p.minHealthScore) / 10)}rem`;
+        return [time(p.hourStart), `${p.minHealthScore} – ${p.maxHealthScore}`, bar, p.avgHealthScore.toFixed(1), String(p.readingCount)];
+      }),
+    );
+    return [list, trend];
+  });
 }
 
 /** One line of what a device's newest reading says. */
