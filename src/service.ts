@@ -230,7 +230,12 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         };
   const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
   const port = await listener.listen(config.port, config.host);
-  log.info({ port, host: config.host, tls: config.tls !== undefined }, "serving gRPC, gRPC-Web and Connect");
+  // The console's address as a browser on this host reaches it.
+  const consoleHost = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host.includes(":") ? `[${config.host}]` : config.host;
+  log.info(
+    { port, host: config.host, tls: config.tls !== undefined, console: `${config.tls ? "https" : "http"}://${consoleHost}:${port}/` },
+    "serving gRPC, gRPC-Web and Connect",
+  );
 
   let stopping: Promise<void> | undefined;
   return {
