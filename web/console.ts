@@ -25,7 +25,9 @@ const withApiKey: Interceptor = (next) => (req) => {
   if (key !== "") req.header.set("x-api-key", key);
   return next(req);
 };
-const fleet = createClient(FleetService, createConnectTransport({ baseUrl: location.origin, interceptors: [withApiKey] }));
+// Binary: a whole-fleet watch starts with every device's state, 81–94 bytes a device against
+// 232–377 as JSON.
+const fleet = createClient(FleetService, createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true, interceptors: [withApiKey] }));
 
 /** An element with text content and optional class. */
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", className = ""): HTMLElementTagNameMap[K] {
