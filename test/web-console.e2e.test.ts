@@ -46,11 +46,14 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
   // the start of the current minute.
   const observedAtMs = now - 3 * 60_000;
 
+  // A device id is whatever a registered device sends (printable, no spaces); the console must
+  // show it as text, never run it.
+  const HOSTILE_ID = "<svg/onload=window.__hostile=1>";
   const device = (id: string) => new GrpcIngestClient(app.target, { headers: { authorization: `Bearer ${tokens[id]}` } });
 
   beforeAll(async () => {
     const file = credentialsFile();
-    for (const id of ["meter-c", "ev-c", "bbu-c"]) tokens[id] = await devicesCli(file, "add", id);
+    for (const id of ["meter-c", "ev-c", "bbu-c", HOSTILE_ID]) tokens[id] = await devicesCli(file, "add", id);
     operatorKey = await devicesCli(file, "key", "add", "console", "--role", "operator");
     app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file }));
 
@@ -124,6 +127,14 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
     expect(await live.locator("tbody tr").first().textContent()).toContain("bbu-c");
     expect(await page.getByTestId("live-count").textContent()).toMatch(/^3 devices/);
   }, 60_000);
+
+  it("shows a device id holding markup as text, and runs none of it", async () => {
+    expect((await device(HOSTILE_ID).streamReadings([[meterReading(HOSTILE_ID, "h-1", Date.now() - 1_000, 0.1)]])).accepted).toBe(1n);
+    const live = page.getByTestId("live");
+    await expect.poll(() => live.locator("td", { hasText: HOSTILE_ID }).count(), { timeout: 10_000 }).toBe(1);
+    expect(await live.locator("svg").count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __hostile?: number }).__hostile)).toBeUndefined();
+  }, 30_000);
 
   it("opens a battery unit's health from the live table, as GetDeviceHealth answers it", async () => {
     const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
