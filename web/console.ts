@@ -269,14 +269,22 @@ function drawLive(): void {
 byId<HTMLInputElement>("live-filter").addEventListener("input", drawLive);
 byId<HTMLFormElement>("live-filter-form").addEventListener("submit", (event) => event.preventDefault());
 
+/** Ends the current watch, or the wait before the next, so the watch starts again at once. */
+let restartWatch = () => {};
+
 /** Watches the whole fleet for as long as the page is open, reconnecting with backoff. */
 async function watchLive(): Promise<void> {
   const status = byId("connection");
   let retryMs = 1_000;
   for (;;) {
+    const attempt = new AbortController();
+    restartWatch = () => {
+      retryMs = 1_000;
+      attempt.abort();
+    };
     try {
       status.textContent = "watching live state…";
-      for await (const { device } of fleet.watchLiveState({})) {
+      for await (const { device } of fleet.watchLiveState({}, { signal: attempt.signal })) {
         if (device === undefined) continue;
         retryMs = 1_000;
         status.textContent = "live";
@@ -287,10 +295,18 @@ async function watchLive(): Promise<void> {
       status.textContent = `the watch ended; again in ${retryMs / 1000} s`;
     } catch (error) {
       const e = ConnectError.from(error);
-      status.textContent = `live state unavailable (${Code[e.code]}: ${e.rawMessage}); again in ${retryMs / 1000} s`;
+      if (!attempt.signal.aborted) status.textContent = `live state unavailable (${Code[e.code]}: ${e.rawMessage}); again in ${retryMs / 1000} s`;
     }
-    await new Promise((resolve) => setTimeout(resolve, retryMs));
-    retryMs = Math.min(retryMs * 2, 30_000);
+    if (!attempt.signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, retryMs);
+        attempt.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    if (!attempt.signal.aborted) retryMs = Math.min(retryMs * 2, 30_000);
   }
 }
 
@@ -302,6 +318,8 @@ function refresh(): void {
 apiKeyInput.addEventListener("change", () => {
   sessionStorage.setItem(API_KEY_STORAGE, apiKeyInput.value.trim());
   refresh();
+  // A watch refused for want of a key would otherwise wait out its backoff (up to 30 s).
+  restartWatch();
 });
 refresh();
 setInterval(refresh, REFRESH_MS);
