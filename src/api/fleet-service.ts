@@ -266,7 +266,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     const endMs = Math.floor(nowMs / MINUTE_MS) * MINUTE_MS;
     const startMs = endMs - hours * HOUR_MS;
     const [{ energy, efficiency }, survey] = await storage(
-      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), surveyFleet(this.live, nowMs - this.config.offlineAfterMs)]),
+      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), surveyFleet(this.live, nowMs - this.config.offlineAfterMs, { attention: false })]),
       BOTH_STORES,
     );
     const summary = summarizeFleet(efficiency, survey);

@@ -385,6 +385,8 @@ function contract(name: string, open: () => Promise<LiveStore>) {
         expected.filter((d) => d.lastSeenMs < onlineSinceMs || (d.kind === "battery" && d.level === "CRITICAL")).map(standing),
       );
       expect(survey.attention.some((s) => s.level === "CRITICAL" && s.lastSeenMs >= onlineSinceMs)).toBe(true);
+      // The counts alone, as GetFleetSummary asks: the same counts, no list.
+      expect(await store.surveyDevices(asked, onlineSinceMs, { attention: false })).toEqual({ ...survey, attention: [] });
       expect(await store.surveyDevices([], onlineSinceMs)).toEqual({ devices: 0, online: 0, batteryLevels: new Map(), attention: [] });
     });
 

@@ -77,6 +77,11 @@ export interface DeviceStanding {
  * only those that need attention. Reading every device's whole state for this cost the Redis store
  * ~4 µs per device in this process (decoding each reading's values) and ~3 µs in Redis.
  */
+export interface SurveyOptions {
+  /** List the devices that need attention (FleetSurvey.attention); true when unset. */
+  readonly attention?: boolean;
+}
+
 export interface FleetSurvey {
   /** Devices with live state. */
   readonly devices: number;
@@ -144,8 +149,12 @@ export interface LiveStore {
   applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void>;
   /** Live state of each device, or undefined for a device never seen. */
   getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]>;
-  /** The fleet-wide view of these devices (see FleetSurvey); devices never seen are not counted. */
-  surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey>;
+  /**
+   * The fleet-wide view of these devices (see FleetSurvey); devices never seen are not counted.
+   * With `attention: false` its attention list is left empty: the counts alone cost a fraction
+   * of listing every silent device.
+   */
+  surveyDevices(deviceIds: readonly string[], onlineSinceMs: number, options?: SurveyOptions): Promise<FleetSurvey>;
   /**
    * Only the scorer's trend of each device, as getLiveState has it (undefined for a device never
    * seen or whose scorer keeps none): the ingest path reads every battery unit's per batch.

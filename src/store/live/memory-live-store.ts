@@ -11,6 +11,7 @@ import type {
   LiveStateListener,
   LiveStateUpdate,
   LiveStore,
+  SurveyOptions,
 } from "./live-store.js";
 import { eventIdentity } from "../../process/history-rows.js";
 import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
@@ -233,7 +234,8 @@ export class MemoryLiveStore implements LiveStore {
     return deviceIds.map((id) => this.live.get(id));
   }
 
-  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey> {
+  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number, options: SurveyOptions = {}): Promise<FleetSurvey> {
+    const listAttention = options.attention ?? true;
     let devices = 0;
     let online = 0;
     const batteryLevels = new Map<string, number>();
@@ -246,7 +248,7 @@ export class MemoryLiveStore implements LiveStore {
       if (level !== undefined) batteryLevels.set(level, (batteryLevels.get(level) ?? 0) + 1);
       const silent = state.lastSeenMs < onlineSinceMs;
       if (!silent) online++;
-      if (silent || level === "CRITICAL") {
+      if (listAttention && (silent || level === "CRITICAL")) {
         attention.push({ deviceId: id, kind: state.kind, observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs, level });
       }
     }

@@ -13,6 +13,7 @@ import type {
   LiveStateListener,
   LiveStateUpdate,
   LiveStore,
+  SurveyOptions,
 } from "./live-store.js";
 import { BATCH_COMMIT_MIN_EVENTS, healthLevelOf, newestPerDevice } from "./live-store.js";
 
@@ -163,7 +164,8 @@ for i = 2, #KEYS do
 end
 return #KEYS - 1`;
 
-// KEYS: live-state hashes. ARGV: online since, epoch ms. Answers { counts, attention }: counts are
+// KEYS: live-state hashes. ARGV: online since, epoch ms; "1" to list attention, "0" for the counts
+// alone (an empty attention string). Answers { counts, attention }: counts are
 // devices with state, those last seen at or after ARGV[1], then battery units per level as level,
 // count pairs; attention is one string, per device last seen before ARGV[1] or a battery unit at
 // CRITICAL its index in KEYS, kind, observed_at, last_seen and level (empty for other kinds), all
@@ -172,6 +174,7 @@ return #KEYS - 1`;
 // before the level had a field of its own has it read from its values.
 const SURVEY_DEVICES = `
 local since = tonumber(ARGV[1])
+local listAttention = ARGV[2] ~= '0'
 local devices, online = 0, 0
 local levels = {}
 local attention = {}
@@ -190,7 +193,7 @@ for i = 1, #KEYS do
       end
       levels[level] = (levels[level] or 0) + 1
     end
-    if silent or (h[1] == 'battery' and level == 'CRITICAL') then
+    if listAttention and (silent or (h[1] == 'battery' and level == 'CRITICAL')) then
       local n = #attention
       attention[n + 1] = i
       attention[n + 2] = h[1]
@@ -478,11 +481,12 @@ export class RedisLiveStore implements LiveStore {
     return trends.map((trend) => (trend === "" ? undefined : (JSON.parse(trend) as Record<string, number>)));
   }
 
-  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number): Promise<FleetSurvey> {
+  async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number, options: SurveyOptions = {}): Promise<FleetSurvey> {
+    const listAttention = options.attention ?? true ? "1" : "0";
     // One reply per script call, in the order of the calls' chunks of deviceIds.
     const replies = await inChunks(deviceIds, async (ids) => {
       const keys = ids.map((id) => this.liveKey(id));
-      return [await this.commands.surveyDevices(keys.length, ...keys, onlineSinceMs)];
+      return [await this.commands.surveyDevices(keys.length, ...keys, onlineSinceMs, listAttention)];
     });
     let devices = 0;
     let online = 0;
