@@ -72,16 +72,16 @@ export interface DeviceStanding {
   readonly level: string | undefined;
 }
 
-/**
- * The fleet-wide view of a set of devices' live state: counts for all of them, and the standing of
- * only those that need attention. Reading every device's whole state for this cost the Redis store
- * ~4 µs per device in this process (decoding each reading's values) and ~3 µs in Redis.
- */
 export interface SurveyOptions {
   /** List the devices that need attention (FleetSurvey.attention); true when unset. */
   readonly attention?: boolean;
 }
 
+/**
+ * The fleet-wide view of a set of devices' live state: counts for all of them, and the standing of
+ * only those that need attention. Reading every device's whole state for this cost the Redis store
+ * ~4 µs per device in this process (decoding each reading's values) and ~3 µs in Redis.
+ */
 export interface FleetSurvey {
   /** Devices with live state. */
   readonly devices: number;
