@@ -482,7 +482,7 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async surveyDevices(deviceIds: readonly string[], onlineSinceMs: number, options: SurveyOptions = {}): Promise<FleetSurvey> {
-    const listAttention = options.attention ?? true ? "1" : "0";
+    const listAttention = (options.attention ?? true) ? "1" : "0";
     // One reply per script call, in the order of the calls' chunks of deviceIds.
     const replies = await inChunks(deviceIds, async (ids) => {
       const keys = ids.map((id) => this.liveKey(id));
