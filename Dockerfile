@@ -19,7 +19,10 @@ RUN --mount=type=cache,target=/root/.npm \
 
 # --- runtime: no npm invocations, no build tools, nothing writable but DATA_DIR and /tmp ---
 FROM ${NODE_IMAGE}
+# UV_THREADPOOL_SIZE: each statement on the embedded engine holds one of libuv's threads for its
+# whole run, and the service keeps several connections busy at once (see docs/engine.md).
 ENV NODE_ENV=production \
+    UV_THREADPOOL_SIZE=16 \
     PORT=8080 \
     HOST=0.0.0.0 \
     DATA_DIR=/var/lib/wattstream

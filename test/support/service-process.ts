@@ -31,7 +31,8 @@ export interface ServiceProcess {
 export async function startServiceProcess(env: Record<string, string>, timeoutMs = 60_000, entry = "src/main.ts"): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", entry], {
     cwd: repoRoot,
-    env: { ...process.env, ...env },
+    // As `npm start` runs it: the embedded engine's statements each hold a libuv thread.
+    env: { UV_THREADPOOL_SIZE: "16", ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
