@@ -197,6 +197,7 @@ try {
   service = undefined;
 
   const result = {
+    scenario: "query",
     rows: seed.rows,
     load_seconds: round(seed.loadSeconds),
     load_rows_per_second: round(seed.rows / seed.loadSeconds),

@@ -4,6 +4,7 @@
 // same rows in one INSERT of pre-built data, and how fast protobuf decodes them. Prints and writes
 // JSON.
 //   npm run bench -- --scenario throughput --json out.json
+//   npm run bench -- --scenario query --rows 50000000 --json out.json   (bench/query-bench.ts)
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +24,16 @@ class BenchError extends Error {}
 
 const SCENARIOS = ["throughput", "fleet", "connections", "query"] as const;
 type Scenario = (typeof SCENARIOS)[number];
+
+// `--scenario query` is the query bench (bench/query-bench.ts, also `npm run bench:query`), which
+// loads millions of rows first and has options of its own: every argument goes to it unchanged.
+const argv = process.argv.slice(2);
+if (argv.some((arg, i) => arg === "--scenario=query" || (arg === "--scenario" && argv[i + 1] === "query"))) {
+  const queryBench = fileURLToPath(new URL("./query-bench.ts", import.meta.url));
+  const passOn = argv.filter((arg, i) => arg !== "--scenario=query" && !(arg === "--scenario" && argv[i + 1] === "query") && !(arg === "query" && argv[i - 1] === "--scenario"));
+  const { status } = spawnSync(process.execPath, ["--import", "tsx", queryBench, ...passOn], { stdio: "inherit" });
+  process.exit(status ?? 1);
+}
 
 const { values } = parseArgs({
   options: {
@@ -44,9 +55,6 @@ process.on("uncaughtException", (error) => {
   process.exit(2);
 });
 if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
-if (scenario === "query") {
-  fail("the query scenario loads millions of rows first and has its own command: npm run bench:query -- --rows 50000000");
-}
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-bench-"));
