@@ -174,7 +174,10 @@ class Device:
                 requests.put(ingest.SyncReadingsRequest(readings=list(batch)))
                 sent += len(batch)
                 while not responses or responses[-1].acknowledged < sent:
-                    responses.append(next(call))
+                    response = next(call, None)
+                    if response is None:
+                        raise RuntimeError(f"the stream ended with {sent - (responses[-1].acknowledged if responses else 0)} readings unacknowledged")
+                    responses.append(response)
         finally:
             requests.put(None)
         # The stream ends once the service has answered everything sent on it.
