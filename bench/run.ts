@@ -28,9 +28,11 @@ type Scenario = (typeof SCENARIOS)[number];
 // `--scenario query` is the query bench (bench/query-bench.ts, also `npm run bench:query`), which
 // loads millions of rows first and has options of its own: every argument goes to it unchanged.
 const argv = process.argv.slice(2);
-if (argv.some((arg, i) => arg === "--scenario=query" || (arg === "--scenario" && argv[i + 1] === "query"))) {
+const queryScenarioAt = argv.findIndex((arg, i) => arg === "--scenario=query" || (arg === "--scenario" && argv[i + 1] === "query"));
+if (queryScenarioAt >= 0) {
   const queryBench = fileURLToPath(new URL("./query-bench.ts", import.meta.url));
-  const passOn = argv.filter((arg, i) => arg !== "--scenario=query" && !(arg === "--scenario" && argv[i + 1] === "query") && !(arg === "query" && argv[i - 1] === "--scenario"));
+  const scenarioArgs = argv[queryScenarioAt] === "--scenario=query" ? 1 : 2;
+  const passOn = [...argv.slice(0, queryScenarioAt), ...argv.slice(queryScenarioAt + scenarioArgs)];
   const { status } = spawnSync(process.execPath, ["--import", "tsx", queryBench, ...passOn], { stdio: "inherit" });
   process.exit(status ?? 1);
 }
