@@ -149,6 +149,41 @@ describe("an insert that fails", () => {
     const [row] = await probe.rows<{ n: number; ids: number }>("SELECT count() AS n, uniqExact(event_id) AS ids FROM {db}.meter_readings");
     expect(row).toEqual({ n: 20, ids: 20 });
   });
+
+  it("answers a reading repeated within a call in flight, not duplicate, while another call is storing it and then fails", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const reading = meterReading("meter-twice", "twice-1", Date.now() - 1_000, 0.5);
+    const attemptsBefore = sink.attempts;
+    sink.stall();
+    const holder = client.ingestReadings({ readings: [reading] }).catch((e: unknown) => ConnectError.from(e));
+    // The holder's batch has claimed the id once its insert is stalled.
+    for (let tries = 0; sink.attempts === attemptsBefore && tries < 100; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(sink.attempts).toBeGreaterThan(attemptsBefore);
+
+    const twice = await client.ingestReadings({ readings: [reading, reading] });
+    // Both copies wait on the holder: neither may be answered settled before it is stored.
+    expect(twice.accepted).toBe(0n);
+    expect(twice.duplicates).toBe(0n);
+    expect(twice.rejected.map((r) => ({ index: r.index, reason: r.reason, retryable: r.retryable }))).toEqual([
+      { index: 0, reason: RejectReason.IN_FLIGHT, retryable: true },
+      { index: 1, reason: RejectReason.IN_FLIGHT, retryable: true },
+    ]);
+
+    sink.failing = true;
+    sink.unstall();
+    expect(((await holder) as ConnectError).code).toBe(Code.Unavailable);
+    sink.failing = false;
+    expect(await probe.count("meter_readings WHERE device_id = 'meter-twice'")).toBe(0);
+
+    // Resent once the holder's claims are released: stored once, the repeat a duplicate of it.
+    let resent = await client.ingestReadings({ readings: [reading, reading] });
+    for (let tries = 0; resent.rejected.some((r) => r.retryable) && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      resent = await client.ingestReadings({ readings: [reading, reading] });
+    }
+    expect({ accepted: resent.accepted, duplicates: resent.duplicates, rejected: resent.rejected.length }).toEqual({ accepted: 1n, duplicates: 1n, rejected: 0 });
+    expect(await probe.count("meter_readings WHERE device_id = 'meter-twice'")).toBe(1);
+  }, 30_000);
 });
 
 describe("with storage stalled", () => {

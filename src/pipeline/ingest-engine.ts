@@ -209,7 +209,18 @@ export class IngestEngine {
       const source = sources[sourceOf[offset]!]!;
       return source.firstIndex + offset - source.start;
     };
-    const finish = () => outcomes.map(sortRejected);
+    // A reading repeated within the batch follows its first copy: a duplicate once that copy is
+    // stored or found stored, in flight while another call holds it. Counted a duplicate at once,
+    // a repeat would be answered settled while its first copy may yet fail to store.
+    const repeats: { readonly offset: number; readonly first: Candidate }[] = [];
+    const inFlight = new Set<Candidate>();
+    const finish = () => {
+      for (const { offset, first } of repeats) {
+        if (inFlight.has(first)) outcomeOf(offset).rejected.push(inFlightRejection(indexOf(offset), first.key.eventId));
+        else outcomeOf(offset).duplicates++;
+      }
+      return outcomes.map(sortRejected);
+    };
 
     const processed = await this.process(readings, receivedAtMs);
     if (processed.undecodable.length > 0) return this.withoutMalformed(readings, sources, processed, sourceOf);
@@ -223,22 +234,24 @@ export class IngestEngine {
       });
     }
 
-    // Valid rows, first occurrence of each (device, event) in the batch; later ones are duplicates.
+    // Valid rows, first occurrence of each (device, event) in the batch; later ones are repeats.
     const candidates: Candidate[] = [];
-    const seen = new Set<string>();
+    const firstCopies = new Map<string, Candidate>();
     for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
       table.offsets.forEach((offset, row) => {
         const reading = readings[offset]!;
         const id = eventIdentity(reading.deviceId, reading.eventId);
-        if (seen.has(id)) {
-          outcomeOf(offset).duplicates++;
+        const first = firstCopies.get(id);
+        if (first) {
+          repeats.push({ offset, first });
           return;
         }
-        seen.add(id);
         // Converted as the validator converts it for the stored row (the worker checked they
         // agree), so a history lookup matches it; a valid row always has one.
         const observedAtMs = reading.observedAtMs!;
-        candidates.push({ kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs });
+        const candidate = { kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs };
+        firstCopies.set(id, candidate);
+        candidates.push(candidate);
       });
     }
     if (candidates.length === 0) return finish();
@@ -270,13 +283,8 @@ export class IngestEngine {
           reclaimed.add(candidate);
         } else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
         else {
-          outcomeOf(candidate.offset).rejected.push({
-            index: indexOf(candidate.offset),
-            eventId: candidate.key.eventId,
-            reason: RejectReason.IN_FLIGHT,
-            message: `event_id ${JSON.stringify(candidate.key.eventId)} is being stored by another call; resend it later`,
-            retryable: true,
-          });
+          inFlight.add(candidate);
+          outcomeOf(candidate.offset).rejected.push(inFlightRejection(indexOf(candidate.offset), candidate.key.eventId));
         }
       });
 
@@ -536,6 +544,17 @@ function selectRows(table: TablePayload, rows: readonly Candidate[]): Buffer {
   const all = Buffer.from(table.payload.buffer, table.payload.byteOffset, table.payload.byteLength);
   if (rows.length === table.offsets.length) return all;
   return Buffer.concat(rows.map((c) => all.subarray(c.row === 0 ? 0 : table.rowEnds[c.row - 1]!, table.rowEnds[c.row]!)));
+}
+
+/** A reading another call is storing right now: the device resends it later. */
+function inFlightRejection(index: number, eventId: string): ReadingRejection {
+  return {
+    index,
+    eventId,
+    reason: RejectReason.IN_FLIGHT,
+    message: `event_id ${JSON.stringify(eventId)} is being stored by another call; resend it later`,
+    retryable: true,
+  };
 }
 
 function sortRejected(outcome: IngestOutcome): IngestOutcome {
