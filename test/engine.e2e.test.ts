@@ -2,6 +2,7 @@
 // engine: every reading stored once however it is resent, claims released when an insert fails,
 // and, with storage stalled, bounded memory and UNAVAILABLE instead of queueing without end.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestService, RejectReason, type IngestReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
@@ -11,7 +12,6 @@ import { batteryReading, meterReading, vehicleReading } from "./support/readings
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
-import { settledWithin } from "./support/settled-within.js";
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -383,7 +383,7 @@ describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts
     await redis?.stop();
   });
 
-  it("answers a resend sent meanwhile as a duplicate once the batch is stored, and stores the reading once", async () => {
+  it("answers a resend sent meanwhile in flight, then as a duplicate once the batch is stored, and stores the reading once", async () => {
     const client = new GrpcIngestClient(app.target);
     try {
       // Stored before, so that the new ledger's horizon is a real reading's time.
@@ -394,21 +394,16 @@ describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts
       sink.stall();
       const first = client.ingestReadings([reading]);
       await new Promise((resolve) => setTimeout(resolve, 300));
-      // Redis comes back empty: the first call's claim is gone, and the resend claims the id afresh.
+      // Redis comes back empty: the first call's claim is gone from it, but the batch holding
+      // the id is still this process's.
       await redis.restart();
-      let resend: Promise<IngestReadingsResponse> | undefined;
-      for (let attempt = 0; resend === undefined; attempt++) {
-        // Until the service has reconnected, the call is refused retryably, as firmware sees it.
-        const call = client.ingestReadings([reading]);
-        const answer = await settledWithin(call.catch((error: unknown) => error), 500);
-        if (answer === "pending") resend = call;
-        else if (!(answer instanceof Error)) throw new Error(`the resend was answered while the first call was held: ${String(answer)}`);
-        else if (attempt > 100) throw answer;
-        else await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      const meanwhile = await answeredOnceReconnected(client, reading);
+      expect(meanwhile.accepted).toBe(0n);
+      expect(meanwhile.rejected.map((r) => ({ reason: r.reason, retryable: r.retryable }))).toEqual([{ reason: RejectReason.IN_FLIGHT, retryable: true }]);
+
       sink.unstall();
       expect((await first).accepted).toBe(1n);
-      const answers = await resend;
+      const answers = await settledAnswer(client, reading);
       expect({ accepted: answers.accepted, duplicates: answers.duplicates }).toEqual({ accepted: 0n, duplicates: 1n });
 
       const [row] = await probe.rows<{ n: number }>("SELECT count() AS n FROM {db}.meter_readings WHERE event_id = 'r-1'");
@@ -420,3 +415,70 @@ describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts
     }
   });
 });
+
+describe.skipIf(!redisServerAvailable())("an insert still running past its lease while Redis restarts", () => {
+  // The batch's attempt timed out but the statement still runs; Redis then loses its claim. The
+  // resend must not be stored while that statement may still land, however long it takes.
+  const LEASE_MS = 6_000;
+  let redis: RedisServer;
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    ({ app, sink, probe } = await startFaultyService(
+      testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "500ms", INSERT_ATTEMPTS: "1", CLAIM_LEASE: `${LEASE_MS}ms` }),
+    ));
+  });
+  afterAll(async () => {
+    await stopFaultyService({ app, sink, probe });
+    await redis?.stop();
+  });
+
+  it("answers resends in flight until the statement lands, then as a duplicate; the reading is stored once", async () => {
+    const client = new GrpcIngestClient(app.target);
+    try {
+      const reading = meterReading("meter-long-restart", "lr-1", Date.now() - 1_000, 0.5);
+      sink.stall();
+      const first = await client.ingestReadings([reading]).catch((error: { code?: number }) => error);
+      expect((first as { code?: number }).code).toBe(grpcStatus.UNAVAILABLE);
+
+      await redis.restart();
+      expect((await answeredOnceReconnected(client, reading)).rejected.map((r) => r.reason)).toEqual([RejectReason.IN_FLIGHT]);
+      // Past the lease the statement may still land: still in flight.
+      await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 1_000));
+      const later = await client.ingestReadings([reading]);
+      expect({ accepted: later.accepted, rejected: later.rejected.map((r) => r.reason) }).toEqual({ accepted: 0n, rejected: [RejectReason.IN_FLIGHT] });
+
+      sink.unstall();
+      const answers = await settledAnswer(client, reading);
+      expect({ accepted: answers.accepted, duplicates: answers.duplicates }).toEqual({ accepted: 0n, duplicates: 1n });
+      const [row] = await probe.rows<{ n: number }>("SELECT count() AS n FROM {db}.meter_readings WHERE event_id = 'lr-1'");
+      expect(row?.n).toBe(1);
+      const [rollup] = await probe.rows<{ n: number }>("SELECT sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-long-restart'");
+      expect(Number(rollup?.n)).toBe(1);
+    } finally {
+      client.close();
+    }
+  }, 30_000);
+});
+
+/** The first answer to a resend after Redis restarted (until the service has reconnected, calls are refused retryably, as firmware sees it). */
+async function answeredOnceReconnected(client: GrpcIngestClient, reading: Reading): Promise<IngestReadingsResponse> {
+  for (let attempt = 0; ; attempt++) {
+    const answer = await client.ingestReadings([reading]).catch((error: unknown) => error as Error);
+    if (!(answer instanceof Error)) return answer;
+    if (attempt > 100) throw answer;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Resends the reading until it is no longer answered in flight, as firmware does. */
+async function settledAnswer(client: GrpcIngestClient, reading: Reading): Promise<IngestReadingsResponse> {
+  let answer = await client.ingestReadings([reading]);
+  for (let tries = 0; answer.rejected.some((r) => r.retryable) && tries < 200; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    answer = await client.ingestReadings([reading]);
+  }
+  return answer;
+}

@@ -95,13 +95,21 @@ interface BatchSource {
   readonly firstIndex: number;
 }
 
+/** A batch of this process between its claim and its settling (see trackClaimed). */
+interface ClaimedBatch {
+  readonly ledgerSinceMs: number;
+  /** The readings it claimed, once it knows them. */
+  claimed: readonly Candidate[];
+  readonly settled: Promise<void>;
+}
+
 interface Candidate {
   readonly kind: DeviceKind;
   /** Position in the batch. */
   readonly offset: number;
   /** Row number within its table payload. */
   readonly row: number;
-  readonly key: EventKey;
+  readonly key: EventKey & { readonly identity: string };
   readonly observedAtMs: number;
 }
 
@@ -113,7 +121,7 @@ export class IngestEngine {
   /** The newest observed_at stored before the ledger's start, looked up once per ledger start. */
   private ledgerHorizon: { readonly sinceMs: number; readonly newestBeforeMs: Promise<number> } | undefined;
   /** Batches past their claim and not yet settled, each with the ledger start its claim saw. */
-  private readonly claimedBatches = new Set<{ readonly ledgerSinceMs: number; readonly settled: Promise<void> }>();
+  private readonly claimedBatches = new Set<ClaimedBatch>();
 
   constructor(private readonly deps: IngestEngineDeps) {
     this.now = deps.now ?? Date.now;
@@ -266,6 +274,9 @@ export class IngestEngine {
       throw unavailable("the live store is unavailable", error);
     }
 
+    // Ids this process's unsettled batches claimed under an earlier ledger (a Redis that has since
+    // lost its data): the new ledger holds no claim of theirs, but they are in flight all the same.
+    const heldUnderOlderLedger = this.identitiesClaimedBefore(claim.ledgerSinceMs);
     // Until this batch settles, its claims are kept (see keepClaims) and a history check under a
     // newer ledger waits for it (see newestStoredBeforeLedger).
     const claims = this.trackClaimed(token, claim.ledgerSinceMs);
@@ -275,8 +286,14 @@ export class IngestEngine {
       let claimed: Candidate[] = [];
       // Taken over from a claim that lapsed: its holder may have stored the rows before it died.
       const reclaimed = new Set<Candidate>();
+      // Claimed here although a batch of this process still holds them: given back below.
+      const heldHere: EventKey[] = [];
       candidates.forEach((candidate, i) => {
-        const status = claim.statuses[i];
+        let status = claim.statuses[i];
+        if ((status === "claimed" || status === "reclaimed") && heldUnderOlderLedger?.has(candidate.key.identity)) {
+          heldHere.push(candidate.key);
+          status = "in_flight";
+        }
         if (status === "claimed") claimed.push(candidate);
         else if (status === "reclaimed") {
           claimed.push(candidate);
@@ -287,6 +304,13 @@ export class IngestEngine {
           outcomeOf(candidate.offset).rejected.push(inFlightRejection(indexOf(candidate.offset), candidate.key.eventId));
         }
       });
+      claims.holding(claimed);
+      if (heldHere.length > 0) {
+        await liveStore.releaseEvents(heldHere, token).catch((error: unknown) => {
+          // They lapse with the lease instead; meanwhile a resend is answered in flight.
+          log.warn({ err: error }, "could not give back claims of ids another batch holds");
+        });
+      }
 
       const alreadyStored = await this.findStoredOutsideLedger(claimed, reclaimed, claim.ledgerSinceMs, receivedAtMs, token);
       if (alreadyStored.size > 0) {
@@ -470,6 +494,7 @@ export class IngestEngine {
     token: string,
   ): Promise<Set<Candidate>> {
     const { limits, stored, liveStore, log } = this.deps;
+    if (claimed.length === 0) return new Set();
     try {
       // A reading is committed no earlier than it was observed minus the allowed clock skew.
       const expiredBeforeMs = receivedAtMs - limits.dedupeWindowMs + limits.maxClockSkewMs;
@@ -499,12 +524,18 @@ export class IngestEngine {
    * a renewal would find them committed), and `settle` when the batch is answered, with any of its
    * inserts that may still land: it has settled once they have, and its claims are kept until then.
    */
-  private trackClaimed(token: string, ledgerSinceMs: number): { committing(): void; settle(stillLanding: readonly Promise<unknown>[]): void } {
+  private trackClaimed(
+    token: string,
+    ledgerSinceMs: number,
+  ): { holding(claimed: readonly Candidate[]): void; committing(): void; settle(stillLanding: readonly Promise<unknown>[]): void } {
     let settled!: () => void;
-    const batch = { ledgerSinceMs, settled: new Promise<void>((resolve) => (settled = resolve)) };
+    const batch: ClaimedBatch = { ledgerSinceMs, claimed: [], settled: new Promise<void>((resolve) => (settled = resolve)) };
     this.claimedBatches.add(batch);
     const keeping = this.keepClaims(token);
     return {
+      holding: (claimed) => {
+        batch.claimed = claimed;
+      },
       committing: () => keeping.stop(),
       settle: (stillLanding) => {
         void Promise.allSettled(stillLanding).then(() => {
@@ -516,15 +547,33 @@ export class IngestEngine {
     };
   }
 
+  /**
+   * The ids held by this process's unsettled batches that claimed under a ledger older than
+   * ledgerSinceMs, or undefined when there are none (always, but for a while after Redis lost its
+   * data). Such a batch may yet store its rows however long that takes, and keeps its claims in
+   * this process only: answering them in flight here is what keeps a resend from being stored a
+   * second time meanwhile (a batch may outlive a lease: see keepClaims).
+   */
+  private identitiesClaimedBefore(ledgerSinceMs: number): Set<string> | undefined {
+    let held: Set<string> | undefined;
+    for (const batch of this.claimedBatches) {
+      if (batch.ledgerSinceMs >= ledgerSinceMs || batch.claimed.length === 0) continue;
+      held ??= new Set();
+      for (const c of batch.claimed) held.add(c.key.identity);
+    }
+    return held;
+  }
+
   private newestStoredBeforeLedger(ledgerSinceMs: number): Promise<number> {
     if (this.ledgerHorizon?.sinceMs !== ledgerSinceMs) {
       // Batches of this process claimed under an earlier ledger (a Redis that has since lost its
-      // data) may still be storing rows received before this ledger started. Looked up before
-      // they land, the horizon would miss them, and a resend of one of their readings, claimed
-      // afresh in the new ledger, would be stored a second time: wait for them first, at most a
-      // lease — every attempt of a batch's inserts settles well within it (config makes sure),
-      // but an insert the engine never answers would otherwise hold the lookup, and every batch
-      // behind it, for ever. (Another process's such batches are not known here.)
+      // data) may still be storing rows received before this ledger started. While they do, a
+      // resend of one of their readings is answered in flight (identitiesClaimedBefore); looked
+      // up before they land, the horizon would still miss their rows, for a resend that comes
+      // after they settled without writing their ids back to the new ledger: wait for them
+      // first, at most a lease — an insert the engine never answers would otherwise hold the
+      // lookup, and every batch behind it, for ever. (Another process's such batches are not
+      // known here.)
       const older = [...this.claimedBatches].filter((batch) => batch.ledgerSinceMs < ledgerSinceMs).map((batch) => batch.settled);
       const waited =
         older.length === 0 ? Promise.resolve() : Promise.race([Promise.all(older), sleep(this.deps.limits.claimLeaseMs, undefined, { ref: false })]);
