@@ -369,6 +369,53 @@ describe("an insert that lands but is not acknowledged", () => {
   });
 });
 
+describe("an insert whose every attempt fails, the first after writing", () => {
+  // The first attempt stores the block and then reports a failure (the answer lost with the
+  // connection); the retry, same token, finds the connection refused. No attempt was answered OK,
+  // but the rows are in history: a resend must find them there, not store them again.
+  let app: TestService;
+  let probe: HistoryProbe;
+  let partitioned = false;
+  beforeAll(async () => {
+    const written = new Set<string>();
+    app = await startTestService(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" }), {
+      wrapHistorySink: (real) => ({
+        async insert(kind, payload, token) {
+          if (!partitioned) return real.insert(kind, payload, token);
+          if (written.has(token)) throw new Error("injected: connection refused");
+          written.add(token);
+          await real.insert(kind, payload, token);
+          throw new Error("injected: connection reset after the insert was written");
+        },
+      }),
+    });
+    probe = new HistoryProbe(app.config);
+  });
+  afterAll(async () => {
+    await app?.service.stop();
+    await probe?.close();
+  });
+
+  it("fails the call retryably, and counts the resend a duplicate: the reading is stored once, in history and in the rollups", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const reading = meterReading("meter-reset", "reset-1", Date.now() - 1_000, 0.5);
+    partitioned = true;
+    const first = await client.ingestReadings({ readings: [reading] }).catch((e: unknown) => ConnectError.from(e));
+    expect((first as ConnectError).code).toBe(Code.Unavailable);
+    partitioned = false;
+
+    let resend = await client.ingestReadings({ readings: [reading] });
+    for (let tries = 0; resend.rejected.some((r) => r.retryable) && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      resend = await client.ingestReadings({ readings: [reading] });
+    }
+    expect({ accepted: resend.accepted, duplicates: resend.duplicates, rejected: resend.rejected.length }).toEqual({ accepted: 0n, duplicates: 1n, rejected: 0 });
+    expect(await probe.count("meter_readings WHERE device_id = 'meter-reset'")).toBe(1);
+    const [rollup] = await probe.rows<{ n: number }>("SELECT sum(readings) AS n FROM {db}.meter_minutes WHERE device_id = 'meter-reset'");
+    expect(Number(rollup?.n)).toBe(1);
+  }, 30_000);
+});
+
 describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts", () => {
   let redis: RedisServer;
   let app: TestService;

@@ -51,6 +51,9 @@ export function addOutcome(total: IngestOutcome, batch: IngestOutcome): void {
 /** How long a device should wait before resending after a retryable failure, in ms. */
 export const RETRY_DELAY_MS = 1_000;
 
+/** Longest pause between lookups of a failed insert's rows while storage does not answer, in ms. */
+const LOOKUP_RETRY_MAX_MS = 5_000;
+
 /**
  * A retryable failure carrying its retry delay both ways a client may look for it: the gRPC
  * retry pushback trailer and an HTTP-style Retry-After.
@@ -394,8 +397,8 @@ export class IngestEngine {
   /**
    * Queues the claimed rows with each table's batcher and waits until they are durable. Tables
    * that were stored keep their claims committed even if another table failed, so the resend
-   * counts them as duplicates; the failed tables' claims are released (or, if the insert may yet
-   * land, left to lapse with their lease).
+   * counts them as duplicates; a failed table's claims are kept until every attempt has settled,
+   * then committed for the rows that landed all the same and released for the others.
    */
   private async store(claimed: readonly Candidate[], processed: ProcessedBatch, token: string, stillLanding: Promise<unknown>[]): Promise<void> {
     const { batchers, liveStore, limits, log } = this.deps;
@@ -418,23 +421,49 @@ export class IngestEngine {
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
     for (const { kind, error } of failures) {
-      const keys = byKind.get(kind)!.map((c) => c.key);
+      const rows = byKind.get(kind)!;
       // An attempt that timed out may still land. Until every attempt has settled the claims are
       // kept (a resend is answered in flight); then they are committed if the rows landed, or
       // released so the resend can store them.
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
-      stillLanding.push(landed);
-      void landed.then((yes) =>
-        (yes ? liveStore.commitEvents(keys, token, limits.dedupeWindowMs) : liveStore.releaseEvents(keys, token)).catch(
-          (settleError: unknown) => {
-            // The claims then lapse with their lease; the resend waits at most that long.
-            log.warn({ err: settleError }, "could not settle claims after a failed insert");
-          },
-        ),
-      );
+      const claimsSettled = landed
+        .then((yes) => (yes ? rows : this.landedDespiteFailure(kind, rows)))
+        .then((landedRows) => {
+          const landedSet = new Set(landedRows);
+          return Promise.all([
+            liveStore.commitEvents(landedRows.map((c) => c.key), token, limits.dedupeWindowMs),
+            liveStore.releaseEvents(rows.filter((c) => !landedSet.has(c)).map((c) => c.key), token),
+          ]);
+        })
+        .catch((settleError: unknown) => {
+          // The claims then lapse with their lease; the resend waits at most that long.
+          log.warn({ err: settleError }, "could not settle claims after a failed insert");
+        });
+      stillLanding.push(claimsSettled);
     }
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);
+  }
+
+  /**
+   * The rows of a block whose every attempt failed that are in history all the same. An attempt
+   * can fail after writing — the answer lost with the connection, or a view's insert failing after
+   * the table's part was committed — and releasing such rows' claims would let a resend store them
+   * a second time (under a new dedupe token: twice in the rollups). So they are looked up before
+   * the claims are given back, again and again while storage does not answer; the claims are kept
+   * meanwhile (a resend is answered in flight).
+   */
+  private async landedDespiteFailure(kind: DeviceKind, rows: readonly Candidate[]): Promise<readonly Candidate[]> {
+    const identities: RowIdentity[] = rows.map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const found = await this.deps.stored.findStored(kind, identities);
+        return rows.filter((c) => found.has(c.key.identity));
+      } catch (error) {
+        if (attempt === 0) this.deps.log.warn({ err: error, kind }, "could not look up the rows of a failed insert; their claims are kept until it can");
+        await sleep(Math.min(LOOKUP_RETRY_MAX_MS, RETRY_DELAY_MS * 2 ** attempt), undefined, { ref: false });
+      }
+    }
   }
 
   /**
