@@ -281,6 +281,23 @@ describe("GetVehiclePerformance", () => {
     expect(answer.totalKwhConsumedAc).toBe(10);
   });
 
+  it("rounds a window_end with a sub-millisecond part to the nearest millisecond, as readings' times are", async () => {
+    const seconds = BigInt(Math.floor(midMinuteEnd() / SECOND));
+    const at = (extraSeconds: bigint, nanos: number) => ({ $typeName: "google.protobuf.Timestamp" as const, seconds: seconds + extraSeconds, nanos });
+    // The window ends 999.6 ms into the second, which rounds to the next second's first millisecond:
+    // a reading at 999 ms counts, one 0.2 ms into the next second (stored at its millisecond 0) does not.
+    const endMs = Number(seconds) * SECOND + 1000;
+    const before = vehicleReading("ev-sub-ms", "v-before", endMs, 2);
+    before.observedAt = at(0n, 999_000_000);
+    const after = vehicleReading("ev-sub-ms", "v-after", endMs, 4);
+    after.observedAt = at(1n, 200_000);
+    await ingest([vehicleReading("ev-sub-ms", "v-inside", endMs - MINUTE, 1), before, after, meterReading("meter-sub-ms", "m-1", endMs - MINUTE, 10)]);
+    await link("ev-sub-ms", "meter-sub-ms", endMs - 5 * HOUR);
+    const answer = await fleet.getVehiclePerformance({ vehicleId: "ev-sub-ms", windowHours: 1, windowEnd: at(0n, 999_600_000) });
+    expect(timestampMs(answer.windowEnd!)).toBe(endMs);
+    expect({ dc: answer.totalKwhDeliveredDc, n: answer.vehicleReadingCount }).toEqual({ dc: 3, n: 2n });
+  });
+
   it("refuses window_hours above 720 and a missing vehicle_id with INVALID_ARGUMENT", async () => {
     const tooLong = await fleet.getVehiclePerformance({ vehicleId: "ev-ok", windowHours: 721 }).catch((e: unknown) => ConnectError.from(e));
     expect(tooLong).toBeInstanceOf(ConnectError);

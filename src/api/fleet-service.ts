@@ -302,9 +302,13 @@ function linkShape(link: StoredLink): LinkShape {
   };
 }
 
-/** Milliseconds since the epoch; history is stored with millisecond precision. */
+/**
+ * Milliseconds since the epoch, rounded to the nearest as a reading's observed_at is when it is
+ * stored (history keeps milliseconds), so a window or link edge and a reading at the same instant
+ * compare equal.
+ */
 function toMs(timestamp: Timestamp): number {
-  return Math.floor(timestampMs(timestamp));
+  return timestampMs(timestamp);
 }
 
 function deviceId(field: string, value: string): string {

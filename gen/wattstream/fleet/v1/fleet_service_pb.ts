@@ -108,7 +108,8 @@ export const LinkVehicleToMeterRequestSchema: GenMessage<LinkVehicleToMeterReque
  */
 export type LinkVehicleToMeterResponse = Message<"wattstream.fleet.v1.LinkVehicleToMeterResponse"> & {
   /**
-   * link is the stored link, its times truncated to milliseconds.
+   * link is the stored link, its times rounded to the nearest millisecond (as a reading's
+   * observed_at is when it is stored).
    *
    * @generated from field: wattstream.fleet.v1.VehicleLink link = 1;
    */
@@ -195,7 +196,8 @@ export type GetVehiclePerformanceRequest = Message<"wattstream.fleet.v1.GetVehic
   /**
    * window_end is the window's end (exclusive, UTC); unset means the start of the current minute
    * (UTC), so a reading counts once the minute it was observed in has ended, and the answer is
-   * served from the per-minute rollups alone. A window_end given is kept to the millisecond.
+   * served from the per-minute rollups alone. A window_end given is kept to the nearest
+   * millisecond, as a reading's observed_at is.
    *
    * @generated from field: optional google.protobuf.Timestamp window_end = 4;
    */
@@ -271,7 +273,7 @@ export type GetVehiclePerformanceResponse = Message<"wattstream.fleet.v1.GetVehi
   windowStart?: Timestamp | undefined;
 
   /**
-   * window_end is the window's end (exclusive, UTC), truncated to milliseconds.
+   * window_end is the window's end (exclusive, UTC), rounded to the nearest millisecond.
    *
    * @generated from field: google.protobuf.Timestamp window_end = 8;
    */
@@ -976,7 +978,10 @@ export const GetFleetSummaryResponseSchema: GenMessage<GetFleetSummaryResponse> 
   messageDesc(file_wattstream_fleet_v1_fleet_service, 22);
 
 /**
- * EfficiencyBucket counts vehicles whose efficiency lies in [lower_bound, upper_bound).
+ * EfficiencyBucket counts vehicles whose efficiency lies in [lower_bound, upper_bound). Bounds are
+ * compared with a tolerance of 1e-9: the fleet-wide sums add a vehicle's readings in another order
+ * than GetVehiclePerformance does, which can move a ratio on a bound (DC 10.5 / AC 15 = 0.7) by the
+ * last bits, so a ratio within 1e-9 below a bound counts in the bucket above it.
  *
  * @generated from message wattstream.fleet.v1.EfficiencyBucket
  */

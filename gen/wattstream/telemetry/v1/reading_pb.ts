@@ -37,8 +37,9 @@ export type Reading = Message<"wattstream.telemetry.v1.Reading"> & {
   deviceId: string;
 
   /**
-   * observed_at is when the device observed the reading (device clock, UTC). It must lie within the
-   * service's accepted horizon: by default no older than 30 days and no more than 5 minutes ahead.
+   * observed_at is when the device observed the reading (device clock, UTC), stored rounded to the
+   * nearest millisecond. It must lie within the service's accepted horizon: by default no older
+   * than 30 days and no more than 5 minutes ahead.
    *
    * @generated from field: google.protobuf.Timestamp observed_at = 3;
    */
