@@ -419,3 +419,30 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
     });
   });
 }
+
+describe("ListAlerts paged while devices report", () => {
+  it("lists every alert of the first page's time exactly once, though a listed unit reports between pages", async () => {
+    const now = Date.now();
+    const critical = (device: string, eventId: string, at: number) => batteryReading(device, eventId, at, 48, 70, ["E1", "E2"]);
+    const units = ["page-c1", "page-c2", "page-c3", "page-c4"];
+    await ingest(units.map((unit, i) => critical(unit, `${unit}-0`, now - (40 - 10 * i) * MINUTE)));
+
+    const first = await fleet.listAlerts({ pageSize: 1 });
+    const seen = [...first.alerts];
+    // A unit not yet paged through reports again: judged anew it would be the newest alert, ahead
+    // of the cursor, and never listed.
+    await ingest([critical("page-c2", "page-c2-1", Date.now())]);
+    for (let pageToken = first.nextPageToken; pageToken !== ""; ) {
+      const page = await fleet.listAlerts({ pageSize: 1, pageToken });
+      seen.push(...page.alerts);
+      pageToken = page.nextPageToken;
+    }
+    const keys = seen.map((a) => `${a.kind} ${a.deviceId}`);
+    expect(new Set(keys).size).toBe(keys.length);
+    const listedUnits = seen.filter((a) => a.kind === AlertKind.BATTERY_CRITICAL && units.includes(a.deviceId));
+    expect(listedUnits.map((a) => a.deviceId).sort()).toEqual(units);
+    // As of the first page: page-c2's alert is the reading it had then.
+    const c2 = listedUnits.find((a) => a.deviceId === "page-c2")!;
+    expect(timestampMs(c2.observedAt!)).toBe(now - 30 * MINUTE);
+  });
+});

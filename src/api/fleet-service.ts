@@ -3,8 +3,10 @@
 // and the live store; the numbers are computed there and in ClickHouse.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { randomBytes } from "node:crypto";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { LRUCache } from "lru-cache";
 import {
   AlertKind,
   FleetService,
@@ -27,7 +29,7 @@ import {
   type WatchLiveStateResponseSchema,
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
-import { collectFleetAlerts, pageOfAlerts, type FleetAlertKind } from "../analytics/fleet-alerts.js";
+import { collectFleetAlerts, pageOfAlerts, type FleetAlert, type FleetAlertKind } from "../analytics/fleet-alerts.js";
 import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
 import { summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
@@ -53,6 +55,12 @@ export const MAX_DEVICE_IDS = 1_000;
 const HOUR_MS = 3_600_000;
 const MINUTE_MS = 60_000;
 
+/** How long a ListAlerts answer's list is kept for its later pages, in ms. */
+const ALERT_LIST_TTL_MS = 10 * MINUTE_MS;
+/** Most lists kept at once, and most alerts in them all (a whole fleet's list is ~150 B an alert). */
+const ALERT_LISTS_KEPT = 64;
+const ALERT_LISTS_MAX_ALERTS = 200_000;
+
 type LinkReply = MessageInitShape<typeof LinkVehicleToMeterResponseSchema>;
 type ListReply = MessageInitShape<typeof ListVehicleLinksResponseSchema>;
 type PerformanceReply = MessageInitShape<typeof GetVehiclePerformanceResponseSchema>;
@@ -66,6 +74,17 @@ type WatchReply = MessageInitShape<typeof WatchLiveStateResponseSchema>;
 export class FleetHandler implements ServiceImpl<typeof FleetService> {
   /** The links the answers read (ListVehicleLinks reads storage itself). */
   private readonly links: VehicleLinkCache;
+  /**
+   * Each paged ListAlerts answer's whole list, by the id its page tokens carry, so that later
+   * pages page through exactly what the first page saw: judged again, a device that reported
+   * meanwhile would move ahead of the cursor (its alert skipped) or lose its offline alert.
+   */
+  private readonly alertLists = new LRUCache<string, readonly FleetAlert[]>({
+    max: ALERT_LISTS_KEPT,
+    ttl: ALERT_LIST_TTL_MS,
+    maxSize: ALERT_LISTS_MAX_ALERTS,
+    sizeCalculation: (alerts) => Math.max(1, alerts.length),
+  });
 
   constructor(
     private readonly client: ClickHouseClient,
@@ -227,24 +246,34 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     }
     const hours = cursor?.windowHours ?? asked ?? DEFAULT_WINDOW_HOURS;
     const asOfMs = cursor?.asOfMs ?? this.now();
-    const all = await storage(
-      () =>
-        collectFleetAlerts(this.client, this.live, {
-          links: this.links,
-          asOfMs,
-          windowHours: hours,
-          efficiencyThreshold: this.config.efficiencyAlertThreshold,
-          offlineAfterMs: this.config.offlineAfterMs,
-          batteryFallPoints: this.config.batteryFallAlertPoints,
-        }),
-      BOTH_STORES,
-    );
+    // The first page's list when this process still has it; else (another process behind the
+    // balancer, a restart, or ALERT_LIST_TTL_MS later) the fleet judged again as of the same time.
+    const kept = cursor?.list === undefined ? undefined : this.alertLists.get(cursor.list);
+    const all =
+      kept ??
+      (await storage(
+        () =>
+          collectFleetAlerts(this.client, this.live, {
+            links: this.links,
+            asOfMs,
+            windowHours: hours,
+            efficiencyThreshold: this.config.efficiencyAlertThreshold,
+            offlineAfterMs: this.config.offlineAfterMs,
+            batteryFallPoints: this.config.batteryFallAlertPoints,
+          }),
+        BOTH_STORES,
+      ));
     const { page, more } = pageOfAlerts(all, cursor?.last, pageSize);
     const last = page.at(-1);
-    const nextPageToken =
-      more && last !== undefined
-        ? encodePageToken({ asOfMs, windowHours: hours, last: { kind: last.kind, deviceId: last.deviceId, detectedAtMs: last.detectedAtMs } })
-        : "";
+    let nextPageToken = "";
+    if (more && last !== undefined) {
+      let list = cursor?.list;
+      if (kept === undefined) {
+        list = randomBytes(9).toString("base64url");
+        this.alertLists.set(list, all);
+      }
+      nextPageToken = encodePageToken({ asOfMs, windowHours: hours, list, last: { kind: last.kind, deviceId: last.deviceId, detectedAtMs: last.detectedAtMs } });
+    }
     return {
       alerts: page.map((a) => ({
         kind: ALERT_KINDS[a.kind],
@@ -336,6 +365,8 @@ function pageSizeOf(pageSize: number): number {
 interface AlertPage {
   readonly asOfMs: number;
   readonly windowHours: number;
+  /** The id of the first page's list in alertLists. */
+  readonly list?: string;
   readonly last: { readonly kind: FleetAlertKind; readonly deviceId: string; readonly detectedAtMs: number };
 }
 
@@ -346,6 +377,7 @@ function isAlertPage(value: unknown): value is AlertPage {
     page !== null &&
     Number.isSafeInteger(page.asOfMs) &&
     Number.isSafeInteger(page.windowHours) &&
+    (page.list === undefined || typeof page.list === "string") &&
     typeof page.last === "object" &&
     page.last !== null &&
     typeof page.last.deviceId === "string" &&

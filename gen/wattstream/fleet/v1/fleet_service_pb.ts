@@ -769,7 +769,10 @@ export type ListAlertsRequest = Message<"wattstream.fleet.v1.ListAlertsRequest">
 
   /**
    * page_token is the next_page_token of the previous page; empty for the first page. Later pages
-   * are evaluated as of the time of the first page.
+   * page through the alerts as the first page found them: the service keeps that list for 10
+   * minutes, so an alert is listed once even if its device reports between pages. Past that, or
+   * from another service process, the fleet is judged again as of the first page's time, against
+   * each device's current state.
    *
    * @generated from field: string page_token = 2;
    */
