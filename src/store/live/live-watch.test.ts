@@ -109,5 +109,91 @@ describe("watchLiveState", () => {
       abort.abort();
       await store.close();
     });
+
+    it("sends a silent device although other devices keep changing faster than the consumer reads", async () => {
+      const store = new MemoryLiveStore();
+      const start = Date.now();
+      await store.applyLiveState([seen("quiet", start), seen("busy", start)]);
+      const abort = new AbortController();
+      const watch = watchLiveState(store, { signal: abort.signal, offlineAfterMs: OFFLINE_AFTER_MS });
+      await watch.next();
+      await watch.next();
+      let quietAgain: LiveState | undefined;
+      while (quietAgain === undefined && Date.now() - start < 5 * OFFLINE_AFTER_MS) {
+        // A change is always waiting when the consumer reads (its notice delivered first).
+        await store.applyLiveState([seen("busy", Date.now())]);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        const state = (await watch.next()).value as LiveState;
+        if (state.deviceId === "quiet") quietAgain = state;
+      }
+      expect(quietAgain).toMatchObject({ deviceId: "quiet", lastSeenMs: start });
+      abort.abort();
+      await store.close();
+    });
+
+    it("sends a device that reported while the consumer was slow as it is now, not as it went silent", async () => {
+      const store = new MemoryLiveStore();
+      const start = Date.now();
+      await store.applyLiveState([seen("x", start), seen("y", start)]);
+      const abort = new AbortController();
+      const watch = watchLiveState(store, { signal: abort.signal, offlineAfterMs: OFFLINE_AFTER_MS });
+      await watch.next();
+      await watch.next();
+      await new Promise((resolve) => setTimeout(resolve, OFFLINE_AFTER_MS + 100));
+      // Both went silent and were read together; before y's silence is read by the consumer, y reports.
+      expect((await watch.next()).value).toMatchObject({ deviceId: "x", lastSeenMs: start });
+      const back = Date.now();
+      await store.applyLiveState([seen("y", back)]);
+      expect((await watch.next()).value).toMatchObject({ deviceId: "y", lastSeenMs: back });
+      abort.abort();
+      await store.close();
+    });
+
+    it("waits quietly for a timeout longer than a timer can hold", async () => {
+      const store = new MemoryLiveStore();
+      await store.applyLiveState([seen("a", Date.now())]);
+      let clockReads = 0;
+      const abort = new AbortController();
+      const watch = watchLiveState(store, {
+        signal: abort.signal,
+        offlineAfterMs: 30 * 86_400_000,
+        now: () => {
+          clockReads++;
+          return Date.now();
+        },
+      });
+      await watch.next();
+      const waiting = watch.next();
+      const before = clockReads;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Node fires a timer of more than 2^31 - 1 ms at once: the watch would spin on it.
+      expect(clockReads - before).toBeLessThan(10);
+      abort.abort();
+      await waiting;
+      await store.close();
+    });
+  });
+
+  it("sends a reading that replaced the state at the same observed_at, though its last_seen is no later", async () => {
+    const store = new MemoryLiveStore();
+    const reading = (eventId: string, receivedAtMs: number): LiveStateUpdate => ({
+      deviceId: "a",
+      kind: "meter",
+      observedAtMs: 50,
+      receivedAtMs,
+      values: { event_id: eventId, voltage: 230 },
+    });
+    await store.applyLiveState([reading("e2", 101)]);
+    const abort = new AbortController();
+    const watch = watchLiveState(store, { deviceIds: ["a"], signal: abort.signal });
+    expect((await watch.next()).value).toMatchObject({ values: { event_id: "e2" } });
+    // Two batches of the same observation settled out of order: the store now holds e1.
+    await store.applyLiveState([reading("e1", 100)]);
+    const [now] = await store.getLiveState(["a"]);
+    expect(now?.values.event_id).toBe("e1");
+    const next = await Promise.race([watch.next().then((r) => r.value), new Promise((resolve) => setTimeout(resolve, 500, "nothing sent"))]);
+    expect(next).toMatchObject({ values: { event_id: "e1" } });
+    abort.abort();
+    await store.close();
   });
 });

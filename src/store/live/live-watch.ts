@@ -25,7 +25,11 @@ export interface LiveWatchOptions {
 interface Sent {
   readonly observedAtMs: number;
   readonly lastSeenMs: number;
+  readonly eventId: unknown;
 }
+
+/** The longest delay setTimeout takes (a longer one fires at once, over and over). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Yields live states until the signal aborts (or the consumer stops iterating), then unsubscribes
@@ -47,13 +51,20 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
     wake?.();
   });
   const sent = new Map<string, Sent>();
+  // The stores let a reading with the same observed_at replace the state, so another event at
+  // that time is a change too, however its last_seen compares.
   const isNew = (state: LiveState) => {
     const previous = sent.get(state.deviceId);
     return (
       previous === undefined ||
       state.observedAtMs > previous.observedAtMs ||
-      (state.observedAtMs === previous.observedAtMs && state.lastSeenMs > previous.lastSeenMs)
+      (state.observedAtMs === previous.observedAtMs && (state.lastSeenMs > previous.lastSeenMs || state.values.event_id !== previous.eventId))
     );
+  };
+  // A newer state of the device is waiting to be sent: an older one must not go out before it.
+  const superseded = (state: LiveState) => {
+    const waiting = pending.get(state.deviceId);
+    return waiting !== undefined && waiting !== state && isNew(waiting) && waiting.observedAtMs >= state.observedAtMs;
   };
   // When devices sent while online go silent, earliest first: one entry per device at most
   // (`scheduled`), however often it reports. A device sent again since its entry was made goes
@@ -62,7 +73,7 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
   const silences = new FlatQueue<string>();
   const scheduled = new Set<string>();
   const markSent = (state: LiveState) => {
-    sent.set(state.deviceId, { observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs });
+    sent.set(state.deviceId, { observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs, eventId: state.values.event_id });
     if (offlineAfterMs === undefined || scheduled.has(state.deviceId)) return;
     const atMs = silentAt(state.lastSeenMs);
     if (atMs <= now()) return;
@@ -74,21 +85,13 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
     for await (const page of liveStatePages(store, options.deviceIds)) {
       for (const state of page) {
         if (signal.aborted) return;
-        if (!isNew(state)) continue;
+        if (!isNew(state) || superseded(state)) continue;
         markSent(state);
         yield state;
       }
     }
     while (!signal.aborted) {
-      const next = pending.values().next();
-      if (!next.done) {
-        const state = next.value;
-        pending.delete(state.deviceId);
-        if (!isNew(state)) continue;
-        markSent(state);
-        yield state;
-        continue;
-      }
+      // Silences come due first: behind a steady stream of changes they would wait for ever.
       const silentAtMs = silences.peekValue();
       if (silentAtMs !== undefined && silentAtMs <= now()) {
         // Read again rather than remembered: the store has the device's latest state, and a
@@ -97,8 +100,10 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
         while ((silences.peekValue() ?? Infinity) <= now()) {
           const deviceId = silences.pop()!;
           scheduled.delete(deviceId);
-          // A newer state waiting to be sent says the device is not silent.
-          if (pending.has(deviceId)) continue;
+          // A newer state waiting to be sent says the device is not silent (sending it schedules
+          // the device again); a waiting notice that is not newer says nothing.
+          const waiting = pending.get(deviceId);
+          if (waiting !== undefined && isNew(waiting)) continue;
           const atMs = silentAt(sent.get(deviceId)!.lastSeenMs);
           if (atMs <= now()) due.push(deviceId);
           else {
@@ -109,10 +114,21 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
         for (const state of await store.getLiveState(due)) {
           if (signal.aborted) return;
           if (state === undefined) continue;
+          // Reported since it was read (the consumer was slow): its newer state goes out instead.
+          if (superseded(state)) continue;
           // Newer after all (a change whose notice is still on its way): sent as a change.
           if (isNew(state)) markSent(state);
           yield state;
         }
+        continue;
+      }
+      const next = pending.values().next();
+      if (!next.done) {
+        const state = next.value;
+        pending.delete(state.deviceId);
+        if (!isNew(state)) continue;
+        markSent(state);
+        yield state;
         continue;
       }
       await new Promise<void>((resolve) => {
@@ -125,7 +141,7 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
         };
         wake = done;
         signal.addEventListener("abort", done);
-        if (silentAtMs !== undefined) timer = setTimeout(done, Math.max(0, silentAtMs - now()));
+        if (silentAtMs !== undefined) timer = setTimeout(done, Math.min(MAX_TIMER_MS, Math.max(0, silentAtMs - now())));
       });
     }
   } finally {
