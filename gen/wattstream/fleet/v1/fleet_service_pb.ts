@@ -801,7 +801,8 @@ export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE_
  */
 export type ListAlertsResponse = Message<"wattstream.fleet.v1.ListAlertsResponse"> & {
   /**
-   * alerts are the alerts, newest detected_at first (ties by kind, then device_id).
+   * alerts are the alerts, newest detected_at first; ties by kind in the order LOW_EFFICIENCY,
+   * BATTERY_CRITICAL, BATTERY_FALLING, DEVICE_OFFLINE (not by the enum's numbers), then device_id.
    *
    * @generated from field: repeated wattstream.fleet.v1.Alert alerts = 1;
    */
