@@ -50,19 +50,11 @@ export interface HistorySinkOptions {
 export async function createHistorySink(history: HistoryClient, options: HistorySinkOptions = {}): Promise<OpenHistorySink> {
   const { client, database } = history;
   if (!history.embedded) {
+    // A retry may start while an attempt the batcher gave up on still runs on the server: one
+    // attempt per block at a time there too, or both pass the views' deduplication.
+    const blocks = new BlockAttempts();
     return {
-      async insert(kind, payload, token) {
-        const result = await client.exec({
-          query: `INSERT INTO ${HISTORY_TABLES[kind]} ${columnList(kind)} FORMAT ${INSERT_FORMAT}`,
-          values: Readable.from([payload]),
-          // A retried block the table already holds is dropped there, and each view checks its
-          // own copy (a view's part may be missing if the server failed between the two); older
-          // servers default the latter to off.
-          clickhouse_settings: { insert_deduplication_token: token, deduplicate_blocks_in_dependent_materialized_views: 1 },
-        });
-        // The response body is empty for an INSERT; drain it so the socket returns to the pool.
-        result.stream.resume();
-      },
+      insert: (kind, payload, token) => blocks.run(token, () => insertOverHttp(kind, payload, token)),
       async close() {},
     };
   }
@@ -103,6 +95,19 @@ export async function createHistorySink(history: HistoryClient, options: History
       if (unfinished.size === 0) rmSync(spool, { recursive: true, force: true });
     },
   };
+
+  async function insertOverHttp(kind: DeviceKind, payload: Buffer, token: string): Promise<void> {
+    const result = await client.exec({
+      query: `INSERT INTO ${HISTORY_TABLES[kind]} ${columnList(kind)} FORMAT ${INSERT_FORMAT}`,
+      values: Readable.from([payload]),
+      // A retried block the table already holds is dropped there, and each view checks its
+      // own copy (a view's part may be missing if the server failed between the two); older
+      // servers default the latter to off.
+      clickhouse_settings: { insert_deduplication_token: token, deduplicate_blocks_in_dependent_materialized_views: 1 },
+    });
+    // The response body is empty for an INSERT; drain it so the socket returns to the pool.
+    result.stream.resume();
+  }
 
   async function insertSpooled(kind: DeviceKind, payload: Buffer, token: string): Promise<void> {
     // Named for the table and the token, so that a process started after this one dies can
