@@ -3,8 +3,8 @@
 //   ids → check history for ids the ledger cannot vouch for → queue rows with the table batchers
 //   (group commit across all calls) → once durable: commit ids, update live state → count.
 // A reading is counted accepted only after the insert carrying it was acknowledged. When storage
-// fails, the batch's claims are released and the call fails retryably, so the device resends and
-// nothing it was told is stored is lost.
+// fails, the call fails retryably and the batch's claims are released once its rows are known not
+// to be in history, so the device resends and nothing it was told is stored is lost or doubled.
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
