@@ -420,14 +420,20 @@ export class IngestEngine {
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
+    // Claims settled before the answer where that is quick (every attempt over, the lookup
+    // answered): a device that resends at once then finds them settled, not in flight. Not when
+    // an attempt still runs or storage does not answer the lookup: the call fails then.
+    const settledOrStuck: Promise<unknown>[] = [];
     for (const { kind, error } of failures) {
       const rows = byKind.get(kind)!;
       // An attempt that timed out may still land. Until every attempt has settled the claims are
       // kept (a resend is answered in flight); then they are committed if the rows landed, or
       // released so the resend can store them.
       const landed = error instanceof InsertFailedError ? error.landed : Promise.resolve(false);
+      let lookupFailed!: () => void;
+      const lookupFailing = new Promise<void>((resolve) => (lookupFailed = resolve));
       const claimsSettled = landed
-        .then((yes) => (yes ? rows : this.landedDespiteFailure(kind, rows)))
+        .then((yes) => (yes ? rows : this.landedDespiteFailure(kind, rows, lookupFailed)))
         .then((landedRows) => {
           const landedSet = new Set(landedRows);
           return Promise.all([
@@ -440,7 +446,9 @@ export class IngestEngine {
           log.warn({ err: settleError }, "could not settle claims after a failed insert");
         });
       stillLanding.push(claimsSettled);
+      if (!(error instanceof InsertFailedError && error.attemptsRunning)) settledOrStuck.push(Promise.race([claimsSettled, lookupFailing]));
     }
+    if (settledOrStuck.length > 0) await Promise.race([Promise.all(settledOrStuck), sleep(RETRY_DELAY_MS, undefined, { ref: false })]);
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);
   }
@@ -453,14 +461,17 @@ export class IngestEngine {
    * the claims are given back, again and again while storage does not answer; the claims are kept
    * meanwhile (a resend is answered in flight).
    */
-  private async landedDespiteFailure(kind: DeviceKind, rows: readonly Candidate[]): Promise<readonly Candidate[]> {
+  private async landedDespiteFailure(kind: DeviceKind, rows: readonly Candidate[], onFirstFailure: () => void): Promise<readonly Candidate[]> {
     const identities: RowIdentity[] = rows.map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
     for (let attempt = 0; ; attempt++) {
       try {
         const found = await this.deps.stored.findStored(kind, identities);
         return rows.filter((c) => found.has(c.key.identity));
       } catch (error) {
-        if (attempt === 0) this.deps.log.warn({ err: error, kind }, "could not look up the rows of a failed insert; their claims are kept until it can");
+        if (attempt === 0) {
+          onFirstFailure();
+          this.deps.log.warn({ err: error, kind }, "could not look up the rows of a failed insert; their claims are kept until it can");
+        }
         await sleep(Math.min(LOOKUP_RETRY_MAX_MS, RETRY_DELAY_MS * 2 ** attempt), undefined, { ref: false });
       }
     }

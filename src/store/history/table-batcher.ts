@@ -35,7 +35,10 @@ export class InsertFailedError extends Error {
   override readonly name = "InsertFailedError";
   constructor(
     message: string,
+    /** Resolves once every attempt has ended: true if one of them was answered OK. */
     readonly landed: Promise<boolean>,
+    /** Whether an attempt (one that timed out) was still running when the block failed. */
+    readonly attemptsRunning: boolean,
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -154,12 +157,16 @@ export class TableBatcher {
     // land is recognised by ClickHouse and written once.
     const token = randomUUID();
     const attempts: Promise<void>[] = [];
+    let attemptsRunning = 0;
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
       const started = performance.now();
       try {
         const insert = this.sink.insert(this.kind, payload, token);
         attempts.push(insert);
+        attemptsRunning++;
+        const ended = () => attemptsRunning--;
+        insert.then(ended, ended);
         await withTimeout(insert, this.insertTimeoutMs);
         this.onFlush({ kind: this.kind, rows, bytes: payload.length, durationMs: performance.now() - started, ok: true });
         for (const waiter of block) waiter.resolve();
@@ -174,6 +181,7 @@ export class TableBatcher {
     const failure = new InsertFailedError(
       `insert of ${rows} rows into ${this.kind} history failed after ${this.maxAttempts} attempts`,
       landed,
+      attemptsRunning > 0,
       { cause: lastError },
     );
     for (const waiter of block) waiter.reject(failure);
