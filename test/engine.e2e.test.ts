@@ -9,6 +9,7 @@ import { IngestService, RejectReason, type IngestReadingsResponse } from "../gen
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
+import type { HistorySink } from "../src/store/history/history-sink.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
@@ -327,32 +328,46 @@ describe("a batch queued behind a failing insert for longer than its lease", () 
   }, 40_000);
 });
 
-describe("an insert that lands but is not acknowledged", () => {
-  let app: TestService;
-  let probe: HistoryProbe;
+/**
+ * Starts the service for the enclosing suite with its inserts going through `wrap` (the one fake
+ * allowed: faults a real ClickHouse cannot produce on demand), with a probe of what it stored.
+ */
+function serviceWithSink(env: Record<string, string>, wrap: (real: HistorySink) => HistorySink): { readonly app: TestService; readonly probe: HistoryProbe } {
+  const started: { app?: TestService; probe?: HistoryProbe } = {};
   beforeAll(async () => {
-    // The first attempt at every block stores it and then reports a failure, as a connection
-    // dropped after the server wrote the block would; the retry carries the same dedupe token.
-    const seen = new Set<string>();
-    app = await startTestService(testEnv(), {
-      wrapHistorySink: (real) => ({
-        async insert(kind, payload, token) {
-          await real.insert(kind, payload, token);
-          if (!seen.has(token)) {
-            seen.add(token);
-            throw new Error("injected: connection reset after the insert was written");
-          }
-        },
-      }),
-    });
-    probe = new HistoryProbe(app.config);
+    started.app = await startTestService(env, { wrapHistorySink: wrap });
+    started.probe = new HistoryProbe(started.app.config);
   });
   afterAll(async () => {
-    await app?.service.stop();
-    await probe?.close();
+    await started.app?.service.stop();
+    await started.probe?.close();
   });
+  return {
+    get app() {
+      return started.app!;
+    },
+    get probe() {
+      return started.probe!;
+    },
+  };
+}
+
+describe("an insert that lands but is not acknowledged", () => {
+  // The first attempt at every block stores it and then reports a failure, as a connection
+  // dropped after the server wrote the block would; the retry carries the same dedupe token.
+  const seen = new Set<string>();
+  const service = serviceWithSink(testEnv(), (real) => ({
+    async insert(kind, payload, token) {
+      await real.insert(kind, payload, token);
+      if (!seen.has(token)) {
+        seen.add(token);
+        throw new Error("injected: connection reset after the insert was written");
+      }
+    },
+  }));
 
   it("writes the block once, in history and in the rollups the views keep", async () => {
+    const { app, probe } = service;
     const client = new GrpcIngestClient(app.target);
     const now = Date.now();
     try {
@@ -373,30 +388,20 @@ describe("an insert whose every attempt fails, the first after writing", () => {
   // The first attempt stores the block and then reports a failure (the answer lost with the
   // connection); the retry, same token, finds the connection refused. No attempt was answered OK,
   // but the rows are in history: a resend must find them there, not store them again.
-  let app: TestService;
-  let probe: HistoryProbe;
   let partitioned = false;
-  beforeAll(async () => {
-    const written = new Set<string>();
-    app = await startTestService(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" }), {
-      wrapHistorySink: (real) => ({
-        async insert(kind, payload, token) {
-          if (!partitioned) return real.insert(kind, payload, token);
-          if (written.has(token)) throw new Error("injected: connection refused");
-          written.add(token);
-          await real.insert(kind, payload, token);
-          throw new Error("injected: connection reset after the insert was written");
-        },
-      }),
-    });
-    probe = new HistoryProbe(app.config);
-  });
-  afterAll(async () => {
-    await app?.service.stop();
-    await probe?.close();
-  });
+  const written = new Set<string>();
+  const service = serviceWithSink(testEnv({ INSERT_ATTEMPTS: "2", INSERT_TIMEOUT: "2s" }), (real) => ({
+    async insert(kind, payload, token) {
+      if (!partitioned) return real.insert(kind, payload, token);
+      if (written.has(token)) throw new Error("injected: connection refused");
+      written.add(token);
+      await real.insert(kind, payload, token);
+      throw new Error("injected: connection reset after the insert was written");
+    },
+  }));
 
   it("fails the call retryably, and counts the resend a duplicate: the reading is stored once, in history and in the rollups", async () => {
+    const { app, probe } = service;
     const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
     const reading = meterReading("meter-reset", "reset-1", Date.now() - 1_000, 0.5);
     partitioned = true;
@@ -417,20 +422,10 @@ describe("an insert whose every attempt fails, the first after writing", () => {
 });
 
 describe.skipIf(!redisServerAvailable())("a batch in flight while Redis restarts", () => {
-  let redis: RedisServer;
-  let app: TestService;
-  let sink: FaultySink;
-  let probe: HistoryProbe;
-  beforeAll(async () => {
-    redis = await startRedisServer();
-    ({ app, sink, probe } = await startFaultyService(testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "10s" })));
-  });
-  afterAll(async () => {
-    await stopFaultyService({ app, sink, probe });
-    await redis?.stop();
-  });
+  const service = faultyServiceOnRedis({ INSERT_TIMEOUT: "10s" });
 
   it("answers a resend sent meanwhile in flight, then as a duplicate once the batch is stored, and stores the reading once", async () => {
+    const { redis, app, sink, probe } = service;
     const client = new GrpcIngestClient(app.target);
     try {
       // Stored before, so that the new ledger's horizon is a real reading's time.
@@ -467,22 +462,10 @@ describe.skipIf(!redisServerAvailable())("an insert still running past its lease
   // The batch's attempt timed out but the statement still runs; Redis then loses its claim. The
   // resend must not be stored while that statement may still land, however long it takes.
   const LEASE_MS = 6_000;
-  let redis: RedisServer;
-  let app: TestService;
-  let sink: FaultySink;
-  let probe: HistoryProbe;
-  beforeAll(async () => {
-    redis = await startRedisServer();
-    ({ app, sink, probe } = await startFaultyService(
-      testEnv({ REDIS_URL: redis.url, INSERT_TIMEOUT: "500ms", INSERT_ATTEMPTS: "1", CLAIM_LEASE: `${LEASE_MS}ms` }),
-    ));
-  });
-  afterAll(async () => {
-    await stopFaultyService({ app, sink, probe });
-    await redis?.stop();
-  });
+  const service = faultyServiceOnRedis({ INSERT_TIMEOUT: "500ms", INSERT_ATTEMPTS: "1", CLAIM_LEASE: `${LEASE_MS}ms` });
 
   it("answers resends in flight until the statement lands, then as a duplicate; the reading is stored once", async () => {
+    const { redis, app, sink, probe } = service;
     const client = new GrpcIngestClient(app.target);
     try {
       const reading = meterReading("meter-long-restart", "lr-1", Date.now() - 1_000, 0.5);
@@ -509,6 +492,33 @@ describe.skipIf(!redisServerAvailable())("an insert still running past its lease
     }
   }, 30_000);
 });
+
+/** A redis-server of its own and the service on it with a FaultySink, for the enclosing suite. */
+function faultyServiceOnRedis(env: Record<string, string>): { readonly redis: RedisServer; readonly app: TestService; readonly sink: FaultySink; readonly probe: HistoryProbe } {
+  const started: Partial<{ redis: RedisServer; app: TestService; sink: FaultySink; probe: HistoryProbe }> = {};
+  beforeAll(async () => {
+    started.redis = await startRedisServer();
+    Object.assign(started, await startFaultyService(testEnv({ REDIS_URL: started.redis.url, ...env })));
+  });
+  afterAll(async () => {
+    await stopFaultyService(started);
+    await started.redis?.stop();
+  });
+  return {
+    get redis() {
+      return started.redis!;
+    },
+    get app() {
+      return started.app!;
+    },
+    get sink() {
+      return started.sink!;
+    },
+    get probe() {
+      return started.probe!;
+    },
+  };
+}
 
 /** The first answer to a resend after Redis restarted (until the service has reconnected, calls are refused retryably, as firmware sees it). */
 async function answeredOnceReconnected(client: GrpcIngestClient, reading: Reading): Promise<IngestReadingsResponse> {
