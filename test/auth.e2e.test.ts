@@ -336,9 +336,12 @@ describe("client certificates (mTLS)", () => {
     const rogue = certClient(clientCertificate("ev-cert-rogue", true));
     expect(await grpcCodeOf(rogue.ingestReadings([vehicleReading("ev-cert", "rogue-1", now, 1)]))).toBe(grpc.status.UNAUTHENTICATED);
     rogue.close();
-    const stranger = certClient(clientCertificate("ev-unregistered"));
-    expect(await grpcCodeOf(stranger.ingestReadings([vehicleReading("ev-unregistered", "stranger-1", now, 1)]))).toBe(grpc.status.UNAUTHENTICATED);
-    stranger.close();
+    // Names a plain object's lookup would find on Object.prototype are not registered devices either.
+    for (const name of ["ev-unregistered", "constructor", "__proto__", "toString"]) {
+      const stranger = certClient(clientCertificate(name));
+      expect(await grpcCodeOf(stranger.ingestReadings([vehicleReading(name, `stranger-${name}`, now, 1)])), name).toBe(grpc.status.UNAUTHENTICATED);
+      stranger.close();
+    }
     const bare = certClient(undefined);
     expect(await grpcCodeOf(bare.ingestReadings([vehicleReading("ev-cert", "bare-1", now, 1)]))).toBe(grpc.status.UNAUTHENTICATED);
     bare.close();

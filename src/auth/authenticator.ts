@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import {
   API_KEY_PREFIX,
   DEVICE_TOKEN_PREFIX,
+  deviceRecord,
   emptyCredentials,
   hashSecret,
   readCredentials,
@@ -59,7 +60,7 @@ export class Authenticator {
 
   /** The fleet a registered device belongs to. */
   fleetOf(deviceId: string): string | undefined {
-    return this.credentials.devices[deviceId]?.fleet;
+    return deviceRecord(this.credentials, deviceId)?.fleet;
   }
 
   /** Throws UNAUTHENTICATED when the call carries no credential or one that is not (or no longer) valid. */
@@ -77,7 +78,7 @@ export class Authenticator {
     if (certificate !== undefined && certificate.commonName !== undefined) {
       if (!certificate.verified) throw unauthenticated(`the client certificate is not trusted: ${certificate.error ?? "unverified"}`);
       const deviceId = certificate.commonName;
-      const device = this.credentials.devices[deviceId];
+      const device = deviceRecord(this.credentials, deviceId);
       if (device === undefined || device.revokedAt !== undefined) {
         throw unauthenticated(`the client certificate names device ${JSON.stringify(deviceId)}, which is not registered or is revoked`);
       }
@@ -95,7 +96,7 @@ export class Authenticator {
         return true;
       case "device":
         if (principal.via === "certificate") {
-          const device = this.credentials.devices[principal.deviceId];
+          const device = deviceRecord(this.credentials, principal.deviceId);
           return device !== undefined && device.revokedAt === undefined;
         }
         return this.principals.has(principal.credential);

@@ -46,6 +46,19 @@ const FILE_VERSION = 1;
 export const DEVICE_TOKEN_PREFIX = "wsd_";
 export const API_KEY_PREFIX = "wsk_";
 
+/**
+ * The device registered under this id. Own entries only: the file parses to a plain object, where
+ * ids such as "constructor" or "__proto__" would otherwise find Object.prototype's members.
+ */
+export function deviceRecord(credentials: Credentials, deviceId: string): DeviceRecord | undefined {
+  return Object.hasOwn(credentials.devices, deviceId) ? credentials.devices[deviceId] : undefined;
+}
+
+/** The API key of this name, own entries only (see deviceRecord). */
+export function apiKeyRecord(credentials: Credentials, name: string): ApiKeyRecord | undefined {
+  return Object.hasOwn(credentials.apiKeys, name) ? credentials.apiKeys[name] : undefined;
+}
+
 export function emptyCredentials(): Credentials {
   return { devices: {}, apiKeys: {} };
 }
@@ -120,7 +133,7 @@ export function addDevice(
   checkName("device id", deviceId);
   if (options.fleet !== undefined) checkName("fleet", options.fleet);
   const now = options.now ?? new Date();
-  const existing = credentials.devices[deviceId];
+  const existing = deviceRecord(credentials, deviceId);
   const { secret, record } = issueSecret(DEVICE_TOKEN_PREFIX, now);
   const device: DeviceRecord = {
     fleet: options.fleet ?? existing?.fleet,
@@ -133,7 +146,7 @@ export function addDevice(
 
 /** Revokes one token of a device, or (no tokenId) the device itself: all its tokens and its certificate. */
 export function revokeDevice(credentials: Credentials, deviceId: string, options: { tokenId?: string; now?: Date } = {}): Credentials {
-  const device = credentials.devices[deviceId];
+  const device = deviceRecord(credentials, deviceId);
   if (device === undefined) throw new CredentialsFileError(`no device ${JSON.stringify(deviceId)} is registered`);
   let revoked: DeviceRecord;
   if (options.tokenId !== undefined) {
@@ -164,7 +177,7 @@ export function addApiKey(
   if (options.role === "operator" && (devices.length > 0 || fleets.length > 0)) {
     throw new CredentialsFileError("an operator key sees the whole fleet; --device and --fleet are for partner keys");
   }
-  const existing = credentials.apiKeys[name];
+  const existing = apiKeyRecord(credentials, name);
   if (existing !== undefined && existing.revokedAt === undefined) {
     throw new CredentialsFileError(`a key named ${JSON.stringify(name)} exists; revoke it first to replace it`);
   }
@@ -175,7 +188,7 @@ export function addApiKey(
 }
 
 export function revokeApiKey(credentials: Credentials, name: string, now: Date = new Date()): Credentials {
-  const key = credentials.apiKeys[name];
+  const key = apiKeyRecord(credentials, name);
   if (key === undefined) throw new CredentialsFileError(`no key named ${JSON.stringify(name)}`);
   return { ...credentials, apiKeys: { ...credentials.apiKeys, [name]: { ...key, token: undefined, revokedAt: now.toISOString() } } };
 }
