@@ -12,7 +12,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { IngestReadingsRequestSchema, IngestService, type SyncReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { IngestReadingsRequestSchema, IngestService, RejectReason, type SyncReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { addDevice, emptyCredentials, writeCredentials, type Credentials } from "../src/auth/credentials.js";
 import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
@@ -26,7 +26,7 @@ const BURST = 50;
 const MAX_PER_MESSAGE = 40;
 const IDLE_MS = 1_000;
 const LIFETIME_MS = 3_000;
-const DEVICES = ["unlucky", "flood", "calm", "multi", "other", "big", "quiet", "sync-quiet", "trickle", "long", "bystander"];
+const DEVICES = ["unlucky", "flood", "calm", "multi", "other", "big", "quiet", "sync-quiet", "trickle", "long", "bystander", "forger"];
 
 let app: TestService;
 let probe: HistoryProbe;
@@ -111,6 +111,20 @@ describe("a flooding device", () => {
     expect(await stored("calm")).toBeGreaterThanOrEqual(1);
     flood.close();
     calm.close();
+  });
+});
+
+describe("a device sending another device's readings", () => {
+  it("is charged for them: refused one by one, they still count against its own rate", async () => {
+    const forger = client("forger");
+    // 40 of the burst's 50, every one refused as another device's.
+    const forged = await forger.ingestReadings(readings("victim", MAX_PER_MESSAGE));
+    expect(forged.rejected.map((r) => r.reason)).toEqual(Array(MAX_PER_MESSAGE).fill(RejectReason.PERMISSION_DENIED));
+    // Were they free, the bucket would still hold 50: it holds ~10, so 40 of its own are refused.
+    const refused = await failure(forger.ingestReadings(readings("forger", MAX_PER_MESSAGE)));
+    expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    forger.close();
+    expect(await stored("victim")).toBe(0);
   });
 });
 

@@ -177,10 +177,14 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       });
     }
     let charged: Map<string, number> | undefined;
-    if (rateLimit.enabled && own.length > 0) {
+    if (rateLimit.enabled && (own.length > 0 || refused.length > 0)) {
       const counts = new Map<string, number>();
       for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
-      const waitMs = rateLimit.take(counts);
+      // Readings refused as another device's are the caller's too: checking them is work done for
+      // it, and free they would let a device past its limit. Not refunded if the batch fails.
+      const taken = new Map(counts);
+      if (principal.kind === "device" && refused.length > 0) taken.set(principal.deviceId, (taken.get(principal.deviceId) ?? 0) + refused.length);
+      const waitMs = rateLimit.take(taken);
       if (waitMs > 0) {
         this.metrics.refusedCalls.inc({ reason: "device_rate" });
         throw new ConnectError(
