@@ -1,5 +1,6 @@
 // The one-port listener: HTTP/2 prior knowledge and HTTP/1.1 on the same port, with real clients.
 import http2 from "node:http2";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Listener } from "./listener.js";
 
@@ -45,5 +46,36 @@ describe("Listener", () => {
     } finally {
       session.close();
     }
+  });
+});
+
+describe("Listener with a short idle timeout", () => {
+  let listener: Listener;
+  let port: number;
+  beforeAll(async () => {
+    listener = new Listener((_req, res) => res.end("ok"), { limits: { ...limits, idleTimeoutMs: 300 } });
+    port = await listener.listen(0, "127.0.0.1");
+  });
+  afterAll(async () => {
+    await listener.close(1_000);
+  });
+
+  /** How long the listener keeps a raw connection that sends `first` (if anything) and then nothing. */
+  async function heldFor(first?: string): Promise<number> {
+    const socket = net.connect(port, "127.0.0.1");
+    await new Promise((resolve) => socket.once("connect", resolve));
+    const opened = Date.now();
+    if (first !== undefined) socket.write(first);
+    socket.resume();
+    const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now() - opened)));
+    const abandoned = new Promise<number>((resolve) => setTimeout(resolve, 3_000, Infinity));
+    const held = await Promise.race([closed, abandoned]);
+    socket.destroy();
+    return held;
+  }
+
+  it("closes a connection that never sends a request, or only part of the HTTP/2 preface", async () => {
+    expect(await heldFor()).toBeLessThan(2_000);
+    expect(await heldFor("PRI * HTTP/2.0\r\n")).toBeLessThan(2_000);
   });
 });

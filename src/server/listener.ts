@@ -76,7 +76,7 @@ export class Listener {
       this.h1 = http.createServer(handler as http.RequestListener);
       this.h1.keepAliveTimeout = Math.min(limits.idleTimeoutMs, 65_000);
       this.h1.timeout = limits.idleTimeoutMs;
-      this.front = net.createServer((socket) => this.route(socket));
+      this.front = net.createServer((socket) => this.route(socket, limits.idleTimeoutMs));
     }
     this.h2.on("session", (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
@@ -127,8 +127,13 @@ export class Listener {
     }
   }
 
-  /** Hands a cleartext connection to the HTTP/2 or HTTP/1 server by its first bytes. */
-  private route(socket: net.Socket): void {
+  /**
+   * Hands a cleartext connection to the HTTP/2 or HTTP/1 server by its first bytes. One that
+   * sends none (or a part of the HTTP/2 preface) within the idle timeout is closed: neither
+   * server, whose idle timers would, has it yet.
+   */
+  private route(socket: net.Socket, idleTimeoutMs: number): void {
+    socket.setTimeout(idleTimeoutMs, () => socket.destroy());
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -136,6 +141,7 @@ export class Listener {
       const isHttp2 = head.subarray(0, compared).equals(HTTP2_PREFACE.subarray(0, compared));
       if (isHttp2 && head.length < HTTP2_PREFACE.length) return; // wait for the whole preface
       socket.off("data", onData);
+      socket.setTimeout(0);
       socket.pause();
       socket.unshift(head);
       if (isHttp2) {
