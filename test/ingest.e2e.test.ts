@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestService, RejectReason } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ReadingSchema } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
-import { meterReading, vehicleReading } from "./support/readings.js";
+import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
 
 const run = promisify(execFile);
@@ -102,6 +102,16 @@ describe("IngestReadings", () => {
     expect(response.accepted).toBe(1n);
     expect(response.duplicates).toBe(1n);
     expect(await probe.rows("SELECT event_id FROM {db}.meter_readings WHERE device_id = 'meter-connect'")).toEqual([{ event_id: "c-1" }]);
+  });
+
+  it("stores the first of two copies of a reading in one call, whichever was observed first", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    // Two battery readings under one event id (a device bug): the later in the call is older, and
+    // battery rows are ordered by time on their way to the table; the first in the call is stored.
+    const readings = [batteryReading("bbu-twice", "same", now - 1_000, 52), batteryReading("bbu-twice", "same", now - 5_000, 48)];
+    const response = await client.ingestReadings({ readings });
+    expect({ accepted: response.accepted, duplicates: response.duplicates }).toEqual({ accepted: 1n, duplicates: 1n });
+    expect(await probe.rows("SELECT voltage FROM {db}.battery_readings WHERE device_id = 'bbu-twice'")).toEqual([{ voltage: 52 }]);
   });
 
   it("takes Connect JSON over a plain HTTP/1.1 POST, as curl sends it", async () => {

@@ -223,15 +223,18 @@ export class IngestEngine {
     // A reading repeated within the batch follows its first copy: a duplicate once that copy is
     // stored or found stored, in flight while another call holds it. Counted a duplicate at once,
     // a repeat would be answered settled while its first copy may yet fail to store.
-    const repeats: { readonly offset: number; readonly first: Candidate }[] = [];
+    const repeats: { readonly offset: number; readonly identity: string }[] = [];
     const inFlight = new Set<Candidate>();
     const finish = () => {
-      for (const { offset, first } of repeats) {
+      for (const { offset, identity } of repeats) {
+        const first = firstCopies.get(identity)!;
         if (inFlight.has(first)) outcomeOf(offset).rejected.push(inFlightRejection(indexOf(offset), first.key.eventId));
         else outcomeOf(offset).duplicates++;
       }
       return outcomes.map(sortRejected);
     };
+    // The copy of each (device, event) that comes first in the batch, by index in the calls.
+    const firstCopies = new Map<string, Candidate>();
 
     const processed = await this.process(readings, receivedAtMs);
     if (processed.undecodable.length > 0) return this.withoutMalformed(readings, sources, processed, sourceOf);
@@ -245,26 +248,26 @@ export class IngestEngine {
       });
     }
 
-    // Valid rows, first occurrence of each (device, event) in the batch; later ones are repeats.
-    const candidates: Candidate[] = [];
-    const firstCopies = new Map<string, Candidate>();
+    // Valid rows, the first copy of each (device, event) in the batch; later ones are repeats. The
+    // tables' rows are not in the batch's order (battery rows are sorted by time), so a copy that
+    // comes earlier in the batch than the one taken so far takes its place.
     for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
       table.offsets.forEach((offset, row) => {
         const reading = readings[offset]!;
         const id = eventIdentity(reading.deviceId, reading.eventId);
         const first = firstCopies.get(id);
-        if (first) {
-          repeats.push({ offset, first });
+        if (first !== undefined && first.offset < offset) {
+          repeats.push({ offset, identity: id });
           return;
         }
+        if (first !== undefined) repeats.push({ offset: first.offset, identity: id });
         // Converted as the validator converts it for the stored row (the worker checked they
         // agree), so a history lookup matches it; a valid row always has one.
         const observedAtMs = reading.observedAtMs!;
-        const candidate = { kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs };
-        firstCopies.set(id, candidate);
-        candidates.push(candidate);
+        firstCopies.set(id, { kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs });
       });
     }
+    const candidates = [...firstCopies.values()];
     if (candidates.length === 0) return finish();
 
     // Unique per batch; short, since Redis keeps it in each claimed event's key for the window.
