@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IngestService, RejectReason, type IngestReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { RequestQueue } from "./support/request-queue.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import type { HistorySink } from "../src/store/history/history-sink.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
@@ -185,6 +186,35 @@ describe("an insert that fails", () => {
     expect({ accepted: resent.accepted, duplicates: resent.duplicates, rejected: resent.rejected.length }).toEqual({ accepted: 1n, duplicates: 1n, rejected: 0 });
     expect(await probe.count("meter_readings WHERE device_id = 'meter-twice'")).toBe(1);
   }, 30_000);
+});
+
+describe("a stream that sends a reading again while its first copy is still being stored", () => {
+  let app: TestService;
+  let sink: FaultySink;
+  let probe: HistoryProbe;
+  beforeAll(async () => {
+    ({ app, sink, probe } = await startFaultyService(testEnv()));
+  });
+  afterAll(() => stopFaultyService({ app, sink, probe }));
+
+  it("counts the second copy a duplicate of its own call's first, not in flight elsewhere", async () => {
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const reading = meterReading("meter-again", "again-1", Date.now() - 1_000, 0.5);
+    const messages = new RequestQueue<{ readings: Reading[] }>();
+    const attemptsBefore = sink.attempts;
+    sink.stall();
+    const answer = client.streamReadings(messages);
+    messages.push({ readings: [reading] });
+    // The first message's batch is being stored, held, when the second arrives as a batch of its own.
+    for (let tries = 0; sink.attempts === attemptsBefore && tries < 100; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+    messages.push({ readings: [reading] });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    sink.unstall();
+    messages.close();
+    const response = await answer;
+    expect({ accepted: response.accepted, duplicates: response.duplicates, rejected: response.rejected.length }).toEqual({ accepted: 1n, duplicates: 1n, rejected: 0 });
+    expect(await probe.count("meter_readings WHERE device_id = 'meter-again'")).toBe(1);
+  });
 });
 
 describe("with storage stalled", () => {

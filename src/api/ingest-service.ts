@@ -14,6 +14,7 @@ import {
   type SyncReadingsResponse,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
+import { eventIdentity } from "../process/history-rows.js";
 import { receivedFrom, type ReceivedReading } from "../pipeline/received-reading.js";
 import type { Authenticator } from "../auth/authenticator.js";
 import { principalKey, type Principal } from "../auth/principal.js";
@@ -228,7 +229,8 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         if (batch.error !== undefined) {
           failure ??= batch.error;
           wakeOnFailure(FAILED);
-        } else if (failure === undefined) onSettled(batch.outcome!, batch.count);
+        } else if (failure === undefined) onSettled(withRepeatsOfEarlierBatches(batch), batch.count);
+        batch.concurrent = [];
       }
     };
     const submit = async (readings: ReceivedReading[]) => {
@@ -249,7 +251,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       // The engine counts what it stored or rejected; readings refused here are counted here.
       if (refused.length > 0) this.metrics.countOutcome({ accepted: 0, duplicates: 0, rejected: refused });
       const outcome = positions === undefined ? submitted.outcome : submitted.outcome.then((o) => withRefused(o, positions, refused));
-      const batch: Submitted = { count: readings.length, settled: false, done: Promise.resolve() };
+      const batch: Submitted = { count: readings.length, readings, firstIndex, concurrent: inFlight.slice(), settled: false, done: Promise.resolve() };
       batch.done = outcome
         .then(
           (value) => void (batch.outcome = value),
@@ -368,10 +370,45 @@ class StreamTimers {
 
 interface Submitted {
   readonly count: number;
+  /** The batch's readings and the call-wide index of its first. */
+  readonly readings: readonly ReceivedReading[];
+  readonly firstIndex: number;
+  /**
+   * The call's batches still being stored when this one was submitted; emptied once it is
+   * reported, so a long stream does not keep a chain of every batch it ever sent.
+   */
+  concurrent: readonly Submitted[];
   settled: boolean;
   outcome?: IngestOutcome;
   error?: unknown;
   done: Promise<void>;
+}
+
+/**
+ * The batch's outcome, with a reading its own call was still storing in an earlier batch counted
+ * as the duplicate it is once that batch stored it. The engine, which sees batches one by one,
+ * answered it in flight (its claim was that earlier batch's); the earlier batch has settled by
+ * now, as outcomes are reported in stream order. Costs nothing unless something was in flight.
+ */
+function withRepeatsOfEarlierBatches(batch: Submitted): IngestOutcome {
+  const outcome = batch.outcome!;
+  if (batch.concurrent.length === 0 || !outcome.rejected.some((r) => r.reason === RejectReason.IN_FLIGHT)) return outcome;
+  const storedEarlier = new Set<string>();
+  for (const earlier of batch.concurrent) {
+    if (earlier.outcome === undefined) continue;
+    const notStored = new Set(earlier.outcome.rejected.map((r) => r.index));
+    earlier.readings.forEach((reading, i) => {
+      if (!notStored.has(earlier.firstIndex + i)) storedEarlier.add(eventIdentity(reading.deviceId, reading.eventId));
+    });
+  }
+  let duplicates = outcome.duplicates;
+  const rejected = outcome.rejected.filter((r) => {
+    const reading = batch.readings[r.index - batch.firstIndex];
+    const repeat = r.reason === RejectReason.IN_FLIGHT && reading !== undefined && storedEarlier.has(eventIdentity(reading.deviceId, reading.eventId));
+    if (repeat) duplicates++;
+    return !repeat;
+  });
+  return { accepted: outcome.accepted, duplicates, rejected };
 }
 
 /**
