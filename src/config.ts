@@ -247,7 +247,7 @@ export function loadConfig(env: Env = process.env): Config {
   const worstStoreMs = ingest.inserts.timeoutMs * ingest.inserts.maxAttempts + 5_000;
   if (ingest.claimLeaseMs < worstStoreMs) {
     problems.push(
-      `CLAIM_LEASE (${ingest.claimLeaseMs} ms) must exceed INSERT_TIMEOUT × INSERT_ATTEMPTS + 5 s (${worstStoreMs} ms)`,
+      `CLAIM_LEASE (${ingest.claimLeaseMs} ms) must be at least INSERT_TIMEOUT × INSERT_ATTEMPTS + 5 s (${worstStoreMs} ms)`,
     );
   }
 
