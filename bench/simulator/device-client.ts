@@ -446,6 +446,8 @@ export class DeviceClient {
   /** Consecutive failed attempts; sets the backoff. */
   private failures = 0;
   private notBeforeMs = 0;
+  /** The service's pushback: kept across a reconnect, which starts only the backoff over. */
+  private pushbackUntilMs = 0;
   private lastCallMs = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
   private link: AbortController | undefined;
@@ -536,7 +538,7 @@ export class DeviceClient {
     const now = Date.now();
     // A full call goes at once (a backlog drains back to back); a few new readings wait for the gap.
     const gapOver = this.outbox.length >= this.o.maxCallReadings ? 0 : this.lastCallMs + this.o.minCallGapMs;
-    const at = Math.max(this.notBeforeMs, gapOver);
+    const at = Math.max(this.notBeforeMs, this.pushbackUntilMs, gapOver);
     clearTimeout(this.timer);
     this.timer = undefined;
     if (at > now) {
@@ -602,15 +604,17 @@ export class DeviceClient {
   /** Applies a received answer: settles what it settles, keeps the retryable rejections. */
   private settle(batch: readonly Pending[], answer: StreamAnswer): void {
     const { stats } = this.o;
+    // The service named a reading we did not send there: keep everything, say so, and try again
+    // (settling the rest would drop a reading it may have refused).
+    if (answer.rejected.some((r) => batch[r.index]?.reading.eventId !== r.eventId)) {
+      stats.inconsistentAnswers++;
+      this.scheduleRetry("INCONSISTENT_ANSWER", undefined, true);
+      return;
+    }
     const keep = new Set<Pending>();
     const dropped = new Set<Pending>();
     for (const r of answer.rejected) {
-      const entry = batch[r.index];
-      if (entry === undefined || entry.reading.eventId !== r.eventId) {
-        // The service named a reading we did not send there: keep everything and say so.
-        stats.inconsistentAnswers++;
-        continue;
-      }
+      const entry = batch[r.index]!;
       if (r.retryable) {
         keep.add(entry);
         stats.retryableRejected++;
@@ -656,6 +660,7 @@ export class DeviceClient {
     stats.maxRetryDelayMs = Math.max(stats.maxRetryDelayMs, delayMs);
     const now = Date.now();
     this.notBeforeMs = now + delayMs;
+    if (pushbackMs !== undefined) this.pushbackUntilMs = now + pushbackMs;
     this.emit({ type: "retry", atMs: now, cause, attempt, backoffMs, pushbackMs, delayMs });
   }
 

@@ -104,6 +104,37 @@ describe("the simulator's device client against a service that fails on purpose"
     expect(stats.sent).toBe(5 * readings.length);
   });
 
+  it("keeps the server's pushback across a reconnect, which starts only the backoff over", async () => {
+    const { readings } = recentFleet(3, { meters: 1, vehicles: 0, batteries: 0 }, 1, "pushback-reconnect");
+    const events: ClientEvent[] = [];
+    const transport = createTransport("grpc", app.target);
+    const device: DeviceClient = new DeviceClient({
+      deviceId: readings[0]!.deviceId,
+      transport,
+      stats: new ClientStats(),
+      minCallGapMs: 0,
+      random: createRandom(1),
+      onEvent: (e) => {
+        events.push(e);
+        // The link drops and comes back 50 ms into the service's 1 s pushback.
+        if (e.type === "retry") setTimeout(() => (device.setOnline(false), device.setOnline(true)), 50);
+      },
+    });
+    try {
+      sink.failNext(1);
+      device.enqueue(readings.map(toWireReading));
+      await within(device.whenIdle(), 15_000, "the upload");
+    } finally {
+      device.stop();
+      transport.close();
+    }
+    const retry = events.find((e): e is Extract<ClientEvent, { type: "retry" }> => e.type === "retry")!;
+    const calls = events.filter((e) => e.type === "call");
+    expect(retry.pushbackMs).toBe(1000);
+    expect(calls[1]!.atMs - retry.atMs).toBeGreaterThanOrEqual(1000);
+    expect(await stored("pushback-reconnect", "meter")).toEqual({ n: readings.length, ids: readings.length });
+  });
+
   it.each<TransportKind>(["grpc", "connect", "sync", "unary"])(
     "keeps every unacknowledged reading of a fleet on one shared %s connection through failures, lost answers and outages",
     async (kind) => {
@@ -196,5 +227,34 @@ describe("the simulator's device client against a service that fails on purpose"
     // The first call stored them while the device had given up on it: the resend heard "duplicate".
     expect(stats.duplicates).toBe(readings.length);
     expect(stats.accepted).toBe(0);
+  });
+});
+
+describe("the simulator's device client given an answer that names a reading it did not send there", () => {
+  it("keeps every reading and tries again, rather than settling the rest", async () => {
+    let calls = 0;
+    // A stand-in for a faulty service (no real one answers so): the first answer's rejection
+    // points at an index the call does not have; the second answer is right.
+    const transport: IngestTransport = {
+      async streamReadings(frames) {
+        const all = frames.flat();
+        calls++;
+        if (calls === 1) {
+          return { accepted: all.length - 1, duplicates: 0, rejected: [{ index: 5, eventId: all[0]!.eventId, reason: "OUT_OF_RANGE", retryable: true, message: "x" }] };
+        }
+        return { accepted: all.length, duplicates: 0, rejected: [] };
+      },
+      close() {},
+    } as IngestTransport;
+    const { readings } = recentFleet(5, { meters: 1, vehicles: 0, batteries: 0 }, 0.05, "inconsistent");
+    const stats = new ClientStats();
+    const device = new DeviceClient({ deviceId: readings[0]!.deviceId, transport, stats, minCallGapMs: 0, random: createRandom(2), retryPolicy: { initialBackoffMs: 10, maxBackoffMs: 20, multiplier: 2 } });
+    device.enqueue(readings.map(toWireReading));
+    await within(device.whenIdle(), 5_000, "the upload");
+    device.stop();
+    expect(calls).toBe(2);
+    expect(stats.inconsistentAnswers).toBe(1);
+    expect(stats.acknowledged).toBe(readings.length);
+    expect(stats.sent).toBe(2 * readings.length);
   });
 });
