@@ -223,6 +223,8 @@ export class IngestEngine {
     // A reading repeated within the batch follows its first copy: a duplicate once that copy is
     // stored or found stored, in flight while another call holds it. Counted a duplicate at once,
     // a repeat would be answered settled while its first copy may yet fail to store.
+    // The copy of each (device, event) that comes first in the batch, by index in the calls.
+    const firstCopies = new Map<string, Candidate>();
     const repeats: { readonly offset: number; readonly identity: string }[] = [];
     const inFlight = new Set<Candidate>();
     const finish = () => {
@@ -233,8 +235,6 @@ export class IngestEngine {
       }
       return outcomes.map(sortRejected);
     };
-    // The copy of each (device, event) that comes first in the batch, by index in the calls.
-    const firstCopies = new Map<string, Candidate>();
 
     const processed = await this.process(readings, receivedAtMs);
     if (processed.undecodable.length > 0) return this.withoutMalformed(readings, sources, processed, sourceOf);

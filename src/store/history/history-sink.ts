@@ -49,10 +49,10 @@ export interface HistorySinkOptions {
 
 export async function createHistorySink(history: HistoryClient, options: HistorySinkOptions = {}): Promise<OpenHistorySink> {
   const { client, database } = history;
+  // A retry may start while an attempt the batcher gave up on still runs, on a server as in the
+  // embedded engine: one attempt per block at a time, or both pass the views' deduplication.
+  const blocks = new BlockAttempts();
   if (!history.embedded) {
-    // A retry may start while an attempt the batcher gave up on still runs on the server: one
-    // attempt per block at a time there too, or both pass the views' deduplication.
-    const blocks = new BlockAttempts();
     return {
       insert: (kind, payload, token) => blocks.run(token, () => insertOverHttp(kind, payload, token)),
       async close() {},
@@ -71,7 +71,6 @@ export async function createHistorySink(history: HistoryClient, options: History
   // leave an insert that never returns, which held every later insert of its table with it.
   const lane = (kind: DeviceKind) => openEmbeddedConnection(dataDir, { stuckAfterMs: 0, onMoved: () => options.onLaneReplaced?.(kind) });
   const lanes: Record<DeviceKind, ClickHouseClient> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
-  const blocks = new BlockAttempts();
   // Inserts not yet returned — including attempts the batcher gave up on after their timeout.
   const unfinished = new Set<Promise<void>>();
   return {
