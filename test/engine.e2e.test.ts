@@ -12,7 +12,7 @@ import { RequestQueue } from "./support/request-queue.js";
 import { batteryReading, meterReading, vehicleReading } from "./support/readings.js";
 import type { HistorySink } from "../src/store/history/history-sink.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
-import { startFaultyService, stopFaultyService, type FaultySink } from "./support/faulty-sink.js";
+import { startFaultyService, stopFaultyService, type FaultyService, type FaultySink } from "./support/faulty-sink.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
@@ -189,15 +189,10 @@ describe("an insert that fails", () => {
 });
 
 describe("a stream that sends a reading again while its first copy is still being stored", () => {
-  let app: TestService;
-  let sink: FaultySink;
-  let probe: HistoryProbe;
-  beforeAll(async () => {
-    ({ app, sink, probe } = await startFaultyService(testEnv()));
-  });
-  afterAll(() => stopFaultyService({ app, sink, probe }));
+  const service = forSuite<FaultyService>(async (into) => void Object.assign(into, await startFaultyService(testEnv())), stopFaultyService);
 
   it("counts the second copy a duplicate of its own call's first, not in flight elsewhere", async () => {
+    const { app, sink, probe } = service;
     const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
     const reading = meterReading("meter-again", "again-1", Date.now() - 1_000, 0.5);
     const messages = new RequestQueue<{ readings: Reading[] }>();
@@ -359,27 +354,31 @@ describe("a batch queued behind a failing insert for longer than its lease", () 
 });
 
 /**
+ * What `start` sets up before the enclosing suite's tests, torn down by `stop` after them (given
+ * whatever `start` got to, should it fail half way). Its fields are there once the tests run.
+ */
+function forSuite<T extends object>(start: (into: Partial<T>) => Promise<void>, stop: (started: Partial<T>) => Promise<void>): T {
+  const started: Partial<T> = {};
+  beforeAll(() => start(started));
+  afterAll(() => stop(started));
+  return started as T;
+}
+
+/**
  * Starts the service for the enclosing suite with its inserts going through `wrap` (the one fake
  * allowed: faults a real ClickHouse cannot produce on demand), with a probe of what it stored.
  */
 function serviceWithSink(env: Record<string, string>, wrap: (real: HistorySink) => HistorySink): { readonly app: TestService; readonly probe: HistoryProbe } {
-  const started: { app?: TestService; probe?: HistoryProbe } = {};
-  beforeAll(async () => {
-    started.app = await startTestService(env, { wrapHistorySink: wrap });
-    started.probe = new HistoryProbe(started.app.config);
-  });
-  afterAll(async () => {
-    await started.app?.service.stop();
-    await started.probe?.close();
-  });
-  return {
-    get app() {
-      return started.app!;
+  return forSuite<{ app: TestService; probe: HistoryProbe }>(
+    async (into) => {
+      into.app = await startTestService(env, { wrapHistorySink: wrap });
+      into.probe = new HistoryProbe(into.app.config);
     },
-    get probe() {
-      return started.probe!;
+    async ({ app, probe }) => {
+      await app?.service.stop();
+      await probe?.close();
     },
-  };
+  );
 }
 
 describe("an insert that lands but is not acknowledged", () => {
@@ -525,29 +524,16 @@ describe.skipIf(!redisServerAvailable())("an insert still running past its lease
 
 /** A redis-server of its own and the service on it with a FaultySink, for the enclosing suite. */
 function faultyServiceOnRedis(env: Record<string, string>): { readonly redis: RedisServer; readonly app: TestService; readonly sink: FaultySink; readonly probe: HistoryProbe } {
-  const started: Partial<{ redis: RedisServer; app: TestService; sink: FaultySink; probe: HistoryProbe }> = {};
-  beforeAll(async () => {
-    started.redis = await startRedisServer();
-    Object.assign(started, await startFaultyService(testEnv({ REDIS_URL: started.redis.url, ...env })));
-  });
-  afterAll(async () => {
-    await stopFaultyService(started);
-    await started.redis?.stop();
-  });
-  return {
-    get redis() {
-      return started.redis!;
+  return forSuite<{ redis: RedisServer; app: TestService; sink: FaultySink; probe: HistoryProbe }>(
+    async (into) => {
+      into.redis = await startRedisServer();
+      Object.assign(into, await startFaultyService(testEnv({ REDIS_URL: into.redis.url, ...env })));
     },
-    get app() {
-      return started.app!;
+    async (started) => {
+      await stopFaultyService(started);
+      await started.redis?.stop();
     },
-    get sink() {
-      return started.sink!;
-    },
-    get probe() {
-      return started.probe!;
-    },
-  };
+  );
 }
 
 /** The first answer to a resend after Redis restarted (until the service has reconnected, calls are refused retryably, as firmware sees it). */
