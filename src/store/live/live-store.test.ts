@@ -165,7 +165,8 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       // A backlog reading observed earlier arrives later: it must not overwrite the state.
       await store.applyLiveState([update(1_000, 20_000, 229)]);
       const [state] = await store.getLiveState([d]);
-      expect(state).toEqual({ deviceId: d, kind: "meter", observedAtMs: 2_000, lastSeenMs: 20_000, values: { voltage: 231 } });
+      // Two changes: the reading, then its last_seen moved alone.
+      expect(state).toEqual({ deviceId: d, kind: "meter", observedAtMs: 2_000, lastSeenMs: 20_000, values: { voltage: 231 }, revision: 2 });
 
       // Within one batch, the newest wins regardless of order.
       await store.applyLiveState([update(5_000, 30_000, 240), update(3_000, 30_000, 235)]);
@@ -240,7 +241,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(await listed()).toEqual([...new Set([...first, ...second])].sort(compareDeviceIds));
     });
 
-    it("a subscriber sees each applied newer reading, and stops seeing them once unsubscribed", async () => {
+    it("a subscriber sees each applied newer reading, with a revision per change, and stops seeing them once unsubscribed", async () => {
       const d = device();
       const seen: LiveState[] = [];
       const unsubscribe = await store.subscribe((state) => {
@@ -262,14 +263,19 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       await store.applyLiveState([update(400, 5_000, 41)]);
       // Within one batch only the newest is applied.
       await store.applyLiveState([update(4_000, 13_000, 51), update(3_000, 13_000, 50)]);
-      await waitFor(() => seen.length >= 4);
-      expect(seen.map((s) => [s.observedAtMs, s.lastSeenMs, s.values.voltage])).toEqual([
-        [1_000, 10_000, 48],
-        [2_000, 11_000, 49],
-        [2_000, 12_000, 49],
-        [4_000, 13_000, 51],
+      // Another reading of the same observed_at, received earlier (its batch settled later): it
+      // replaces the state though neither time moves; only the revision tells it is the newer.
+      await store.applyLiveState([{ ...update(4_000, 12_500, 52), values: { voltage: 52, event_id: "e-4000-again" } }]);
+      await waitFor(() => seen.length >= 5);
+      expect(seen.map((s) => [s.observedAtMs, s.lastSeenMs, s.values.voltage, s.revision])).toEqual([
+        [1_000, 10_000, 48, 1],
+        [2_000, 11_000, 49, 2],
+        [2_000, 12_000, 49, 3],
+        [4_000, 13_000, 51, 4],
+        [4_000, 13_000, 52, 5],
       ]);
       expect(seen[0]).toMatchObject({ deviceId: d, kind: "battery", values: { voltage: 48, event_id: "e-1000" } });
+      expect((await store.getLiveState([d]))[0]).toMatchObject({ values: { voltage: 52 }, revision: 5 });
 
       unsubscribe();
       unsubscribe();
@@ -281,7 +287,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       await store.applyLiveState([update(6_000, 15_000, 53)]);
       await waitFor(() => later.length >= 1);
       stop();
-      expect(seen).toHaveLength(4);
+      expect(seen).toHaveLength(5);
     });
 
     it("answers undefined for a device never seen", async () => {
@@ -307,7 +313,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       states.forEach((state, i) => {
         if (i % 2 === 1) return expect(state).toBeUndefined();
         const { deviceId, voltage, samples } = known[i / 2]!;
-        expect(state).toEqual({ deviceId, kind: "battery", observedAtMs: 1_000, lastSeenMs: 2_000, values: { voltage }, trend: { samples } });
+        expect(state).toEqual({ deviceId, kind: "battery", observedAtMs: 1_000, lastSeenMs: 2_000, values: { voltage }, trend: { samples }, revision: 1 });
       });
       expect(await store.getTrends(asked)).toEqual(asked.map((_, i) => (i % 2 === 1 ? undefined : { samples: known[i / 2]!.samples })));
     });

@@ -60,6 +60,14 @@ export interface LiveState {
   readonly values: Readonly<Record<string, unknown>>;
   /** The scorer's state as of the newest reading, if it keeps one. */
   readonly trend?: Readonly<Record<string, number>> | undefined;
+  /**
+   * How many times the store has changed this device's state, counting from 1: of two states of a
+   * device from one store, the higher revision is the newer. It orders what observed_at and
+   * last_seen cannot — a reading replacing another of the same observed_at, received in the same
+   * millisecond or settled out of order — for a watcher whose change notices can arrive after a
+   * read of the state they precede. A store that lost its data counts again from 1.
+   */
+  readonly revision: number;
 }
 
 /** What the fleet-wide calls need of one device's live state: no values, no trend. */

@@ -2,9 +2,31 @@
 // state only for a consumer that fell behind, a device sent again when it goes silent, and nothing
 // left subscribed when it ends.
 import { describe, expect, it } from "vitest";
-import type { LiveState, LiveStateUpdate } from "./live-store.js";
+import type { LiveState, LiveStateListener, LiveStateUpdate } from "./live-store.js";
 import { watchLiveState } from "./live-watch.js";
 import { MemoryLiveStore } from "./memory-live-store.js";
+
+/**
+ * The embedded store with its change notices held back until released: Redis delivers them on a
+ * connection of their own, so a notice can arrive after a read of a newer state — a race the real
+ * parts cannot be made to lose on demand. `afterSubscribe` runs between a watch's subscribing and
+ * its first read.
+ */
+class LateNotices extends MemoryLiveStore {
+  private readonly held: (() => void)[] = [];
+  afterSubscribe: (() => Promise<void>) | undefined;
+
+  override async subscribe(listener: LiveStateListener): Promise<() => void> {
+    const unsubscribe = await super.subscribe((state) => this.held.push(() => listener(state)));
+    await this.afterSubscribe?.();
+    return unsubscribe;
+  }
+
+  /** Delivers the oldest `count` held notices. */
+  release(count = Infinity): void {
+    for (const deliver of this.held.splice(0, count)) deliver();
+  }
+}
 
 const update = (deviceId: string, observedAtMs: number, voltage = 230): LiveStateUpdate => ({
   deviceId,
@@ -193,6 +215,37 @@ describe("watchLiveState", () => {
     expect(now?.values.event_id).toBe("e1");
     const next = await Promise.race([watch.next().then((r) => r.value), new Promise((resolve) => setTimeout(resolve, 500, "nothing sent"))]);
     expect(next).toMatchObject({ values: { event_id: "e1" } });
+    abort.abort();
+    await store.close();
+  });
+
+  it("does not turn back to a state replaced at the same observed_at when its notice comes late", async () => {
+    const store = new LateNotices();
+    const reading = (eventId: string, observedAtMs: number): LiveStateUpdate => ({
+      deviceId: "a",
+      kind: "meter",
+      observedAtMs,
+      receivedAtMs: 100,
+      values: { event_id: eventId, voltage: 230 },
+    });
+    // Between the watch's subscribing and its read, two readings of one observation, received in
+    // the same millisecond: the second replaces the first, and their notices are still on the way.
+    store.afterSubscribe = async () => {
+      await store.applyLiveState([reading("e1", 50)]);
+      await store.applyLiveState([reading("e2", 50)]);
+    };
+    const abort = new AbortController();
+    const watch = watchLiveState(store, { deviceIds: ["a"], signal: abort.signal });
+    expect((await watch.next()).value).toMatchObject({ values: { event_id: "e2" }, revision: 2 });
+
+    // e1's notice arrives, then e2's, then a newer reading's: only the newer reading is a change.
+    const next = watch.next();
+    store.release(1);
+    await new Promise((resolve) => setImmediate(resolve));
+    store.release(1);
+    await store.applyLiveState([reading("e3", 60)]);
+    store.release();
+    expect((await next).value).toMatchObject({ observedAtMs: 60, values: { event_id: "e3" } });
     abort.abort();
     await store.close();
   });

@@ -26,6 +26,7 @@ interface Sent {
   readonly observedAtMs: number;
   readonly lastSeenMs: number;
   readonly eventId: unknown;
+  readonly revision: number;
 }
 
 /** The longest delay setTimeout takes (a longer one fires at once, over and over). */
@@ -52,13 +53,18 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
   });
   const sent = new Map<string, Sent>();
   // The stores let a reading with the same observed_at replace the state, so another event at
-  // that time is a change too, however its last_seen compares.
+  // that time is a change too, however its last_seen compares — when the store changed the state
+  // after the one sent (a higher revision): a notice of the state it replaced can arrive after a
+  // read of the newer one (Redis delivers notices on a connection of their own), and must not
+  // turn the watcher back. A store that lost its data counts revisions again, but its states are
+  // then seen later (last_seen) or observed later.
   const isNew = (state: LiveState) => {
     const previous = sent.get(state.deviceId);
     return (
       previous === undefined ||
       state.observedAtMs > previous.observedAtMs ||
-      (state.observedAtMs === previous.observedAtMs && (state.lastSeenMs > previous.lastSeenMs || state.values.event_id !== previous.eventId))
+      (state.observedAtMs === previous.observedAtMs &&
+        (state.lastSeenMs > previous.lastSeenMs || (state.values.event_id !== previous.eventId && state.revision > previous.revision)))
     );
   };
   // A newer state of the device is waiting to be sent: an older one must not go out before it.
@@ -73,7 +79,7 @@ export async function* watchLiveState(store: LiveStore, options: LiveWatchOption
   const silences = new FlatQueue<string>();
   const scheduled = new Set<string>();
   const markSent = (state: LiveState) => {
-    sent.set(state.deviceId, { observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs, eventId: state.values.event_id });
+    sent.set(state.deviceId, { observedAtMs: state.observedAtMs, lastSeenMs: state.lastSeenMs, eventId: state.values.event_id, revision: state.revision });
     if (offlineAfterMs === undefined || scheduled.has(state.deviceId)) return;
     const atMs = silentAt(state.lastSeenMs);
     if (atMs <= now()) return;

@@ -189,14 +189,18 @@ export class MemoryLiveStore implements LiveStore {
     for (const update of newestPerDevice(updates)) {
       const current = this.live.get(update.deviceId);
       const lastSeenMs = Math.max(update.receivedAtMs, current?.lastSeenMs ?? 0);
+      const revision = (current?.revision ?? 0) + 1;
       let next: LiveState;
       if (current === undefined || update.observedAtMs >= current.observedAtMs) {
         // Literals of two fixed shapes, not a spread: this runs once per reading.
         const { deviceId, kind, observedAtMs, values, trend } = update;
-        next = trend === undefined ? { deviceId, kind, observedAtMs, lastSeenMs, values } : { deviceId, kind, observedAtMs, lastSeenMs, values, trend };
+        next =
+          trend === undefined
+            ? { deviceId, kind, observedAtMs, lastSeenMs, values, revision }
+            : { deviceId, kind, observedAtMs, lastSeenMs, values, trend, revision };
       } else {
         if (lastSeenMs === current.lastSeenMs) continue;
-        next = { ...current, lastSeenMs };
+        next = { ...current, lastSeenMs, revision };
       }
       if (current === undefined) this.newDeviceIds.push(update.deviceId);
       this.live.set(update.deviceId, next);

@@ -122,7 +122,8 @@ return #KEYS - 1`;
 // kind, observed_at, received_at, values JSON, trend JSON (empty when the device's scorer keeps
 // none) and health level (a battery unit's; empty when not scored, or another kind). Newest
 // observed_at wins; last_seen only moves forward. Times stay strings end to end, so epoch
-// milliseconds never pass through a float format. A battery unit's level is a field of its own so
+// milliseconds never pass through a float format. Every change counts the hash's revision up
+// (LiveState.revision), a last_seen moved alone too. A battery unit's level is a field of its own so
 // that surveying the fleet reads it without decoding the values. Each change is published on the
 // channel as the device's whole new state, so a watcher needs no read of its own — when any service
 // process is subscribed: with no watcher anywhere, encoding and publishing every change was ~20 %
@@ -138,27 +139,28 @@ for i = 2, #KEYS do
   local at = 1 + (i - 2) * 7
   local id, kind, observed, received = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local values, trend, level = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
-  local current = redis.call('HMGET', key, 'observed_at', 'last_seen')
+  local current = redis.call('HMGET', key, 'observed_at', 'last_seen', 'revision')
   local currentObserved = tonumber(current[1])
   local lastSeen = current[2] or '0'
+  local revision = (tonumber(current[3]) or 0) + 1
   local seenLater = tonumber(received) > tonumber(lastSeen)
   if seenLater then lastSeen = received end
   if currentObserved == nil or tonumber(observed) >= currentObserved then
-    local fields = { 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen }
+    local fields = { 'kind', kind, 'observed_at', observed, 'values', values, 'last_seen', lastSeen, 'revision', revision }
     if trend ~= '' then fields[#fields + 1] = 'trend'; fields[#fields + 1] = trend end
     if kind == 'battery' then fields[#fields + 1] = 'level'; fields[#fields + 1] = level end
     redis.call('HSET', key, unpack(fields))
     if currentObserved == nil then redis.call('ZADD', devices, 'NX', 0, id) end
     if watched then
-      redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = kind, observed_at = observed, last_seen = lastSeen, values = values }))
+      redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = kind, observed_at = observed, last_seen = lastSeen, values = values, revision = revision }))
     end
   elseif seenLater then
-    redis.call('HSET', key, 'last_seen', lastSeen)
+    redis.call('HSET', key, 'last_seen', lastSeen, 'revision', revision)
     if watched then
       -- Read only here: copying every stored reading's values into the script for a rare backlog
       -- reading that someone watches was most of what the read cost.
       local stored = redis.call('HMGET', key, 'kind', 'values')
-      redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = stored[1], observed_at = current[1], last_seen = lastSeen, values = stored[2] }))
+      redis.call('PUBLISH', channel, cjson.encode({ id = id, kind = stored[1], observed_at = current[1], last_seen = lastSeen, values = stored[2], revision = revision }))
     end
   end
 end
@@ -210,14 +212,14 @@ for level, n in pairs(levels) do
 end
 return { counts, table.concat(attention, ',') }`;
 
-// KEYS: live-state hashes. Answers each hash's kind, observed_at, last_seen, values and trend
-// (nil where absent; observed_at nil for a device never seen). One call for a page of devices:
+// KEYS: live-state hashes. Answers each hash's kind, observed_at, last_seen, values, trend and
+// revision (nil where absent; observed_at nil for a device never seen). One call for a page of devices:
 // pipelined, each HGETALL cost the client ~17 µs, and the fleet calls read every device's state;
 // the values alone, without the field names, halve what the client decodes.
 const GET_LIVE_STATES = `
 local out = {}
 for i = 1, #KEYS do
-  out[i] = redis.call('HMGET', KEYS[i], 'kind', 'observed_at', 'last_seen', 'values', 'trend')
+  out[i] = redis.call('HMGET', KEYS[i], 'kind', 'observed_at', 'last_seen', 'values', 'trend', 'revision')
 end
 return out`;
 
@@ -268,6 +270,7 @@ interface PublishedChange {
   readonly observed_at: string;
   readonly last_seen: string;
   readonly values: string;
+  readonly revision: number;
 }
 
 interface LiveStoreCommands {
@@ -456,6 +459,7 @@ export class RedisLiveStore implements LiveStore {
       observedAtMs: Number(change.observed_at),
       lastSeenMs: Number(change.last_seen),
       values: JSON.parse(change.values) as Record<string, unknown>,
+      revision: Number(change.revision),
     };
     for (const listener of this.listeners) listener(state);
   }
@@ -463,7 +467,7 @@ export class RedisLiveStore implements LiveStore {
   async getLiveState(deviceIds: readonly string[]): Promise<(LiveState | undefined)[]> {
     if (deviceIds.length === 0) return [];
     const replies = await inChunks(deviceIds, (ids) => this.commands.getLiveStates(ids.length, ...ids.map((id) => this.liveKey(id))));
-    return replies.map(([kind, observedAt, lastSeen, values, trend], i): LiveState | undefined => {
+    return replies.map(([kind, observedAt, lastSeen, values, trend, revision], i): LiveState | undefined => {
       if (observedAt == null) return undefined;
       const state: LiveState = {
         deviceId: deviceIds[i]!,
@@ -471,6 +475,8 @@ export class RedisLiveStore implements LiveStore {
         observedAtMs: Number(observedAt),
         lastSeenMs: Number(lastSeen),
         values: JSON.parse(values ?? "{}") as Record<string, unknown>,
+        // A hash written before revisions were kept has none until its next change.
+        revision: Number(revision ?? 0),
       };
       return trend == null ? state : { ...state, trend: JSON.parse(trend) as Record<string, number> };
     });
