@@ -2,25 +2,17 @@
 // with stubs that buf generates from proto/ (examples/python/buf.gen.yaml, local plugins only),
 // running the example in examples/python against the real service — client streaming, bidi
 // SyncReadings, a server-streaming watch and the fleet calls, with authentication on over h2c and
-// off over TLS. What Python sees is checked against the stored rows and against the same calls
-// made by connect-node. Skipped where Python's grpcio or the protoc plugins are missing, unless
-// REQUIRE_PYTHON=1 (CI; Debian: python3-grpcio python3-protobuf protobuf-compiler
-// protobuf-compiler-grpc).
+// off over TLS (the checks: test/support/example-client-suites.ts). Skipped where Python's grpcio
+// or the protoc plugins are missing, unless REQUIRE_PYTHON=1 (CI; Debian: python3-grpcio
+// python3-protobuf protobuf-compiler protobuf-compiler-grpc).
 import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
-import { devicesCli } from "./support/devices-cli.js";
-import { startFaultyService, stopFaultyService, type FaultyService } from "./support/faulty-sink.js";
-import { selfSignedCertificate } from "./support/self-signed.js";
-import { HistoryProbe, startTestService, testEnv, type TestService } from "./support/test-service.js";
+import { beforeAll, describe } from "vitest";
+import { exampleClientSuites, onPath, type DemoReport, type RetriedSend } from "./support/example-client-suites.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const exampleDir = path.join(repoRoot, "examples/python");
@@ -40,15 +32,6 @@ function findPython(): string | undefined {
   return undefined;
 }
 
-function onPath(command: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const python = findPython();
 const havePython = python !== undefined && onPath("protoc") && onPath("grpc_python_plugin");
 if (!havePython && process.env.REQUIRE_PYTHON === "1") {
@@ -58,216 +41,36 @@ if (!havePython && process.env.REQUIRE_PYTHON === "1") {
   );
 }
 
-/** What examples/python/demo.py prints with --json (protobuf's JSON mapping: lowerCamelCase, enums by name, 64-bit integers as strings). */
-interface DemoReport {
-  meter_id: string;
-  vehicle_id: string;
-  battery_id: string;
-  meter_send: { accepted: number; duplicates: number; rejected: { index?: number; eventId: string; reason: string; message: string; retryable?: boolean }[] };
-  meter_resend: { accepted: number; duplicates: number; rejected: number };
-  vehicle_sync: { acknowledged: number; accepted: number; duplicates: number }[];
-  battery_send: { accepted: number };
-  watch: {
-    first: { deviceId: string; eventId: string; vehicle: { soc: number } };
-    changed: { deviceId: string; eventId: string; online: boolean; vehicle: { soc: number } };
-    latest_event_id: string;
-  };
-  performance: {
-    totalKwhConsumedAc: number;
-    totalKwhDeliveredDc: number;
-    efficiencyRatio: number;
-    avgBatteryTemp: number;
-    vehicleReadingCount: string;
-    meterReadingCount: string;
-    windowStart: string;
-    windowEnd: string;
-    alert: { kind?: string; message?: string };
-  };
-  health: { deviceId: string; latest: { healthScore?: number; healthLevel: string; scoreVersion: number } };
-  live_state: { deviceId: string; kind: string }[];
-  without_credentials: string;
-}
-
 let genDir: string;
 
-beforeAll(async () => {
-  if (!havePython) return;
-  // The stubs, generated as a backend team would: buf with the example's template, local plugins.
-  const out = mkdtempSync(path.join(tmpdir(), "wattstream-python-"));
-  await run(path.join(repoRoot, "node_modules/.bin/buf"), ["generate", "--template", "examples/python/buf.gen.yaml", "-o", out], { cwd: repoRoot });
-  genDir = path.join(out, "examples/python/gen");
-});
-
-async function runDemo(target: string, runId: string, env: Record<string, string>, extraArgs: string[] = []): Promise<DemoReport> {
-  const { stdout } = await run(python!, ["demo.py", "--target", target, "--run", runId, "--json", ...extraArgs], {
-    cwd: exampleDir,
-    env: { ...process.env, WATTSTREAM_PY_GEN: genDir, ...env },
-    timeout: 60_000,
-  });
-  return JSON.parse(stdout) as DemoReport;
-}
-
 describe.skipIf(!havePython)("a Python client (grpcio) with stubs generated from proto/", () => {
-  describe("with authentication on, over h2c", () => {
-    const runId = "auth";
-    const ids = { meter: `py-meter-${runId}`, vehicle: `py-ev-${runId}`, battery: `py-bbu-${runId}` };
-    let app: TestService;
-    let probe: HistoryProbe;
-    let fleet: Client<typeof FleetService>;
-    let operatorKey: string;
-    let report: DemoReport;
-    let startedMs: number;
-
-    beforeAll(async () => {
-      const file = path.join(mkdtempSync(path.join(tmpdir(), "wattstream-python-auth-")), "credentials.json");
-      const tokens = {
-        WATTSTREAM_METER_TOKEN: await devicesCli(file, "add", ids.meter),
-        WATTSTREAM_VEHICLE_TOKEN: await devicesCli(file, "add", ids.vehicle),
-        WATTSTREAM_BATTERY_TOKEN: await devicesCli(file, "add", ids.battery),
-      };
-      operatorKey = await devicesCli(file, "key", "add", "python-ops", "--role", "operator");
-      app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file }));
-      probe = new HistoryProbe(app.config);
-      fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
-      startedMs = Date.now();
-      report = await runDemo(app.target, runId, { ...tokens, WATTSTREAM_OPERATOR_KEY: operatorKey });
-    }, 120_000);
-
-    afterAll(async () => {
-      await probe?.close();
-      await app?.service.stop();
-    });
-
-    const asOperator = () => ({ headers: { "x-api-key": operatorKey } });
-
-    it("streams readings, rejects the NaN one with its reason and index, and counts a resend as duplicates", async () => {
-      expect(report.meter_send.accepted).toBe(10);
-      expect(report.meter_send.duplicates).toBe(0);
-      expect(report.meter_send.rejected).toHaveLength(1);
-      expect(report.meter_send.rejected[0]).toMatchObject({ index: 5, reason: "REJECT_REASON_NOT_FINITE" });
-      expect(report.meter_send.rejected[0]!.message).toMatch(/voltage is NaN/);
-      expect(report.meter_resend).toEqual({ accepted: 0, duplicates: 10, rejected: 1 });
-      // Stored once each, whatever was sent twice.
-      const rows = await probe.rows<{ n: number; events: number; kwh: number }>(
-        `SELECT count() AS n, uniqExact(event_id) AS events, sum(kwh_consumed_ac) AS kwh FROM {db}.meter_readings WHERE device_id = '${ids.meter}'`,
-      );
-      expect(rows[0]).toEqual({ n: 10, events: 10, kwh: 150 });
-    });
-
-    it("gets each SyncReadings batch acknowledged while the stream stays open", () => {
-      expect(report.vehicle_sync.map((r) => r.acknowledged)).toEqual([4, 8, 10]);
-      // accepted counts the stream's stored readings so far.
-      expect(report.vehicle_sync.map((r) => r.accepted)).toEqual([4, 8, 10]);
-    });
-
-    it("watches the vehicle: its state first, then the reading that arrived", () => {
-      expect(report.watch.first).toMatchObject({ deviceId: ids.vehicle, vehicle: { soc: 76 } });
-      expect(report.watch.changed).toMatchObject({ deviceId: ids.vehicle, eventId: report.watch.latest_event_id, online: true, vehicle: { soc: 85 } });
-    });
-
-    it("gets the vehicle's efficiency with its alert, the same answer connect-node gets", async () => {
-      expect(report.performance).toMatchObject({
-        totalKwhConsumedAc: 150,
-        totalKwhDeliveredDc: 120,
-        vehicleReadingCount: "11",
-        meterReadingCount: "10",
-        alert: { kind: "ALERT_KIND_LOW_EFFICIENCY" },
-      });
-      expect(report.performance.efficiencyRatio).toBeCloseTo(0.8, 12);
-      const windowEndMs = Date.parse(report.performance.windowEnd);
-      expect(windowEndMs).toBeGreaterThanOrEqual(startedMs - 1000);
-      const fromNode = await fleet.getVehiclePerformance(
-        { vehicleId: ids.vehicle, windowHours: 1, windowEnd: timestampFromMs(windowEndMs) },
-        asOperator(),
-      );
-      expect(fromNode.totalKwhConsumedAc).toBe(report.performance.totalKwhConsumedAc);
-      expect(fromNode.totalKwhDeliveredDc).toBe(report.performance.totalKwhDeliveredDc);
-      expect(fromNode.efficiencyRatio).toBe(report.performance.efficiencyRatio);
-      expect(fromNode.avgBatteryTemp).toBe(report.performance.avgBatteryTemp);
-      expect(fromNode.alert?.message).toBe(report.performance.alert.message);
-    });
-
-    it("gets the battery unit's health and the devices' live state, as connect-node does", async () => {
-      const fromNode = await fleet.getDeviceHealth({ deviceId: ids.battery, windowHours: 1 }, asOperator());
-      expect(report.health.deviceId).toBe(ids.battery);
-      expect(report.health.latest.healthScore ?? 0).toBe(fromNode.latest?.healthScore);
-      expect(report.health.latest.healthLevel).toBe("HEALTH_LEVEL_OK");
-      expect(report.live_state.map((s) => [s.deviceId, s.kind])).toEqual([
-        [ids.meter, "DEVICE_KIND_METER"],
-        [ids.vehicle, "DEVICE_KIND_VEHICLE"],
-        [ids.battery, "DEVICE_KIND_BATTERY"],
-      ]);
-    });
-
-    it("is refused without credentials", () => {
-      expect(report.without_credentials).toBe("UNAUTHENTICATED");
-    });
+  beforeAll(async () => {
+    // The stubs, generated as a backend team would: buf with the example's template, local plugins.
+    const out = mkdtempSync(path.join(tmpdir(), "wattstream-python-"));
+    await run(path.join(repoRoot, "node_modules/.bin/buf"), ["generate", "--template", "examples/python/buf.gen.yaml", "-o", out], { cwd: repoRoot });
+    genDir = path.join(out, "examples/python/gen");
   });
 
-  describe("against a service whose inserts fail on purpose", () => {
-    let faulty: FaultyService;
+  const pythonRun = async (args: string[], env: Record<string, string> = {}) =>
+    (await run(python!, args, { cwd: exampleDir, env: { ...process.env, WATTSTREAM_PY_GEN: genDir, ...env }, timeout: 60_000 })).stdout;
 
-    beforeAll(async () => {
-      faulty = await startFaultyService(testEnv({ INSERT_ATTEMPTS: "1" }));
-    });
-
-    afterAll(() => stopFaultyService(faulty ?? {}));
-
-    it("keeps the readings, waits the service's pushback, resends them and gets each stored once", async () => {
-      // The example's Device: 20 readings in messages of 5; the first two inserts fail, so the
-      // first call (at least) ends UNAVAILABLE with grpc-retry-pushback-ms.
-      faulty.sink.failNext(2);
+  exampleClientSuites({
+    idPrefix: "py",
+    runDemo: async (target, runId, env, extraArgs = []) =>
+      JSON.parse(await pythonRun(["demo.py", "--target", target, "--run", runId, "--json", ...extraArgs], env)) as DemoReport,
+    sendWithRetries: async (target, meterId) => {
+      // The example's Device, retrying as its docstring says a device must.
       const script = [
         "import json, sys, time",
         "from wattstream_client import Device, meter_reading, open_channel",
         "now = int(time.time() * 1000)",
-        "device = Device(open_channel(sys.argv[1]), 'py-meter-retry')",
-        "readings = [meter_reading('py-meter-retry', now - 60_000 * (i + 1), 1.0, 230.0) for i in range(20)]",
+        "device = Device(open_channel(sys.argv[1]), sys.argv[2])",
+        "readings = [meter_reading(sys.argv[2], now - 60_000 * (i + 1), 1.0, 230.0) for i in range(20)]",
         "started = time.monotonic()",
         "result = device.send(readings, per_message=5)",
         "print(json.dumps({'accepted': result.accepted, 'duplicates': result.duplicates, 'rejected': len(result.rejected), 'calls': result.calls, 'seconds': time.monotonic() - started}))",
       ].join("\n");
-      const { stdout } = await run(python!, ["-c", script, faulty.app.target], {
-        cwd: exampleDir,
-        env: { ...process.env, WATTSTREAM_PY_GEN: genDir },
-        timeout: 60_000,
-      });
-      const result = JSON.parse(stdout) as { accepted: number; duplicates: number; rejected: number; calls: number; seconds: number };
-      expect(faulty.sink.failed).toBe(2);
-      expect(result.calls).toBeGreaterThanOrEqual(2);
-      // Whatever a failed call stored is a duplicate on the resend: every reading settled once.
-      expect(result.accepted + result.duplicates).toBe(20);
-      expect(result.rejected).toBe(0);
-      // The service asked for a second's pause (grpc-retry-pushback-ms: 1000) before each resend.
-      expect(result.seconds).toBeGreaterThanOrEqual(result.calls - 1);
-      const rows = await faulty.probe.rows<{ n: number; events: number }>(
-        "SELECT count() AS n, uniqExact(event_id) AS events FROM {db}.meter_readings WHERE device_id = 'py-meter-retry'",
-      );
-      expect(rows[0]).toEqual({ n: 20, events: 20 });
-    }, 60_000);
-  });
-
-  describe("over TLS, authentication off", () => {
-    let app: TestService;
-    let certificateFile: string;
-
-    beforeAll(async () => {
-      const certificate = selfSignedCertificate();
-      certificateFile = certificate.certFile;
-      app = await startTestService(testEnv({ AUTH: "off", TLS_CERT: certificate.certFile, TLS_KEY: certificate.keyFile }));
-    });
-
-    afterAll(async () => {
-      await app?.service.stop();
-    });
-
-    it("runs the same hour, trusting the service's certificate", async () => {
-      const report = await runDemo(`localhost:${app.service.port}`, "tls", {}, ["--ca", certificateFile]);
-      expect(report.meter_send.accepted).toBe(10);
-      expect(report.vehicle_sync.at(-1)?.acknowledged).toBe(10);
-      expect(report.performance.efficiencyRatio).toBeCloseTo(0.8, 12);
-      expect(report.performance.alert.kind).toBe("ALERT_KIND_LOW_EFFICIENCY");
-      expect(report.without_credentials).toBe("OK");
-    }, 60_000);
+      return JSON.parse(await pythonRun(["-c", script, target, meterId])) as RetriedSend;
+    },
   });
 });

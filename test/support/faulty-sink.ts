@@ -1,4 +1,4 @@
-// The one fake the tests allow: a wrapper around the real history sink that fails or stalls
+// A fake the tests allow (faults only): a wrapper around the real history sink that fails or stalls
 // inserts on demand — faults a real ClickHouse cannot produce when a test needs them.
 import type { HistorySink } from "../../src/store/history/history-sink.js";
 import { HistoryProbe, startTestService, type TestService } from "./test-service.js";
