@@ -334,6 +334,40 @@ describe("LinkVehicleToMeter", () => {
 });
 
 describe("the fleet-wide efficiency that GetFleetSummary and ListAlerts read", () => {
+  it("judges vehicles at exactly the threshold alike everywhere: not below it, whichever way their sums round", async () => {
+    // 40 vehicles, each DC 17.000 / AC 20.000 kWh = 0.85 exactly, the default threshold, split
+    // into readings of whole thousandths: summed in floating point, some ratios come out a bit
+    // under 0.85 and some a bit over, differently per call that adds them in its own order.
+    let seed = 42;
+    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const split = (total: number, parts: number) => {
+      const cuts = Array.from({ length: parts - 1 }, () => Math.floor(random() * total)).sort((a, b) => a - b);
+      return [...cuts, total].map((cut, i) => (cut - (i === 0 ? 0 : cuts[i - 1]!)) / 1000);
+    };
+    const startMs = Math.floor(Date.now() / MINUTE) * MINUTE - 5 * HOUR;
+    const vehicles = Array.from({ length: 40 }, (_, i) => ({ vehicleId: `ev-at-threshold-${i}`, meterId: `meter-at-threshold-${i}` }));
+    const readings: Reading[] = [];
+    for (const { vehicleId, meterId } of vehicles) {
+      await link(vehicleId, meterId, startMs - HOUR);
+      split(20_000, 7).forEach((kwh, r) => readings.push(meterReading(meterId, `${meterId}-${r}`, startMs + r * 37 * MINUTE, kwh)));
+      split(17_000, 7).forEach((kwh, r) => readings.push(vehicleReading(vehicleId, `${vehicleId}-${r}`, startMs + r * 37 * MINUTE + 5 * SECOND, kwh)));
+    }
+    await ingest(readings);
+
+    const ratios = [];
+    for (const { vehicleId } of vehicles) {
+      const answer = await fleet.getVehiclePerformance({ vehicleId });
+      expect(answer.totalKwhConsumedAc, vehicleId).toBeCloseTo(20, 9);
+      expect(answer.efficiencyRatio, vehicleId).toBeCloseTo(0.85, 12);
+      expect(answer.alert?.kind, vehicleId).toBe(AlertKind.UNSPECIFIED);
+      ratios.push(answer.efficiencyRatio);
+    }
+    // The case this is about: ratios that floating point puts under the threshold.
+    expect(ratios.some((ratio) => ratio < 0.85)).toBe(true);
+    const alerts = await fleet.listAlerts({ pageSize: 1_000 });
+    expect(alerts.alerts.filter((alert) => alert.deviceId.startsWith("ev-at-threshold-"))).toEqual([]);
+  });
+
   it("gives every vehicle the AC and DC that GetVehiclePerformance gives it, link changes included", async () => {
     // Runs after the tests above: their vehicles moved chargers, shared meters, lost links.
     const endMs = Date.now() + MINUTE;

@@ -9,6 +9,7 @@ import { compareDeviceIds, healthLevelOf, type LiveStore } from "../store/live/l
 import { BATTERY_SCORE_VERSION } from "../process/scoring/battery-health.js";
 import { queryFallingBatteryCandidates } from "./battery-health.js";
 import { queryFleetEfficiency } from "./fleet-efficiency.js";
+import { belowEfficiencyThreshold } from "./fleet-summary.js";
 import type { LinkSource } from "./vehicle-links.js";
 
 const HOUR_MS = 3_600_000;
@@ -94,7 +95,7 @@ export async function collectFleetAlerts(client: ClickHouseClient, live: LiveSto
   // The survey gives what silence needs of every device; the few vehicles below the threshold,
   // battery units at CRITICAL and units that may be falling are then read whole, for their newest
   // reading and score.
-  const lowVehicles = efficiency.filter((v) => v.ratio !== undefined && v.ratio < options.efficiencyThreshold);
+  const lowVehicles = efficiency.filter((v) => v.ratio !== undefined && belowEfficiencyThreshold(v.ratio, options.efficiencyThreshold));
   const critical = survey.attention.filter((s) => s.level === "CRITICAL");
   const details = await live.getLiveState([
     ...lowVehicles.map((v) => v.vehicleId),

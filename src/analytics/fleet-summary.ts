@@ -56,6 +56,16 @@ export function summarizeFleet(efficiency: readonly VehicleEfficiency[], survey:
  */
 export const BUCKET_BOUND_TOLERANCE = 1e-9;
 
+/**
+ * Whether a vehicle's ratio is below the efficiency alert threshold, with the buckets' tolerance:
+ * a ratio that equals the threshold in exact arithmetic (DC 17 / AC 20 against 0.85) is not below
+ * it, however its sums were added — so GetVehiclePerformance and ListAlerts, which add them in
+ * different orders, judge every vehicle alike.
+ */
+export function belowEfficiencyThreshold(ratio: number, threshold: number): boolean {
+  return ratio < threshold - BUCKET_BOUND_TOLERANCE;
+}
+
 /** The bucket of a ratio: the last whose lower bound it reaches (bounds are exact in decimal). */
 function bucketOf(ratio: number): number {
   for (let i = EFFICIENCY_BUCKET_BOUNDS.length - 1; i > 0; i--) {

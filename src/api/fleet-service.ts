@@ -31,7 +31,7 @@ import {
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
 import { collectFleetAlerts, pageOfAlerts, type FleetAlert, type FleetAlertKind } from "../analytics/fleet-alerts.js";
 import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
-import { summarizeFleet } from "../analytics/fleet-summary.js";
+import { belowEfficiencyThreshold, summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
 import { MAX_METER_INTERVALS, queryPerformanceTotals } from "../analytics/vehicle-performance.js";
@@ -159,7 +159,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
         kind: AlertKind.NO_AC_DATA,
         message: `the meters of vehicle ${vehicleId} (${[...new Set(intervals.map((i) => i.meterId))].join(", ")}) report no AC energy within the window (${meter.readings} readings)`,
       };
-    } else if (efficiencyRatio < threshold) {
+    } else if (belowEfficiencyThreshold(efficiencyRatio, threshold)) {
       alert = {
         kind: AlertKind.LOW_EFFICIENCY,
         message: `charging efficiency is ${percent(efficiencyRatio)} (${round(dc)} kWh DC / ${round(ac)} kWh AC), below the ${percent(threshold)} threshold`,

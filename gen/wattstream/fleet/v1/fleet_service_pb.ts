@@ -1064,7 +1064,8 @@ export enum AlertKind {
 
   /**
    * ALERT_KIND_LOW_EFFICIENCY means efficiency_ratio is below the service's threshold (by default
-   * 0.85).
+   * 0.85) by more than 1e-9: a ratio equal to the threshold in exact arithmetic (DC 17 / AC 20 at
+   * 0.85) is not below it, whichever way floating-point sums round it (see EfficiencyBucket).
    *
    * @generated from enum value: ALERT_KIND_LOW_EFFICIENCY = 1;
    */
