@@ -118,6 +118,28 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     }
   });
 
+  it("stores readings whose ids hold the keys' separators, each once, and carries on", async () => {
+    const client = new GrpcIngestClient(a.target);
+    const now = Date.now();
+    try {
+      // Written into Redis keys as they are, the second would be a duplicate of the first, and the
+      // third's ledger key the live-state hash of the second's device.
+      const readings = [meterReading("m-sep", "b}:e:c", now, 0.1), meterReading("m-sep}:e:b", "c", now, 0.2), meterReading("m-sep", "b}:live", now, 0.3)];
+      for (const reading of readings) expect((await client.ingestReadings([reading])).accepted).toBe(1n);
+      // Resent, each is a duplicate of itself alone.
+      const again = await client.ingestReadings(readings);
+      expect({ accepted: again.accepted, duplicates: again.duplicates, rejected: again.rejected }).toEqual({ accepted: 0n, duplicates: 3n, rejected: [] });
+    } finally {
+      client.close();
+    }
+    const probe = new HistoryProbe(a.config);
+    try {
+      expect(await probe.rows("SELECT count() AS n FROM {db}.meter_readings WHERE device_id LIKE 'm-sep%'")).toEqual([{ n: 3 }]);
+    } finally {
+      await probe.close();
+    }
+  });
+
   it("keeps each device's live state in Redis, newest reading first", async () => {
     const client = new GrpcIngestClient(a.target);
     const now = Date.now();

@@ -152,6 +152,26 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
+    it("keeps devices and their events apart whatever characters their ids hold", async () => {
+      const d = device();
+      // Ids are any text: written into keys as they are, these pairs would name one event…
+      const twins = [
+        { deviceId: d, eventId: "b}:e:c" },
+        { deviceId: `${d}}:e:b`, eventId: "c" },
+        { deviceId: `${d}%7D:e:b`, eventId: "c" },
+      ];
+      expect((await store.claimEvents([twins[0]!], "a", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+      await store.commitEvents([twins[0]!], "a", WINDOW_MS);
+      expect((await store.claimEvents(twins.slice(1), "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed"]);
+      // …and an event one device's live state.
+      const stateOf = `${d}}:e:y`;
+      await store.applyLiveState([{ deviceId: stateOf, kind: "meter", observedAtMs: 1_000, receivedAtMs: 2_000, values: { voltage: 230 } }]);
+      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live" }], "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+      await store.commitEvents([{ deviceId: d, eventId: "y}:live" }], "c", WINDOW_MS);
+      expect((await store.getLiveState([stateOf]))[0]).toMatchObject({ deviceId: stateOf, observedAtMs: 1_000 });
+      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live" }], "d", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
+    });
+
     it("keeps the newest reading by observed_at, while last_seen follows arrival", async () => {
       const d = device();
       const update = (observedAtMs: number, receivedAtMs: number, voltage: number): LiveStateUpdate => ({

@@ -533,7 +533,7 @@ export class RedisLiveStore implements LiveStore {
   }
 
   private eventKey(key: EventKey): string {
-    return `${this.prefix}{${key.deviceId}}:e:${key.eventId}`;
+    return `${deviceKeys(this.prefix, key.deviceId)}e:${key.eventId}`;
   }
 
   /** What became of the claims a token made; its event keys hold the token. */
@@ -551,6 +551,21 @@ export class RedisLiveStore implements LiveStore {
   }
 
   private liveKey(deviceId: string): string {
-    return `${this.prefix}{${deviceId}}:live`;
+    return `${deviceKeys(this.prefix, deviceId)}live`;
   }
+}
+
+/**
+ * How a device's keys begin: `PREFIX{DEVICE}:`, then `e:EVENT` for each event id and `live` for
+ * its state, the device id a hash tag so that they share a Cluster slot. Ids are any text, and
+ * written as they are a device id holding `}` would let keys meet — device `a` with event
+ * `b}:e:c` and device `a}:e:b` with event `c` (one would be answered a duplicate of the other and
+ * never stored), or an event key another device's live state. Such an id is written with `%` and
+ * `}` escaped, its tag then followed by `~` where no other key has it; every other id keeps the
+ * keys it always had. (The tag ends at the first `}`, so the marker after it tells the two forms
+ * apart, and the rest of the key after that cannot reach back into the tag.)
+ */
+function deviceKeys(prefix: string, deviceId: string): string {
+  if (!deviceId.includes("}")) return `${prefix}{${deviceId}}:`;
+  return `${prefix}{${deviceId.replaceAll("%", "%25").replaceAll("}", "%7D")}}~`;
 }
