@@ -212,6 +212,57 @@ describe("a stream that sends a reading again while its first copy is still bein
   });
 });
 
+describe("a stream whose later batch claims a repeated reading before the earlier one does", () => {
+  // Two workers: a small batch sent after a large one is validated first and claims first.
+  const service = forSuite<FaultyService>(
+    async (into) => void Object.assign(into, await startFaultyService(testEnv({ WORKER_MIN_THREADS: "2", WORKER_THREADS: "2" }))),
+    stopFaultyService,
+  );
+
+  it("answers the earlier copy a duplicate of the later one its call stored, not in flight elsewhere", async () => {
+    const { app, probe } = service;
+    const client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
+    const now = Date.now();
+    const batch = (prefix: string, size: number) => Array.from({ length: size }, (_, i) => batteryReading(`bbu-order-${i % 10}`, `${prefix}-${i}`, now - 60_000 + i, 52));
+    // Both workers started and compiled, as in a service that has been running.
+    await client.ingestReadings({ readings: batch("warm", 2_000) });
+    const readingsCounted = async () => {
+      const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
+      return [...metrics.matchAll(/^wattstream_readings_total\{outcome="(\w+)",reason="(\w*)"\} (\d+)$/gm)].map(([, outcome, reason, n]) => ({ outcome, reason, n: Number(n) }));
+    };
+    const countedBefore = await readingsCounted();
+    // Which batch claims first is a race, so the rounds vary the gap (measured: without the
+    // handling, a third or more of such rounds answered the first copy in flight).
+    const rounds = [0, 1, 2, 3, 5, 8, 12, 20, 0, 2, 3, 5];
+    const answers = [];
+    for (const [round, gapMs] of rounds.entries()) {
+      const large = batch(`order-${round}`, 5_000);
+      const messages = new RequestQueue<{ readings: Reading[] }>();
+      const answer = client.streamReadings(messages);
+      messages.push({ readings: large });
+      await new Promise((resolve) => setTimeout(resolve, gapMs));
+      messages.push({ readings: [large[0]!] });
+      messages.close();
+      const response = await answer;
+      answers.push({ round, accepted: response.accepted, duplicates: response.duplicates, rejected: response.rejected });
+    }
+    // Whichever copy was claimed first, the call stored the reading once and says so: no reading of
+    // its own answered as being stored by another call.
+    expect(answers).toEqual(rounds.map((_, round) => ({ round, accepted: 5_000n, duplicates: 1n, rejected: [] })));
+    expect(await probe.count("battery_readings WHERE event_id LIKE 'order-%'")).toBe(5_000 * rounds.length);
+    // The metrics count readings as they were answered, not as the engine first judged them.
+    const counted = (await readingsCounted()).map(({ outcome, reason, n }) => ({
+      outcome,
+      reason,
+      n: n - (countedBefore.find((c) => c.outcome === outcome && c.reason === reason)?.n ?? 0),
+    }));
+    expect(counted.filter((c) => c.n > 0)).toEqual([
+      { outcome: "accepted", reason: "", n: 5_000 * rounds.length },
+      { outcome: "duplicate", reason: "", n: rounds.length },
+    ]);
+  }, 60_000);
+});
+
 describe("with storage stalled", () => {
   let app: TestService;
   let sink: FaultySink;

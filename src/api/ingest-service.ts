@@ -223,13 +223,18 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
 
     // Reports settled batches from the front, so outcomes (and sync acknowledgements) keep
     // stream order; after a failure nothing later is reported, as nothing later is acknowledged.
+    // Readings are counted in the metrics as they are answered.
     const reportSettled = () => {
-      while (inFlight[0]?.settled) {
+      while (inFlight[0]?.settled && !waitsForLaterBatches(inFlight)) {
         const batch = inFlight.shift()!;
         if (batch.error !== undefined) {
           failure ??= batch.error;
           wakeOnFailure(FAILED);
-        } else if (failure === undefined) onSettled(withRepeatsOfEarlierBatches(batch), batch.count);
+        } else if (failure === undefined) {
+          const outcome = withRepeatsInOtherBatches(batch, inFlight);
+          this.metrics.countOutcome(outcome);
+          onSettled(outcome, batch.count);
+        }
         batch.concurrent = [];
       }
     };
@@ -248,8 +253,6 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         throw error;
       }
       submitted.outcome.catch(refund);
-      // The engine counts what it stored or rejected; readings refused here are counted here.
-      if (refused.length > 0) this.metrics.countOutcome({ accepted: 0, duplicates: 0, rejected: refused });
       const outcome = positions === undefined ? submitted.outcome : submitted.outcome.then((o) => withRefused(o, positions, refused));
       const batch: Submitted = { count: readings.length, readings, firstIndex, concurrent: inFlight.slice(), settled: false, done: Promise.resolve() };
       batch.done = outcome
@@ -262,7 +265,9 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
           reportSettled();
         });
       inFlight.push(batch);
-      while (inFlight.length >= maxBatchesInFlightPerStream && failure === undefined) await inFlight[0]!.done;
+      // The front batch may have settled and wait (unreported) for a later one: wait for a batch
+      // still being stored, which there then is.
+      while (inFlight.length >= maxBatchesInFlightPerStream && failure === undefined) await inFlight.find((b) => !b.settled)!.done;
     };
 
     const timers = new StreamTimers(this.limits, () => inFlight.length > 0, (error) => {
@@ -384,27 +389,53 @@ interface Submitted {
   done: Promise<void>;
 }
 
+/** The identities of a batch's readings answered in flight: its own call may be storing them. */
+function inFlightIdentities(batch: Submitted): Set<string> {
+  const identities = new Set<string>();
+  for (const r of batch.outcome?.rejected ?? []) {
+    const reading = r.reason === RejectReason.IN_FLIGHT ? batch.readings[r.index - batch.firstIndex] : undefined;
+    if (reading !== undefined) identities.add(eventIdentity(reading.deviceId, reading.eventId));
+  }
+  return identities;
+}
+
 /**
- * The batch's outcome, with a reading its own call was still storing in an earlier batch counted
- * as the duplicate it is once that batch stored it. The engine, which sees batches one by one,
- * answered it in flight (its claim was that earlier batch's); the earlier batch has settled by
- * now, as outcomes are reported in stream order. Costs nothing unless something was in flight.
+ * Whether the front batch, settled, must wait before it is reported: a reading it was answered in
+ * flight for is also in a later batch of the stream that is still being stored. Batches claim as
+ * the worker finishes them, so a small later batch can claim a repeated reading before a large
+ * earlier one; once it has settled the earlier one's answer can say whether the call stored it.
  */
-function withRepeatsOfEarlierBatches(batch: Submitted): IngestOutcome {
+function waitsForLaterBatches(inFlight: readonly Submitted[]): boolean {
+  if (inFlight.length < 2) return false;
+  const waiting = inFlightIdentities(inFlight[0]!);
+  if (waiting.size === 0) return false;
+  return inFlight.slice(1).some((later) => !later.settled && later.readings.some((r) => waiting.has(eventIdentity(r.deviceId, r.eventId))));
+}
+
+/**
+ * The batch's outcome, with a reading its own call stored in another batch counted as the
+ * duplicate it is. The engine, which sees batches one by one, answered it in flight (the claim was
+ * the other batch's): an earlier batch of the stream in flight at the same time (settled by now,
+ * as outcomes are reported in stream order), or a later one that claimed first and has settled
+ * (see waitsForLaterBatches). Costs nothing unless something was in flight.
+ */
+function withRepeatsInOtherBatches(batch: Submitted, later: readonly Submitted[]): IngestOutcome {
   const outcome = batch.outcome!;
-  if (batch.concurrent.length === 0 || !outcome.rejected.some((r) => r.reason === RejectReason.IN_FLIGHT)) return outcome;
-  const storedEarlier = new Set<string>();
-  for (const earlier of batch.concurrent) {
-    if (earlier.outcome === undefined) continue;
-    const notStored = new Set(earlier.outcome.rejected.map((r) => r.index));
-    earlier.readings.forEach((reading, i) => {
-      if (!notStored.has(earlier.firstIndex + i)) storedEarlier.add(eventIdentity(reading.deviceId, reading.eventId));
+  const waiting = inFlightIdentities(batch);
+  if (waiting.size === 0) return outcome;
+  const storedElsewhere = new Set<string>();
+  for (const other of [...batch.concurrent, ...later]) {
+    if (other.outcome === undefined) continue;
+    const notStored = new Set(other.outcome.rejected.map((r) => r.index));
+    other.readings.forEach((reading, i) => {
+      const identity = eventIdentity(reading.deviceId, reading.eventId);
+      if (waiting.has(identity) && !notStored.has(other.firstIndex + i)) storedElsewhere.add(identity);
     });
   }
   let duplicates = outcome.duplicates;
   const rejected = outcome.rejected.filter((r) => {
     const reading = batch.readings[r.index - batch.firstIndex];
-    const repeat = r.reason === RejectReason.IN_FLIGHT && reading !== undefined && storedEarlier.has(eventIdentity(reading.deviceId, reading.eventId));
+    const repeat = r.reason === RejectReason.IN_FLIGHT && reading !== undefined && storedElsewhere.has(eventIdentity(reading.deviceId, reading.eventId));
     if (repeat) duplicates++;
     return !repeat;
   });

@@ -14,7 +14,7 @@ export class IngestMetrics {
   readonly registry = new Registry();
   readonly readings = new Counter({
     name: "wattstream_readings_total",
-    help: "Readings by outcome (accepted, duplicate, rejected) and, for rejections, reason.",
+    help: "Readings as answered to callers, by outcome (accepted, duplicate, rejected) and, for rejections, reason; a call that fails answers none (its resend is counted).",
     labelNames: ["outcome", "reason"] as const,
     registers: [this.registry],
   });

@@ -158,11 +158,7 @@ export class IngestEngine {
       this.waiting.push({ readings, firstIndex, resolve, reject });
       this.scheduleMerged();
     })
-      .finally(() => this.inFlight.release(readings.length))
-      .then((value) => {
-        this.deps.metrics.countOutcome(value);
-        return value;
-      });
+      .finally(() => this.inFlight.release(readings.length));
     return { outcome };
   }
 
