@@ -33,26 +33,29 @@ export interface RestoreOptions {
  * most devices reported lately; slices then double, up to maxSliceMs, so the tail costs few
  * statements while none holds the engine long (it runs one statement at a time, and inserts wait
  * behind a long scan).
- * A device's last_seen is the newest received_at within the slice its newest reading is in (a
- * backlog reading observed earlier but received later is not looked for). Battery trends are not
- * in history; a unit's scoring baseline starts again from its next reading. Answers the number of
- * devices found.
+ * A device's last_seen is the newest received_at of its readings observed since sinceMs: a backlog
+ * reading observed in an older slice but received after the newest one moves it on (one received
+ * lately but observed before sinceMs is not looked for). Battery trends are not in history; a
+ * unit's scoring baseline starts again from its next reading. Answers the number of devices found.
  */
 export async function restoreNewestReadings(
   client: ClickHouseClient,
   apply: (updates: LiveStateUpdate[]) => Promise<void>,
   options: RestoreOptions,
 ): Promise<number> {
-  const found = new Set<string>();
+  // Each device found, with the last_seen it was given.
+  const found = new Map<string, number>();
   const nowMs = Date.now();
   // The first slice reaches a day ahead: readings may be observed a little in the future (clock skew).
   let sliceMs = options.sliceMs;
   for (let toMs = nowMs + 86_400_000, fromMs = nowMs - sliceMs; toMs > options.sinceMs && !options.stopped?.(); toMs = fromMs, fromMs -= sliceMs) {
     fromMs = Math.max(options.sinceMs, fromMs);
     sliceMs = Math.min(options.maxSliceMs, sliceMs * 2);
-    const fresh = (await newestReadingsBetween(client, fromMs, toMs)).filter((u) => !found.has(u.deviceId));
-    for (const update of fresh) found.add(update.deviceId);
-    if (fresh.length > 0) await apply(fresh);
+    // A device found in a newer slice keeps its reading (the store keeps the newest observed) and
+    // takes only a later last_seen from this one.
+    const updates = (await newestReadingsBetween(client, fromMs, toMs)).filter((u) => u.receivedAtMs > (found.get(u.deviceId) ?? -Infinity));
+    for (const update of updates) found.set(update.deviceId, update.receivedAtMs);
+    if (updates.length > 0) await apply(updates);
   }
   return found.size;
 }
