@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   DeviceKind,
@@ -43,12 +43,17 @@ function silence(env: () => Record<string, string>) {
   const OFFLINE_AFTER_MS = 1_500;
   let app: TestService;
   beforeAll(async () => {
-    app = await startTestService({ ...env(), OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms` });
+    // Connections idle for longer than IDLE_TIMEOUT are closed; a watch waiting quietly for a
+    // device to go silent is not idle, over HTTP/2 or (as browsers watch) HTTP/1.1.
+    app = await startTestService({ ...env(), OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms`, IDLE_TIMEOUT: "500ms" });
   });
   afterAll(() => app?.service.stop());
 
-  it("sends a watched device again, offline, once it has been silent for OFFLINE_AFTER; online again when it reports", async () => {
-    const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
+  it.each([
+    ["gRPC", () => createGrpcTransport({ baseUrl: app.baseUrl })],
+    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: app.baseUrl, httpVersion: "1.1" })],
+  ])("sends a watched device again (%s), offline, once it has been silent for OFFLINE_AFTER; online again when it reports", async (_, transport) => {
+    const fleet = createClient(FleetService, transport());
     const devices = new GrpcIngestClient(app.target);
     const abort = new AbortController();
     try {

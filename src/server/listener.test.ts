@@ -1,4 +1,5 @@
 // The one-port listener: HTTP/2 prior knowledge and HTTP/1.1 on the same port, with real clients.
+import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -53,7 +54,18 @@ describe("Listener with a short idle timeout", () => {
   let listener: Listener;
   let port: number;
   beforeAll(async () => {
-    listener = new Listener((_req, res) => res.end("ok"), { limits: { ...limits, idleTimeoutMs: 300 } });
+    listener = new Listener(
+      (req, res) => {
+        if (req.url !== "/slow") {
+          res.end("ok");
+          return;
+        }
+        // A response with nothing to send for longer than the idle timeout, as a quiet watch.
+        res.write("first;");
+        setTimeout(() => res.end("last"), 1_000);
+      },
+      { limits: { ...limits, idleTimeoutMs: 300 } },
+    );
     port = await listener.listen(0, "127.0.0.1");
   });
   afterAll(async () => {
@@ -77,5 +89,30 @@ describe("Listener with a short idle timeout", () => {
   it("closes a connection that never sends a request, or only part of the HTTP/2 preface", async () => {
     expect(await heldFor()).toBeLessThan(2_000);
     expect(await heldFor("PRI * HTTP/2.0\r\n")).toBeLessThan(2_000);
+  });
+
+  it("keeps an HTTP/1.1 response that is quiet for longer than the idle timeout, then closes the idle connection", async () => {
+    const agent = new http.Agent({ keepAlive: true });
+    try {
+      const { body, socket } = await new Promise<{ body: string; socket: net.Socket }>((resolve, reject) => {
+        const request = http.get({ host: "127.0.0.1", port, path: "/slow", agent }, (response) => {
+          let text = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (text += chunk));
+          response.on("end", () => resolve({ body: text, socket: request.socket! }));
+          response.on("error", reject);
+        });
+        request.on("error", reject);
+      });
+      expect(body).toBe("first;last");
+      // Answered, the connection is idle: closed by the listener, not kept for ever.
+      const closed = await Promise.race([
+        new Promise((resolve) => (socket.destroyed ? resolve("closed") : socket.once("close", () => resolve("closed")))),
+        new Promise((resolve) => setTimeout(resolve, 3_000, "still open")),
+      ]);
+      expect(closed).toBe("closed");
+    } finally {
+      agent.destroy();
+    }
   });
 });

@@ -73,7 +73,15 @@ export class Listener {
       // The handler accepts both servers' request and response types; each server's signature
       // names only its own.
       this.h2 = http2.createServer({ settings }, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
-      this.h1 = http.createServer(handler as http.RequestListener);
+      this.h1 = http.createServer((req, res) => {
+        // The idle timeout is for connections, not calls: Node counts a socket's inactivity
+        // while a response is still being made, so a watch with nothing to send yet, or a call
+        // waiting for storage, would be cut after IDLE_TIMEOUT — on the connection's first
+        // request only, as Node clears it for later ones. A call is bounded by its own limits
+        // (deadline, stream timeouts); once answered, keepAliveTimeout closes the idle connection.
+        req.socket.setTimeout(0);
+        (handler as http.RequestListener)(req, res);
+      });
       this.h1.keepAliveTimeout = Math.min(limits.idleTimeoutMs, 65_000);
       this.h1.timeout = limits.idleTimeoutMs;
       this.front = net.createServer((socket) => this.route(socket, limits.idleTimeoutMs));
