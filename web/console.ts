@@ -2,10 +2,19 @@
 // the service would call it (unary calls and a server-streaming watch over HTTP/1.1 fetch). The
 // service bundles this file when /console/console.js is first asked for (src/server/console-routes.ts).
 // Device ids and messages come from devices and are shown with textContent, never as markup.
+import { equals } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { AlertKind, DeviceKind, FleetService, HealthLevel, Recommendation, type DeviceLiveState } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
+import {
+  AlertKind,
+  DeviceKind,
+  DeviceLiveStateSchema,
+  FleetService,
+  HealthLevel,
+  Recommendation,
+  type DeviceLiveState,
+} from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 
 /** Most devices the live table shows: the most recently changed first. */
 const LIVE_ROWS = 100;
@@ -288,6 +297,10 @@ async function watchLive(): Promise<void> {
         if (device === undefined) continue;
         retryMs = 1_000;
         status.textContent = "live";
+        // A watch starts with every device's current state: after a reconnect, what the table
+        // already shows is no change and keeps its place.
+        const shown = live.get(device.deviceId);
+        if (shown !== undefined && equals(DeviceLiveStateSchema, shown, device)) continue;
         live.delete(device.deviceId);
         live.set(device.deviceId, device);
         scheduleRedraw();
