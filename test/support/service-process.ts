@@ -26,10 +26,16 @@ export interface ServiceProcess {
 /**
  * Starts the service and resolves once it logs the port it serves on; fails after timeoutMs.
  * `entry` is the script to run, relative to the repository root: src/main.ts, or a test-only entry
- * that wires the same service with a fault switch (test/support/faulty-service-main.ts).
+ * that wires the same service with a fault switch (test/support/faulty-service-main.ts); or a
+ * command line to run instead, such as `npm start`.
  */
-export async function startServiceProcess(env: Record<string, string>, timeoutMs = 60_000, entry = "src/main.ts"): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+export async function startServiceProcess(
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+  entry: string | { readonly command: string; readonly args: readonly string[] } = "src/main.ts",
+): Promise<ServiceProcess> {
+  const [command, args] = typeof entry === "string" ? [process.execPath, ["--import", "tsx", entry]] : [entry.command, [...entry.args]];
+  const child = spawn(command, args, {
     cwd: repoRoot,
     // As `npm start` runs it: the embedded engine's statements each hold a libuv thread.
     env: { UV_THREADPOOL_SIZE: "16", ...process.env, ...env },
