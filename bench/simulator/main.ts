@@ -3,7 +3,7 @@
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FleetService } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
@@ -61,11 +61,13 @@ Uploads
 Output
   --json FILE               also write the summary as JSON (- for stdout)
   --quiet                   no progress line
-  --no-link                 do not register vehicle-meter links with FleetService first
+  --no-link                 do not register the vehicles' meter links with FleetService
+                            (by default they are, as the run starts, waiting for the service)
   --help
 
-Exit status: 0 when every reading was acknowledged or rejected as not retryable, 1 when some
-were still unacknowledged at the end, 2 for a bad option.`;
+Exit status: 0 when every reading was acknowledged or rejected as not retryable (and every link
+registered), 1 when some were still unacknowledged at the end or a link was not registered, 2 for
+a bad option.`;
 
 class UsageError extends Error {}
 
@@ -105,13 +107,51 @@ interface Cli {
  * Tells the service which meter each vehicle charges from, from the simulated start on, so its
  * efficiency answers compare the right energy (FleetService.LinkVehicleToMeter).
  */
-async function linkVehicles(target: string, devices: FleetModel["devices"], startMs: number, apiKey: string | undefined): Promise<void> {
+/** Codes after which registering a link is tried again, as a device resends after them. */
+const RETRYABLE_LINK_CODES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.ResourceExhausted, Code.Aborted]);
+
+/** What became of registering the vehicles' links. */
+export interface LinkRegistration {
+  readonly wanted: number;
+  readonly registered: number;
+  /** Why the rest were not: the service refused (say, no operator key), or the run ended first. */
+  readonly failure?: string;
+}
+
+/**
+ * Registers each vehicle's link with FleetService while the devices stream: a service not up yet
+ * is waited for with backoff (0.5 s doubling to 5 s) as the devices wait for it, until `over()`.
+ * A refusal (no operator key for a service with AUTH=on, say) stops it, and is reported: readings
+ * still flow, the efficiency answers then say NO_LINK.
+ */
+async function registerLinks(
+  target: string,
+  devices: FleetModel["devices"],
+  startMs: number,
+  apiKey: string | undefined,
+  over: () => boolean,
+): Promise<LinkRegistration> {
   const client = createClient(FleetService, createGrpcTransport({ baseUrl: `http://${target}` }));
   const headers = apiKey === undefined ? undefined : { "x-api-key": apiKey };
-  for (const device of devices) {
-    if (device.kind !== "vehicle" || device.meterId === undefined) continue;
-    await client.linkVehicleToMeter({ vehicleId: device.id, meterId: device.meterId, validFrom: timestampFromMs(startMs) }, { headers });
+  const vehicles = devices.flatMap((d) => (d.kind === "vehicle" && d.meterId !== undefined ? [{ id: d.id, meterId: d.meterId }] : []));
+  let registered = 0;
+  let delayMs = 500;
+  while (registered < vehicles.length) {
+    const vehicle = vehicles[registered]!;
+    try {
+      await client.linkVehicleToMeter({ vehicleId: vehicle.id, meterId: vehicle.meterId, validFrom: timestampFromMs(startMs) }, { headers, timeoutMs: 10_000 });
+      registered++;
+      delayMs = 500;
+    } catch (error) {
+      const e = ConnectError.from(error);
+      const failure = `${Code[e.code]}: ${e.rawMessage}`;
+      if (!RETRYABLE_LINK_CODES.has(e.code)) return { wanted: vehicles.length, registered, failure };
+      if (over()) return { wanted: vehicles.length, registered, failure: `the run ended first (last: ${failure})` };
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      delayMs = Math.min(5_000, delayMs * 2);
+    }
   }
+  return { wanted: vehicles.length, registered };
 }
 
 /**
@@ -322,7 +362,14 @@ async function main(argv: string[]): Promise<number> {
       }),
   );
 
-  if (cli.link) await linkVehicles(cli.target, devices, startMs, credentials?.apiKey);
+  // In the background: the devices wait for a service that is not up yet, and so do the links.
+  let runOver = false;
+  const linking = cli.link ? registerLinks(cli.target, devices, startMs, credentials?.apiKey, () => runOver) : undefined;
+  void linking?.then((result) => {
+    if (result.failure !== undefined) {
+      process.stderr.write(`simulate: registered ${result.registered} of ${result.wanted} vehicle links (${result.failure}); readings still flow, but efficiency answers will say NO_LINK\n`);
+    }
+  });
 
   process.stdout.write(
     `simulating ${cli.meters} meters, ${cli.vehicles} vehicles, ${cli.batteries} battery units (seed ${cli.seed}): ` +
@@ -420,11 +467,13 @@ async function main(argv: string[]): Promise<number> {
     ]);
     clearTimeout(drainTimer);
   } finally {
+    runOver = true;
     for (const client of clients) client.stop();
     transport.close();
     progress.stop();
     process.off("SIGINT", onSigint);
   }
+  const linked = await linking;
 
   const wallSeconds = (performance.now() - wallStart) / 1000;
   const pending = clients.reduce((n, c) => n + c.pending, 0);
@@ -446,7 +495,7 @@ async function main(argv: string[]): Promise<number> {
     ];
   });
   const summary: SimulationSummary = {
-    ok: pending === 0,
+    ok: pending === 0 && (linked === undefined || linked.registered === linked.wanted),
     target: cli.target,
     transport: cli.transport,
     seed: cli.seed,
@@ -459,6 +508,7 @@ async function main(argv: string[]): Promise<number> {
       batteries: cli.batteries,
       offlineProne: devices.filter((d) => d.offline.length > 0).map((d) => d.id),
       links,
+      linksRegistered: linked ?? null,
       batteryUnits: devices.flatMap((d) =>
         d.kind === "battery" ? [{ id: d.id, condition: d.condition, nominalVoltage: d.nominalVoltage, initialWear: d.initialWear }] : [],
       ),

@@ -134,7 +134,10 @@ export interface LinkSummary {
 }
 
 export interface SimulationSummary {
-  /** Every generated reading was settled (acknowledged, or rejected as not retryable). */
+  /**
+   * Every generated reading was settled (acknowledged, or rejected as not retryable), and every
+   * vehicle's meter link registered (unless --no-link).
+   */
   readonly ok: boolean;
   readonly target: string;
   readonly transport: string;
@@ -156,6 +159,8 @@ export interface SimulationSummary {
     readonly batteries: number;
     readonly offlineProne: readonly string[];
     readonly links: readonly LinkSummary[];
+    /** How registering the links with FleetService went; null with --no-link. */
+    readonly linksRegistered: { readonly wanted: number; readonly registered: number; readonly failure?: string } | null;
     readonly batteryUnits: readonly { readonly id: string; readonly condition: string; readonly nominalVoltage: number; readonly initialWear: number }[];
   };
   readonly readings: {
@@ -200,13 +205,17 @@ export function formatSummary(s: SimulationSummary): string {
   const failed = Object.entries(c.failed).map(([code, n]) => `${code} ${formatCount(n)}`).join(", ");
   const reasons = Object.entries(r.rejectedByReason).map(([reason, n]) => `${reason} ${formatCount(n)}`).join(", ");
   const spanH = (Date.parse(s.simulated.reached) - Date.parse(s.simulated.start)) / 3_600_000;
+  const linked = f.linksRegistered;
+  const unlinked = linked === null ? 0 : linked.wanted - linked.registered;
   const lines = [
-    `wattstream simulator: ${s.ok ? "every reading settled" : `${formatCount(r.pending)} readings NOT acknowledged`}${s.interrupted ? " (interrupted)" : ""}`,
+    `wattstream simulator: ${r.pending === 0 ? "every reading settled" : `${formatCount(r.pending)} readings NOT acknowledged`}` +
+      `${unlinked > 0 ? `; ${plural(unlinked, "meter link")} NOT registered` : ""}${s.interrupted ? " (interrupted)" : ""}`,
     `  target      ${s.target} over ${s.transport}, seed ${s.seed}, ${s.wallSeconds.toFixed(1)} s wall`,
     `  simulated   ${s.simulated.start} → ${s.simulated.reached} (${spanH.toFixed(1)} h at ×${s.simulated.compress}, a reading per device every ${s.simulated.intervalSeconds} s)`,
     `  fleet       ${plural(f.meters, "meter")}, ${plural(f.vehicles, "vehicle")} (${plural(f.links.filter((l) => l.faultyCharger).length, "faulty charger")}), ` +
       `${plural(f.batteries, "battery unit")} (${Object.entries(conditions).map(([k, n]) => `${n} ${k}`).join(", ") || "none"}), ${f.offlineProne.length} offline-prone`,
-    `  efficiency  generated DC/AC: healthy chargers ${range(healthy)}, faulty ${range(faulty)}`,
+    `  efficiency  generated DC/AC: healthy chargers ${range(healthy)}, faulty ${range(faulty)}; ` +
+      (linked === null ? "meter links not registered (--no-link)" : `meter links registered ${formatCount(linked.registered)} of ${formatCount(linked.wanted)}${linked.failure ? ` (${linked.failure})` : ""}`),
     `  readings    generated ${formatCount(r.generated)}${r.malformed > 0 ? ` (${formatCount(r.malformed)} malformed)` : ""}, sent ${formatCount(r.sent)} (${formatCount(r.resent)} resent)`,
     `              acknowledged ${formatCount(r.acknowledged)} = accepted ${formatCount(r.accepted)} + duplicates ${formatCount(r.duplicates)}; ` +
       `rejected ${formatCount(r.rejected)}${reasons ? ` (${reasons})` : ""}; pending ${formatCount(r.pending)}; largest backlog ${formatCount(r.maxBacklog)}`,

@@ -2,10 +2,14 @@
 // service, exiting 0 with a summary whose counts add up and match what the service stored.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FleetService } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { SimulationSummary } from "../../bench/simulator/progress.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "../support/test-service.js";
 
@@ -86,6 +90,7 @@ describe("npm run simulate", () => {
       ["cli-ev-0001", "cli-meter-0001"],
       ["cli-ev-0002", "cli-meter-0002"],
     ]);
+    expect(summary.fleet.linksRegistered).toEqual({ wanted: 3, registered: 3 });
     // The simulated clock ended at about now: nothing in the future, nothing refused as too old.
     expect(Date.parse(summary.simulated.end)).toBeLessThanOrEqual(Date.now());
     expect(Date.parse(summary.simulated.end)).toBeGreaterThan(Date.now() - 60_000);
@@ -145,6 +150,40 @@ describe("npm run simulate", () => {
     } finally {
       await securedProbe.close();
       await secured.service.stop();
+    }
+  }, 60_000);
+
+  it("waits for a service that is not up yet, its links included, and then uploads everything", async () => {
+    const port = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as net.AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const out = path.join(dir, "late.json");
+    const run = runSimulator([
+      ...["--target", `127.0.0.1:${port}`, "--meters", "2", "--vehicles", "2", "--batteries", "1"],
+      ...["--compress", "1440", "--duration", "3", "--json", out, "--prefix", "late", "--quiet"],
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // The embedded engine holds one data directory per process: share the first service's.
+    const late = await startTestService(testEnv({ PORT: String(port), DATA_DIR: app.config.clickhouse.dataDir }));
+    const lateProbe = new HistoryProbe(late.config);
+    try {
+      const { code, stdout, stderr } = await run;
+      expect(code, `${stdout}\n${stderr}`).toBe(0);
+      const summary = JSON.parse(readFileSync(out, "utf8")) as SimulationSummary;
+      expect(summary.fleet.linksRegistered).toEqual({ wanted: 2, registered: 2 });
+      expect(summary.readings.pending).toBe(0);
+      const fleet = createClient(FleetService, createGrpcTransport({ baseUrl: late.baseUrl }));
+      expect((await fleet.listVehicleLinks({ vehicleId: "late-ev-0001" })).links.map((l) => l.meterId)).toEqual(["late-meter-0001"]);
+      const [row] = await lateProbe.rows<{ n: string }>(
+        `SELECT count() AS n FROM (SELECT device_id FROM {db}.meter_readings UNION ALL SELECT device_id FROM {db}.vehicle_readings UNION ALL SELECT device_id FROM {db}.battery_readings) WHERE startsWith(device_id, 'late-')`,
+      );
+      expect(Number(row!.n)).toBe(summary.readings.generated);
+    } finally {
+      await lateProbe.close();
+      await late.service.stop();
     }
   }, 60_000);
 
