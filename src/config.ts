@@ -145,6 +145,17 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
+/**
+ * What a setting names cannot be used at start: a file that cannot be read, a store that cannot
+ * be reached. The message starts with the variable, so the operator knows what to fix.
+ */
+export class StartupError extends Error {
+  override readonly name = "StartupError";
+  constructor(variable: string, problem: string, options?: ErrorOptions) {
+    super(`${variable}: ${problem}`, options);
+  }
+}
+
 type Env = Readonly<Record<string, string | undefined>>;
 
 /** The longest delay a Node timer honours; longer ones fire at once. */

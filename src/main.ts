@@ -1,5 +1,5 @@
 // The process entry point: read the configuration, start the service, stop it on SIGTERM/SIGINT.
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError, loadConfig, StartupError } from "./config.js";
 import { createLogger } from "./observe/logger.js";
 import { startService } from "./service.js";
 
@@ -29,5 +29,7 @@ try {
   process.once("SIGINT", stop);
 } catch (error) {
   log.fatal({ err: error }, "could not start");
+  // Said plainly too, as a bad setting is: the JSON line may go to a log the operator is not reading.
+  if (error instanceof StartupError) process.stderr.write(`wattstream: could not start: ${error.message}\n`);
   process.exit(1);
 }

@@ -21,7 +21,7 @@ import { Authenticator } from "./auth/authenticator.js";
 import { peerCertificateOf } from "./auth/peer-certificate.js";
 import { peerCertificateKey } from "./auth/principal.js";
 import { createRequestGate, type AccessPolicy } from "./auth/request-gate.js";
-import type { Config } from "./config.js";
+import { StartupError, type Config } from "./config.js";
 import { IngestMetrics } from "./observe/metrics.js";
 import { DeviceRateLimit } from "./pipeline/device-rate-limit.js";
 import { IngestEngine } from "./pipeline/ingest-engine.js";
@@ -30,6 +30,7 @@ import type { DeviceKind } from "./process/history-rows.js";
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./server/lean-grpc-streams.js";
 import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
+import { readTlsMaterial } from "./server/tls-material.js";
 import { consoleHandler } from "./server/console-routes.js";
 import { withCors } from "./server/cors.js";
 import { probeHandler } from "./server/probe-routes.js";
@@ -72,12 +73,19 @@ const ACCESS: AccessPolicy = {
 const MIN_THREADPOOL_SIZE = 8;
 
 export async function startService(config: Config, log: Logger, faults: ServiceFaults = {}): Promise<RunningService> {
+  // Files first: a wrong one should stop the service before anything is opened.
+  const tls = readTlsMaterial(config.tls, config.auth.clientCaFile);
   const authenticator = openAuthenticator(config, log);
   const stuckStatementMs = faults.stuckStatementMs ?? STUCK_STATEMENT_MS;
   const history = await openHistoryClient(config.clickhouse, {
     stuckAfterMs: stuckStatementMs,
     onStatementStuck: (runningMs) =>
       log.warn({ runningMs: Math.round(runningMs) }, "a statement on the engine's main connection is still running; later statements use a new connection"),
+  }).catch((error: unknown) => {
+    const { url, dataDir } = config.clickhouse;
+    throw url === undefined
+      ? new StartupError("DATA_DIR", `cannot open the embedded ClickHouse in ${dataDir} (${(error as Error).message})`, { cause: error })
+      : new StartupError("CLICKHOUSE_URL", `cannot reach ClickHouse at ${redactUrl(url)} (${(error as Error).message})`, { cause: error });
   });
   faults.onHistoryClient?.(history);
   const applied = await applyMigrations(history.client, await loadMigrations());
@@ -243,8 +251,10 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           if ("stream" in req && lean(req, res as unknown as http2.Http2ServerResponse)) return;
           connectHandler(req, res);
         };
-  const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls: config.tls, clientCaFile: config.auth.clientCaFile });
-  const port = await listener.listen(config.port, config.host);
+  const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls });
+  const port = await listener.listen(config.port, config.host).catch((error: unknown) => {
+    throw new StartupError("HOST and PORT", `cannot listen on ${config.host} port ${config.port} (${(error as Error).message})`, { cause: error });
+  });
   // The console's address as a browser on this host reaches it.
   const consoleHost = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host.includes(":") ? `[${config.host}]` : config.host;
   log.info(
@@ -311,7 +321,9 @@ async function openLiveStore(config: Config, log: Logger, history: ClickHouseCli
     return { store, stopRestore: restoreInBackground(store, config, log, history) };
   }
   const store = new RedisLiveStore({ url: config.redisUrl });
-  await store.connect();
+  await store.connect().catch((error: unknown) => {
+    throw new StartupError("REDIS_URL", `cannot use Redis at ${redactUrl(config.redisUrl!)} (${(error as Error).message})`, { cause: error });
+  });
   log.info({ redis: redactUrl(config.redisUrl) }, "live store: redis");
   const policy = await store.evictionPolicy();
   if (policy !== undefined && policy !== "noeviction") {

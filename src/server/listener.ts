@@ -5,19 +5,18 @@ import { once } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ServerLimits } from "../config.js";
+import type { TlsMaterial } from "./tls-material.js";
 
 /** A request handler both HTTP servers accept (connect-node's adapter is one). */
 export type RequestHandler = ReturnType<typeof connectNodeAdapter>;
 
 export interface ListenerOptions {
   readonly limits: ServerLimits;
-  readonly tls?: { readonly certFile: string; readonly keyFile: string } | undefined;
-  /** PEM CA bundle: clients are asked for a certificate, which the request gate checks. */
-  readonly clientCaFile?: string | undefined;
+  /** With a client CA, clients are asked for a certificate, which the request gate checks. */
+  readonly tls?: TlsMaterial | undefined;
 }
 
 /** How often (10 ms apart) a finished response is checked for its trailers being out. */
@@ -53,12 +52,12 @@ export class Listener {
     if (options.tls) {
       this.h2 = http2.createSecureServer(
         {
-          cert: readFileSync(options.tls.certFile),
-          key: readFileSync(options.tls.keyFile),
+          cert: options.tls.cert,
+          key: options.tls.key,
           // Asked for, not required: a device may still present a token instead, so the TLS
           // handshake accepts any certificate and the request gate decides.
-          ...(options.clientCaFile !== undefined && {
-            ca: readFileSync(options.clientCaFile),
+          ...(options.tls.clientCa !== undefined && {
+            ca: options.tls.clientCa,
             requestCert: true,
             rejectUnauthorized: false,
           }),

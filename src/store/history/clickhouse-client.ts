@@ -2,7 +2,7 @@
 // otherwise the embedded engine (chdb) in DATA_DIR. Either way the rest of the code talks to
 // @clickhouse/client and reads the same tables.
 import { mkdirSync } from "node:fs";
-import { createClient, type ClickHouseClient } from "@clickhouse/client";
+import { ClickHouseLogLevel, createClient, type ClickHouseClient } from "@clickhouse/client";
 import type { ClickHouseConfig } from "../../config.js";
 import { recoverSpool } from "./history-sink.js";
 import { MovingConnection, type EngineConnection, type MovingConnectionOptions } from "./moving-connection.js";
@@ -44,7 +44,9 @@ export interface HistoryClient {
 
 export async function openHistoryClient(config: ClickHouseConfig, options: HistoryClientOptions = {}): Promise<HistoryClient> {
   if (config.url !== undefined) {
-    const bootstrap = createClient({ url: config.url, username: config.username, password: config.password });
+    // Its own log off: a server that cannot be reached is reported once, by the caller, with the
+    // setting that names it (the client would print a multi-line dump of the request first).
+    const bootstrap = createClient({ url: config.url, username: config.username, password: config.password, log: { level: ClickHouseLogLevel.OFF } });
     try {
       await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.database}` });
     } finally {

@@ -299,6 +299,7 @@ export class RedisLiveStore implements LiveStore {
   /** The change feed's own connection (a subscribed connection can run no other command). */
   private subscriber: Redis | undefined;
   private subscribing: Promise<void> | undefined;
+  private lastError: Error | undefined;
 
   constructor(options: RedisLiveStoreOptions) {
     this.prefix = options.keyPrefix ?? "ws:";
@@ -310,7 +311,8 @@ export class RedisLiveStore implements LiveStore {
       lazyConnect: true,
     });
     // Errors surface on the calls that fail; without a listener ioredis would log them unhandled.
-    this.redis.on("error", () => {});
+    // The last is kept: a failed connect says only "Connection is closed", this says why.
+    this.redis.on("error", (error: Error) => (this.lastError = error));
     this.redis.defineCommand("claimEvents", { lua: CLAIM_EVENTS });
     this.redis.defineCommand("commitEvents", { lua: COMMIT_EVENTS });
     this.redis.defineCommand("commitClaims", { lua: COMMIT_CLAIMS });
@@ -323,10 +325,16 @@ export class RedisLiveStore implements LiveStore {
     this.commands = this.redis as unknown as LiveStoreCommands;
   }
 
-  /** Connects and checks that Redis answers; call once before use. */
+  /** Connects and checks that Redis answers; call once before use. Fails saying why. */
   async connect(): Promise<void> {
-    await this.redis.connect();
-    await this.redis.ping();
+    try {
+      await this.redis.connect();
+      await this.redis.ping();
+    } catch (error) {
+      const reason = this.lastError ?? (error as Error);
+      this.redis.disconnect();
+      throw new Error(reason.message, { cause: error });
+    }
   }
 
   /**
