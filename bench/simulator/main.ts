@@ -16,7 +16,7 @@ import {
   type IngestTransport,
   type TransportKind,
 } from "./device-client.js";
-import { addApiKey, addDevice, readCredentials, revokeApiKey, writeCredentials } from "../../src/auth/credentials.js";
+import { addApiKey, addDevice, revokeApiKey, updateCredentials } from "../../src/auth/credentials.js";
 import { createRandom, deriveSeed, FleetModel } from "./fleet-model.js";
 import { formatSummary, ProgressReporter, type LinkSummary, type ProgressSnapshot, type SimulationSummary } from "./progress.js";
 
@@ -159,19 +159,22 @@ async function registerLinks(
  * operator key (for the links), as `npm run devices` would; the service picks them up in a second.
  */
 async function issueCredentials(file: string, devices: FleetModel["devices"], prefix: string): Promise<{ tokens: Map<string, string>; apiKey: string }> {
-  let credentials = readCredentials(file);
   const tokens = new Map<string, string>();
-  for (const device of devices) {
-    const added = addDevice(credentials, device.id);
-    credentials = added.credentials;
-    tokens.set(device.id, added.token);
-  }
-  const keyName = `simulator-${prefix}`;
-  if (credentials.apiKeys[keyName]?.revokedAt === undefined && credentials.apiKeys[keyName] !== undefined) {
-    credentials = revokeApiKey(credentials, keyName);
-  }
-  const { credentials: withKey, key } = addApiKey(credentials, keyName, { role: "operator" });
-  writeCredentials(file, withKey);
+  // Under the file's lock, as `npm run devices` changes it: neither run loses the other's change.
+  const key = await updateCredentials(file, (read) => {
+    let credentials = read;
+    for (const device of devices) {
+      const added = addDevice(credentials, device.id);
+      credentials = added.credentials;
+      tokens.set(device.id, added.token);
+    }
+    const keyName = `simulator-${prefix}`;
+    if (credentials.apiKeys[keyName]?.revokedAt === undefined && credentials.apiKeys[keyName] !== undefined) {
+      credentials = revokeApiKey(credentials, keyName);
+    }
+    const { credentials: withKey, key } = addApiKey(credentials, keyName, { role: "operator" });
+    return { credentials: withKey, result: key };
+  });
   await new Promise((resolve) => setTimeout(resolve, 2_000)); // the service re-reads the file every second
   return { tokens, apiKey: key };
 }

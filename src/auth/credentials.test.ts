@@ -2,7 +2,24 @@ import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { addApiKey, addDevice, emptyCredentials, hashSecret, readCredentials, revokeApiKey, revokeDevice, writeCredentials } from "./credentials.js";
+import { execFile } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import {
+  addApiKey,
+  addDevice,
+  CredentialsFileError,
+  emptyCredentials,
+  hashSecret,
+  readCredentials,
+  revokeApiKey,
+  revokeDevice,
+  writeCredentials,
+} from "./credentials.js";
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+const run = promisify(execFile);
 
 describe("credentials", () => {
   it("keeps only hashes of secrets, in a file readable by its owner only", () => {
@@ -47,4 +64,23 @@ describe("credentials", () => {
     expect(() => addDevice(emptyCredentials(), "")).toThrow(/printable/);
     expect(() => revokeDevice(emptyCredentials(), "ghost")).toThrow(/no device/);
   });
+
+  it("keeps every device that `npm run devices` processes add at once, and says why it cannot read a file", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "ws-cred-"));
+    const file = path.join(dir, "credentials.json");
+    const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", "src/cli/devices.ts", "--file", file, ...args], { cwd: repoRoot });
+    const ids = Array.from({ length: 8 }, (_, i) => `meter-${i}`);
+    const printed = await Promise.all(ids.map((id) => cli("add", id)));
+    const stored = readCredentials(file);
+    expect(Object.keys(stored.devices).sort()).toEqual([...ids].sort());
+    // Each token printed is one the file keeps.
+    ids.forEach((id, i) => expect(stored.devices[id]!.tokens[0]!.sha256).toBe(hashSecret(printed[i]!.stdout.trim())));
+
+    const folder = path.join(dir, "a-folder");
+    mkdirSync(folder);
+    const failed = await run(process.execPath, ["--import", "tsx", "src/cli/devices.ts", "--file", folder, "list"], { cwd: repoRoot }).catch((error: { code: number; stderr: string }) => error);
+    expect(failed).toMatchObject({ code: 2 });
+    expect((failed as { stderr: string }).stderr.trim()).toBe(`devices: cannot read ${folder} (EISDIR)`);
+    expect(() => readCredentials(folder)).toThrow(CredentialsFileError);
+  }, 60_000);
 });

@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import lockfile from "proper-lockfile";
 
 /** What an API key may do: partners read the status of devices in scope; operators run the fleet. */
 export type ApiKeyRole = "partner" | "operator";
@@ -86,7 +87,7 @@ export function readCredentials(file: string): Credentials {
     text = readFileSync(file, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return emptyCredentials();
-    throw error;
+    throw new CredentialsFileError(`cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error });
   }
   let parsed: unknown;
   try {
@@ -106,10 +107,41 @@ export function readCredentials(file: string): Credentials {
  * re-reading it never sees half a file.
  */
 export function writeCredentials(file: string, credentials: Credentials): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, JSON.stringify({ version: FILE_VERSION, ...credentials }, null, 2) + "\n", { mode: 0o600 });
-  renameSync(temporary, file);
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, JSON.stringify({ version: FILE_VERSION, ...credentials }, null, 2) + "\n", { mode: 0o600 });
+    renameSync(temporary, file);
+  } catch (error) {
+    throw new CredentialsFileError(`cannot write ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error });
+  }
+}
+
+/**
+ * Reads the file, applies `change` and writes the result, holding a lock (`FILE.lock`, a
+ * directory) meanwhile: two runs at once would otherwise each write what they read, and the
+ * later would drop the other's device — whose token it had already printed. A lock left by a
+ * run that died is taken over after 10 s. Answers what `change` answered besides the credentials.
+ */
+export async function updateCredentials<T>(file: string, change: (credentials: Credentials) => { credentials: Credentials; result: T }): Promise<T> {
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+  } catch (error) {
+    throw new CredentialsFileError(`cannot create the folder of ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { cause: error });
+  }
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(file, { realpath: false, stale: 10_000, retries: { retries: 50, minTimeout: 20, maxTimeout: 200 } });
+  } catch (error) {
+    throw new CredentialsFileError(`cannot lock ${file} for a change (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): is another run still changing it?`, { cause: error });
+  }
+  try {
+    const { credentials, result } = change(readCredentials(file));
+    writeCredentials(file, credentials);
+    return result;
+  } finally {
+    await release();
+  }
 }
 
 export const MAX_NAME_BYTES = 128;

@@ -11,7 +11,7 @@ import {
   readCredentials,
   revokeApiKey,
   revokeDevice,
-  writeCredentials,
+  updateCredentials,
   type ApiKeyRole,
   type Credentials,
 } from "../auth/credentials.js";
@@ -28,9 +28,8 @@ program
   .description("register a device (or re-admit a revoked one) and print a new token for it")
   .argument("<device-id>", "the device_id its readings carry")
   .option("--fleet <name>", "the fleet it belongs to (partner keys can be scoped to fleets)")
-  .action((deviceId: string, options: { fleet?: string }) => {
-    const { credentials, token, tokenId } = addDevice(load(), deviceId, { fleet: options.fleet });
-    save(credentials);
+  .action(async (deviceId: string, options: { fleet?: string }) => {
+    const { token, tokenId } = await update((credentials) => addDevice(credentials, deviceId, { fleet: options.fleet }));
     note(`device ${deviceId}: token ${tokenId} issued; it is shown only now. Send it as "authorization: Bearer <token>".`);
     process.stdout.write(`${token}\n`);
   });
@@ -40,8 +39,8 @@ program
   .description("revoke a device (all its tokens and its client certificate), or one token with --token")
   .argument("<device-id>")
   .option("--token <id>", "revoke only this token (its id from `list`), e.g. after rotating")
-  .action((deviceId: string, options: { token?: string }) => {
-    save(revokeDevice(load(), deviceId, { tokenId: options.token }));
+  .action(async (deviceId: string, options: { token?: string }) => {
+    await update((credentials) => ({ credentials: revokeDevice(credentials, deviceId, { tokenId: options.token }) }));
     note(options.token === undefined ? `device ${deviceId} revoked` : `token ${options.token} of device ${deviceId} revoked`);
   });
 
@@ -69,9 +68,8 @@ keys
   .addOption(new Option("--role <role>", "partner: device status for its scope; operator: FleetService").choices(["partner", "operator"]).default("partner"))
   .option("--device <id>", "a device the partner may read (repeatable)", collect, [])
   .option("--fleet <name>", "a fleet the partner may read (repeatable)", collect, [])
-  .action((name: string, options: { role: ApiKeyRole; device: string[]; fleet: string[] }) => {
-    const { credentials, key, keyId } = addApiKey(load(), name, { role: options.role, devices: options.device, fleets: options.fleet });
-    save(credentials);
+  .action(async (name: string, options: { role: ApiKeyRole; device: string[]; fleet: string[] }) => {
+    const { key, keyId } = await update((credentials) => addApiKey(credentials, name, { role: options.role, devices: options.device, fleets: options.fleet }));
     note(`${options.role} key ${name} (${keyId}) issued; it is shown only now. Send it as "x-api-key: <key>".`);
     process.stdout.write(`${key}\n`);
   });
@@ -79,8 +77,8 @@ keys
 keys
   .command("revoke")
   .argument("<name>")
-  .action((name: string) => {
-    save(revokeApiKey(load(), name));
+  .action(async (name: string) => {
+    await update((credentials) => ({ credentials: revokeApiKey(credentials, name) }));
     note(`key ${name} revoked`);
   });
 
@@ -109,8 +107,12 @@ function load(): Credentials {
   return readCredentials(credentialsFile());
 }
 
-function save(credentials: Credentials): void {
-  writeCredentials(credentialsFile(), credentials);
+/** Applies a change to the file under its lock; answers what the change answered. */
+function update<T extends { credentials: Credentials }>(change: (credentials: Credentials) => T): Promise<T> {
+  return updateCredentials(credentialsFile(), (credentials) => {
+    const result = change(credentials);
+    return { credentials: result.credentials, result };
+  });
 }
 
 function note(message: string): void {
@@ -133,7 +135,7 @@ function print(rows: Record<string, string>[], json: boolean | undefined): void 
 }
 
 try {
-  program.parse();
+  await program.parseAsync();
 } catch (error) {
   if (error instanceof CredentialsFileError || error instanceof ConfigError || error instanceof InvalidArgumentError) {
     process.stderr.write(`devices: ${error.message}\n`);
