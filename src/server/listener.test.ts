@@ -1,8 +1,12 @@
 // The one-port listener: HTTP/2 prior knowledge and HTTP/1.1 on the same port, with real clients.
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { selfSignedCertificate } from "../../test/support/self-signed.js";
 import { Listener } from "./listener.js";
 
 const limits = {
@@ -111,6 +115,63 @@ describe("Listener with a short idle timeout", () => {
         new Promise((resolve) => setTimeout(resolve, 3_000, "still open")),
       ]);
       expect(closed).toBe("closed");
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe("Listener over TLS with a short idle timeout", () => {
+  let listener: Listener;
+  let port: number;
+  beforeAll(async () => {
+    const certificate = selfSignedCertificate();
+    listener = new Listener(
+      (req, res) => {
+        if (req.url !== "/slow") {
+          res.end("ok");
+          return;
+        }
+        res.write("first;");
+        setTimeout(() => res.end("last"), 1_000);
+      },
+      { limits: { ...limits, idleTimeoutMs: 300 }, tls: { cert: readFileSync(certificate.certFile), key: readFileSync(certificate.keyFile) } },
+    );
+    port = await listener.listen(0, "127.0.0.1");
+  });
+  afterAll(async () => {
+    await listener.close(1_000);
+  });
+
+  const closedWithin = (socket: net.Socket, ms: number) =>
+    Promise.race([
+      new Promise((resolve) => (socket.destroyed ? resolve("closed") : socket.once("close", () => resolve("closed")))),
+      new Promise((resolve) => setTimeout(resolve, ms, "still open")),
+    ]);
+
+  it("closes an HTTP/1.1 connection that sends no request", async () => {
+    const socket = tls.connect({ port, host: "127.0.0.1", rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] });
+    await new Promise((resolve) => socket.once("secureConnect", resolve));
+    socket.resume();
+    expect(await closedWithin(socket, 2_000)).toBe("closed");
+    socket.destroy();
+  });
+
+  it("keeps an HTTP/1.1 response that is quiet for longer than the idle timeout, then closes the idle connection", async () => {
+    const agent = new https.Agent({ keepAlive: true, rejectUnauthorized: false });
+    try {
+      const { body, socket } = await new Promise<{ body: string; socket: net.Socket }>((resolve, reject) => {
+        const request = https.get({ host: "127.0.0.1", port, path: "/slow", agent }, (response) => {
+          let text = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (text += chunk));
+          response.on("end", () => resolve({ body: text, socket: request.socket! }));
+          response.on("error", reject);
+        });
+        request.on("error", reject);
+      });
+      expect(body).toBe("first;last");
+      expect(await closedWithin(socket, 2_000)).toBe("closed");
     } finally {
       agent.destroy();
     }

@@ -5,6 +5,7 @@ import { once } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type tls from "node:tls";
 import type { Duplex } from "node:stream";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ServerLimits } from "../config.js";
@@ -64,8 +65,19 @@ export class Listener {
           allowHTTP1: true,
           settings,
         },
-        handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+        (req: http2.Http2ServerRequest | http.IncomingMessage, res: http2.Http2ServerResponse | http.ServerResponse) => {
+          // HTTP/1.1 over TLS: a call is not cut by the connection's idle timeout (see below).
+          if (req.httpVersionMajor === 1) req.socket.setTimeout(0);
+          (handler as (req: unknown, res: unknown) => void)(req, res);
+        },
       );
+      // HTTP/1.1 over TLS is served by Node's HTTP/1 code on this server, which reads the HTTP/1
+      // server's timeouts from it: idle after a response for keepAliveTimeout; idle before its
+      // first request (or sending none at all) for the idle timeout. HTTP/2 sessions have their own.
+      Object.assign(this.h2, { keepAliveTimeout: Math.min(limits.idleTimeoutMs, 65_000) });
+      this.h2.on("secureConnection", (socket: tls.TLSSocket) => {
+        if (socket.alpnProtocol !== "h2") socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
+      });
       this.front = this.h2;
       this.h1 = undefined;
     } else {
