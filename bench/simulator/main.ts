@@ -46,7 +46,7 @@ Fleet
                             and the service counts duplicates (default 0.01)
   --prefix NAME             device id prefix (default sim)
 Time
-  --interval SECONDS        simulated time between two readings of a device (default 60)
+  --interval SECONDS        simulated time between two readings of a device, ≥ 0.001 (default 60)
   --compress FACTOR         simulated seconds per wall second; 1440 = a day in a minute (default 1)
   --duration SECONDS        wall time to run (default 60); then devices reconnect and drain
   --start ISO               simulated start (default: now − duration × compress, so the
@@ -70,6 +70,9 @@ registered), 1 when some were still unacknowledged at the end or a link was not 
 a bad option.`;
 
 class UsageError extends Error {}
+
+/** Most readings one run may generate: far beyond any run that ends in a day, below a typo's. */
+const MAX_RUN_READINGS = 1e9;
 
 interface Cli {
   readonly target: string;
@@ -273,7 +276,8 @@ function parseCli(argv: string[]): Cli {
     malformedShare: share("malformed-share", 0),
     lostAnswerShare: share("lost-answer-share", 0.01),
     prefix: (v.prefix as string | undefined) ?? "sim",
-    intervalMs: seconds("interval", 60),
+    // observed_at is kept to the millisecond: a device cannot read more often than that.
+    intervalMs: number("interval", 60, { min: 0.001 }) * 1000,
     compress: number("compress", 1, { above: 0 }),
     durationMs: seconds("duration", 60),
     startMs,
@@ -290,6 +294,12 @@ function parseCli(argv: string[]): Cli {
     help: v.help === true,
   };
   if (cli.meters + cli.vehicles + cli.batteries === 0) throw new UsageError("the fleet is empty: give --meters, --vehicles or --batteries");
+  const readings = ((cli.meters + cli.vehicles + cli.batteries) * cli.durationMs * cli.compress) / cli.intervalMs;
+  if (readings > MAX_RUN_READINGS) {
+    throw new UsageError(
+      `the run would generate ${readings.toExponential(1)} readings (devices × --duration × --compress / --interval); at most ${MAX_RUN_READINGS.toExponential(0)}: lengthen --interval or shorten the run`,
+    );
+  }
   if (cli.prefix === "" || cli.prefix.length > 100) throw new UsageError("--prefix must be 1 to 100 characters");
   return cli;
 }

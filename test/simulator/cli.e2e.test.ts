@@ -191,5 +191,11 @@ describe("npm run simulate", () => {
     const { code, stderr } = await runSimulator(["--faulty-share", "1.5"]);
     expect(code).toBe(2);
     expect(stderr).toMatch(/--faulty-share is "1.5"; it must be a number from 0 to 1/);
+    const tooOften = await runSimulator(["--interval", "1e-9"]);
+    expect(tooOften.code).toBe(2);
+    expect(tooOften.stderr).toMatch(/--interval is "1e-9"; it must be a number ≥ 0.001/);
+    const tooMany = await runSimulator(["--meters", "20000", "--interval", "0.001", "--compress", "1000", "--duration", "3600"]);
+    expect(tooMany.code).toBe(2);
+    expect(tooMany.stderr).toMatch(/the run would generate 7\.2e\+13 readings/);
   });
 });
