@@ -54,22 +54,51 @@ describe("Listener", () => {
   });
 });
 
+/** The idle timeout of the suites below: a response quiet for a second outlasts it. */
+const SHORT_IDLE_MS = 300;
+
+/** Answers /slow with a response quiet for longer than SHORT_IDLE_MS, as a quiet watch is; the rest at once. */
+const slowHandler: ConstructorParameters<typeof Listener>[0] = (req, res) => {
+  if (req.url !== "/slow") {
+    res.end("ok");
+    return;
+  }
+  res.write("first;");
+  setTimeout(() => res.end("last"), 1_000);
+};
+
+/** "closed" once the socket closes within ms, else "still open". */
+const closedWithin = (socket: net.Socket, ms: number) =>
+  Promise.race([
+    new Promise((resolve) => (socket.destroyed ? resolve("closed") : socket.once("close", () => resolve("closed")))),
+    new Promise((resolve) => setTimeout(resolve, ms, "still open")),
+  ]);
+
+/**
+ * GETs /slow over HTTP/1.1 on a keep-alive connection (http or https), then checks that the
+ * listener closes the connection once it is idle: the response must not be cut, the connection
+ * not kept for ever.
+ */
+async function quietResponseThenIdle(get: typeof http.get, options: http.RequestOptions): Promise<void> {
+  const { body, socket } = await new Promise<{ body: string; socket: net.Socket }>((resolve, reject) => {
+    const request = get({ ...options, path: "/slow" }, (response) => {
+      let text = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ body: text, socket: request.socket! }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+  });
+  expect(body).toBe("first;last");
+  expect(await closedWithin(socket, 3_000)).toBe("closed");
+}
+
 describe("Listener with a short idle timeout", () => {
   let listener: Listener;
   let port: number;
   beforeAll(async () => {
-    listener = new Listener(
-      (req, res) => {
-        if (req.url !== "/slow") {
-          res.end("ok");
-          return;
-        }
-        // A response with nothing to send for longer than the idle timeout, as a quiet watch.
-        res.write("first;");
-        setTimeout(() => res.end("last"), 1_000);
-      },
-      { limits: { ...limits, idleTimeoutMs: 300 } },
-    );
+    listener = new Listener(slowHandler, { limits: { ...limits, idleTimeoutMs: SHORT_IDLE_MS } });
     port = await listener.listen(0, "127.0.0.1");
   });
   afterAll(async () => {
@@ -98,23 +127,7 @@ describe("Listener with a short idle timeout", () => {
   it("keeps an HTTP/1.1 response that is quiet for longer than the idle timeout, then closes the idle connection", async () => {
     const agent = new http.Agent({ keepAlive: true });
     try {
-      const { body, socket } = await new Promise<{ body: string; socket: net.Socket }>((resolve, reject) => {
-        const request = http.get({ host: "127.0.0.1", port, path: "/slow", agent }, (response) => {
-          let text = "";
-          response.setEncoding("utf8");
-          response.on("data", (chunk: string) => (text += chunk));
-          response.on("end", () => resolve({ body: text, socket: request.socket! }));
-          response.on("error", reject);
-        });
-        request.on("error", reject);
-      });
-      expect(body).toBe("first;last");
-      // Answered, the connection is idle: closed by the listener, not kept for ever.
-      const closed = await Promise.race([
-        new Promise((resolve) => (socket.destroyed ? resolve("closed") : socket.once("close", () => resolve("closed")))),
-        new Promise((resolve) => setTimeout(resolve, 3_000, "still open")),
-      ]);
-      expect(closed).toBe("closed");
+      await quietResponseThenIdle(http.get, { host: "127.0.0.1", port, agent });
     } finally {
       agent.destroy();
     }
@@ -126,28 +139,13 @@ describe("Listener over TLS with a short idle timeout", () => {
   let port: number;
   beforeAll(async () => {
     const certificate = selfSignedCertificate();
-    listener = new Listener(
-      (req, res) => {
-        if (req.url !== "/slow") {
-          res.end("ok");
-          return;
-        }
-        res.write("first;");
-        setTimeout(() => res.end("last"), 1_000);
-      },
-      { limits: { ...limits, idleTimeoutMs: 300 }, tls: { cert: readFileSync(certificate.certFile), key: readFileSync(certificate.keyFile) } },
-    );
+    const tlsMaterial = { cert: readFileSync(certificate.certFile), key: readFileSync(certificate.keyFile) };
+    listener = new Listener(slowHandler, { limits: { ...limits, idleTimeoutMs: SHORT_IDLE_MS }, tls: tlsMaterial });
     port = await listener.listen(0, "127.0.0.1");
   });
   afterAll(async () => {
     await listener.close(1_000);
   });
-
-  const closedWithin = (socket: net.Socket, ms: number) =>
-    Promise.race([
-      new Promise((resolve) => (socket.destroyed ? resolve("closed") : socket.once("close", () => resolve("closed")))),
-      new Promise((resolve) => setTimeout(resolve, ms, "still open")),
-    ]);
 
   it("closes an HTTP/1.1 connection that sends no request", async () => {
     const socket = tls.connect({ port, host: "127.0.0.1", rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] });
@@ -160,18 +158,7 @@ describe("Listener over TLS with a short idle timeout", () => {
   it("keeps an HTTP/1.1 response that is quiet for longer than the idle timeout, then closes the idle connection", async () => {
     const agent = new https.Agent({ keepAlive: true, rejectUnauthorized: false });
     try {
-      const { body, socket } = await new Promise<{ body: string; socket: net.Socket }>((resolve, reject) => {
-        const request = https.get({ host: "127.0.0.1", port, path: "/slow", agent }, (response) => {
-          let text = "";
-          response.setEncoding("utf8");
-          response.on("data", (chunk: string) => (text += chunk));
-          response.on("end", () => resolve({ body: text, socket: request.socket! }));
-          response.on("error", reject);
-        });
-        request.on("error", reject);
-      });
-      expect(body).toBe("first;last");
-      expect(await closedWithin(socket, 2_000)).toBe("closed");
+      await quietResponseThenIdle(https.get as typeof http.get, { host: "127.0.0.1", port, agent });
     } finally {
       agent.destroy();
     }
