@@ -69,6 +69,7 @@ const cpuAtStart = process.cpuUsage();
 await Promise.all(
   Array.from({ length: streams }, async () => {
     while (Date.now() < deadline) {
+      const callStarted = performance.now();
       try {
         const result = await call();
         sent += result.sent;
@@ -77,6 +78,9 @@ await Promise.all(
         rejected += result.response.rejected.length;
         latencies.push(result.latencyMs);
       } catch {
+        // A failed call counts in the latencies too, at the time it failed: leaving it out
+        // would make the tail look better the worse it is.
+        latencies.push(performance.now() - callStarted);
         errors++;
         await new Promise((resolve) => setTimeout(resolve, 200));
       }

@@ -28,6 +28,7 @@ import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
 import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
+import { cpuSeconds, peakRssBytes } from "./process-stats.js";
 
 const { values } = parseArgs({
   options: {
@@ -144,6 +145,13 @@ try {
   const vehicles = seed.vehicleIds;
   const pick = () => vehicles[Math.floor(Math.random() * vehicles.length)]!;
   const samples: Record<string, unknown> = {};
+  // The service's own CPU over the timed calls (with ingest load, that load's too).
+  const pid = service.child.pid!;
+  const cpuBefore = cpuSeconds(pid);
+  /** Calls untimed first: the first of each kind pays for code run for the first time. */
+  const warmUp = async (calls: number, call: () => Promise<unknown>) => {
+    for (let i = 0; i < calls; i++) await call();
+  };
 
   // GetVehiclePerformance, default 24 h window ending now, for random vehicles.
   log(`GetVehiclePerformance: ${values["perf-warmup"]} warm-up + ${values["perf-calls"]} calls`);
@@ -160,13 +168,15 @@ try {
   log(summary("GetVehiclePerformance", perf));
 
   // The same with the longest window (30 days): reads the whole history of the vehicle's rollups.
-  log("GetVehiclePerformance, window_hours 720: 50 calls");
+  log("GetVehiclePerformance, window_hours 720: 5 warm-up + 50 calls");
+  await warmUp(5, () => client.getVehiclePerformance({ vehicleId: pick(), windowHours: 720 }, { timeoutMs: callTimeoutMs }));
   const perf720 = await series(50, async () => {
     await client.getVehiclePerformance({ vehicleId: pick(), windowHours: 720 }, { timeoutMs: callTimeoutMs });
   });
   log(summary("GetVehiclePerformance 720 h", perf720));
 
-  log(`GetFleetSummary: up to ${values["fleet-calls"]} calls (timeout ${callTimeoutMs / 1000} s each, ${seriesBudgetMs / 1000} s in all)`);
+  log(`GetFleetSummary: 2 warm-up + up to ${values["fleet-calls"]} calls (timeout ${callTimeoutMs / 1000} s each, ${seriesBudgetMs / 1000} s in all)`);
+  await warmUp(2, () => client.getFleetSummary({}, { timeoutMs: callTimeoutMs }));
   const fleet = await series(Number(values["fleet-calls"]), async () => {
     const reply = await client.getFleetSummary({}, { timeoutMs: callTimeoutMs });
     samples.get_fleet_summary ??= {
@@ -180,7 +190,8 @@ try {
   });
   log(summary("GetFleetSummary", fleet));
 
-  log(`ListAlerts (first page): up to ${values["alerts-calls"]} calls`);
+  log(`ListAlerts (first page): 2 warm-up + up to ${values["alerts-calls"]} calls`);
+  await warmUp(2, () => client.listAlerts({}, { timeoutMs: callTimeoutMs }));
   const alerts = await series(Number(values["alerts-calls"]), async () => {
     const reply = await client.listAlerts({}, { timeoutMs: callTimeoutMs });
     samples.list_alerts ??= {
@@ -191,6 +202,8 @@ try {
   });
   log(summary("ListAlerts", alerts));
 
+  const serviceCpuSeconds = cpuSeconds(pid) - cpuBefore;
+  const servicePeakRss = peakRssBytes(pid);
   ingestLoad?.kill();
   ingestLoad = undefined;
   const exit = await service.stop(60_000);
@@ -198,6 +211,14 @@ try {
 
   const result = {
     scenario: "query",
+    // The fields every scenario writes; those of ingest are null here (no readings are timed).
+    readings_per_second: null,
+    ack_latency_ms: null,
+    service_cpu_seconds: round(serviceCpuSeconds),
+    service_peak_rss_bytes: servicePeakRss,
+    limit_readings_per_second: null,
+    limit_protobuf_decode_readings_per_second: null,
+    ratio_to_limit: null,
     rows: seed.rows,
     load_seconds: round(seed.loadSeconds),
     load_rows_per_second: round(seed.rows / seed.loadSeconds),
@@ -227,6 +248,8 @@ try {
       ingest_load_during_calls:
         ingestCompress > 0 ? `bench/fleet-load.ts --compress ${ingestCompress} (20,000 devices, ${Math.round((20_000 * ingestCompress) / 60)} readings/s offered)` : "none",
       windows: "GetVehiclePerformance: 24 h (default) and 720 h, random vehicle each call; GetFleetSummary and ListAlerts: 24 h",
+      service_cpu_seconds_is: "the service's CPU from the first timed call to the last, warm-ups included",
+      percentiles: "nearest rank over each series' calls; with 20 calls p99 is the slowest of them",
       live_state:
         "every device's newest reading from the seeded history: the fleet calls read all of it, and judge online/offline at the call's time (the history ends when it was seeded)",
       errors: { get_vehicle_performance: perf.errors, get_fleet_summary: fleet.errors, list_alerts: alerts.errors },

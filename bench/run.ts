@@ -6,18 +6,16 @@
 //   npm run bench -- --scenario throughput --json out.json
 //   npm run bench -- --scenario query --rows 50000000 --json out.json   (bench/query-bench.ts)
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { measureLimit } from "./limit.js";
+import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
 import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
-
-/** Clock ticks per second, the unit of CPU times in /proc (read once, by readStat). */
-let clockTicks: number | undefined;
 
 /** A problem the user can act on: printed without a stack. */
 class BenchError extends Error {}
@@ -137,7 +135,8 @@ try {
     service_peak_rss_bytes: peakRss,
     limit_readings_per_second: round(limit.insert_rows_per_second),
     limit_protobuf_decode_readings_per_second: round(limit.decode_readings_per_second),
-    ratio_to_limit: round(load.readings_per_second / limit.insert_rows_per_second, 3),
+    // Three significant figures: a fleet run at a few hundred readings/s is a ratio of ~0.0004.
+    ratio_to_limit: Number((load.readings_per_second / limit.insert_rows_per_second).toPrecision(3)),
     details: {
       measured_seconds: round(load.elapsed_s),
       readings_sent: load.sent,
@@ -271,12 +270,6 @@ async function runConnectionsLoad(
   };
 }
 
-/** The process's resident set now (VmRSS). */
-function rssBytes(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return match ? Number(match[1]) * 1024 : 0;
-}
-
 function median(samples: number[]): number {
   const sorted = [...samples].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
@@ -293,43 +286,6 @@ async function runLoad(args: string[], target: string, seconds: number): Promise
   const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
   if (code !== 0) fail(`load generator exited with ${code}`);
   return JSON.parse(out.trim().split("\n").at(-1)!) as LoadResult;
-}
-
-/** The name and user + system CPU seconds in a /proc stat line (of a process or a thread). */
-function readStat(path: string): { name: string; cpuSeconds: number } {
-  const stat = readFileSync(path, "utf8");
-  // The name is in parentheses and may itself hold ") ": the fields follow the last one.
-  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-  clockTicks ??= Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
-  return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / clockTicks };
-}
-
-/** User + system CPU of a process. */
-function cpuSeconds(pid: number): number {
-  return readStat(`/proc/${pid}/stat`).cpuSeconds;
-}
-
-/**
- * CPU seconds of the process's live threads, summed by thread name. A thread that ended in between
- * takes its time with it, so this under-counts short-lived threads.
- */
-function threadCpuSeconds(pid: number): Map<string, number> {
-  const byName = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const { name, cpuSeconds } = readStat(`/proc/${pid}/task/${tid}/stat`);
-      byName.set(name || "Unknown", (byName.get(name || "Unknown") ?? 0) + cpuSeconds);
-    } catch {
-      // The thread ended while we read.
-    }
-  }
-  return byName;
-}
-
-/** The process's peak resident set (VmHWM). */
-function peakRssBytes(pid: number): number {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return match ? Number(match[1]) * 1024 : 0;
 }
 
 function round(value: number, digits = 1): number {
