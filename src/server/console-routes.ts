@@ -35,6 +35,12 @@ export function consoleHandler(log: Logger): (...args: Parameters<RequestHandler
       res.end();
       return true;
     }
+    // Browsers ask for an icon on their own: none, rather than a 404 logged on every load.
+    if (path === "/favicon.ico") {
+      res.writeHead(204, { "cache-control": "max-age=86400" });
+      res.end();
+      return true;
+    }
     const answer = (contentType: string, body: Promise<Uint8Array | string>) =>
       body.then(
         (content) => {
