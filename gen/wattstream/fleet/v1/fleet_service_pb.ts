@@ -831,7 +831,7 @@ export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PUR
 export type Alert = Message<"wattstream.fleet.v1.Alert"> & {
   /**
    * kind is the alert's stable, machine-readable kind: ALERT_KIND_LOW_EFFICIENCY,
-   * ALERT_KIND_BATTERY_CRITICAL or ALERT_KIND_DEVICE_OFFLINE.
+   * ALERT_KIND_BATTERY_CRITICAL, ALERT_KIND_BATTERY_FALLING or ALERT_KIND_DEVICE_OFFLINE.
    *
    * @generated from field: wattstream.fleet.v1.AlertKind kind = 1;
    */
