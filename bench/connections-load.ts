@@ -2,12 +2,15 @@
 // hours-long bidi stream) as the service holds open. Opens --streams calls in steps of --step over
 // one HTTP/2 connection per --per-connection streams; each stream sends one reading when it opens
 // and one every --interval seconds, and the cumulative acknowledgements say when each is durable.
-// After the ramp it holds every stream open for --hold seconds, then ends them all.
+// After the ramp it holds every stream open for --hold seconds, then ends them all. With
+// `--streams max` it opens steps until one fails or the service's resident memory (read from
+// /proc for --service-pid) reaches --max-rss bytes: as many as the service holds within that.
 //
 // stdout carries one JSON line per event — {"event":"step",...}, {"event":"hold_start",...},
 // {"event":"hold_end",...} (bench/run.ts samples the service's RSS between the last two) — and
 // the result as the last line.
 //   node --import tsx bench/connections-load.ts --target 127.0.0.1:8080 --streams 20000 --hold 20
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -36,9 +39,18 @@ const { values } = parseArgs({
     "per-connection": { type: "string", default: "500" },
     // The ramp stops early when more than this fraction of a step's streams fail to open.
     "max-step-failures": { type: "string", default: "0.01" },
+    // With --streams max: the service's process, and the resident memory at which the ramp stops.
+    "service-pid": { type: "string" },
+    "max-rss": { type: "string", default: String(1.5e9) },
   },
 });
-const streamCount = Number(values.streams);
+/** The most streams `--streams max` opens, whatever the memory: far past any two-core host's. */
+const MAX_STREAMS = 200_000;
+const findMax = values.streams === "max";
+const streamCount = findMax ? MAX_STREAMS : Number(values.streams);
+const servicePid = values["service-pid"] === undefined ? undefined : Number(values["service-pid"]);
+const maxRss = Number(values["max-rss"]);
+if (findMax && servicePid === undefined) throw new Error("--streams max needs --service-pid, whose memory bounds the ramp");
 const intervalMs = Number(values.interval) * 1000;
 const holdMs = Number(values.hold) * 1000;
 const stepSize = Number(values.step);
@@ -46,12 +58,21 @@ const stepTimeoutMs = Number(values["step-timeout"]) * 1000;
 const perConnection = Number(values["per-connection"]);
 const maxStepFailures = Number(values["max-step-failures"]);
 
-const channels = Array.from(
-  { length: Math.ceil(streamCount / perConnection) },
+const channels: grpc.Client[] = [];
+/** The connection of stream `index`, made when its first stream opens. */
+function channelOf(index: number): grpc.Client {
+  const i = Math.floor(index / perConnection);
   // A distinct option per channel keeps grpc-js from sharing one subchannel (one connection)
   // between them.
-  (_, i) => new grpc.Client(values.target!, grpc.credentials.createInsecure(), { "wattstream.channel": i }),
-);
+  while (channels.length <= i) channels.push(new grpc.Client(values.target!, grpc.credentials.createInsecure(), { "wattstream.channel": channels.length }));
+  return channels[i]!;
+}
+
+/** The service's resident memory now (VmRSS), in bytes. */
+function serviceRss(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match ? Number(match[1]) * 1024 : 0;
+}
 
 const METHOD = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 function message(device: number, n: number): Buffer {
@@ -90,7 +111,7 @@ function fail(code: string): void {
 function openStream(index: number): Stream {
   let markOpened!: () => void;
   const stream: Stream = {
-    call: channels[Math.floor(index / perConnection)]!.makeBidiStreamRequest<Buffer, SyncReadingsResponse>(
+    call: channelOf(index).makeBidiStreamRequest<Buffer, SyncReadingsResponse>(
       METHOD,
       (bytes: Buffer) => bytes,
       (bytes: Buffer) => fromBinary(SyncReadingsResponseSchema, bytes),
@@ -149,6 +170,8 @@ function emit(event: Record<string, unknown>): void {
 
 const started = performance.now();
 let rampStoppedEarly: string | undefined;
+/** With --streams max, what ended the ramp when it was not a failing step. */
+let maxReachedBy: string | undefined;
 for (let first = 0; first < streamCount; first += stepSize) {
   const step: Stream[] = [];
   for (let i = first; i < Math.min(streamCount, first + stepSize); i++) step.push(openStream(i));
@@ -173,6 +196,13 @@ for (let first = 0; first < streamCount; first += stepSize) {
   if (notOpen > maxStepFailures * step.length) {
     rampStoppedEarly = `${notOpen} of ${step.length} streams of the step from ${first} were not acknowledged within ${stepTimeoutMs / 1000} s`;
     break;
+  }
+  if (findMax) {
+    const rss = serviceRss(servicePid!);
+    if (rss >= maxRss) {
+      maxReachedBy = `the service's resident memory reached ${(rss / 1e9).toFixed(2)} GB (--max-rss ${(maxRss / 1e9).toFixed(2)} GB) with ${openNow} streams open`;
+      break;
+    }
   }
 }
 const rampSeconds = (performance.now() - started) / 1000;
@@ -209,7 +239,7 @@ latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
 console.log(
   JSON.stringify({
-    streams_requested: streamCount,
+    streams_requested: findMax ? "max" : streamCount,
     streams_opened: opened,
     streams_open_at_hold: openAtHold,
     streams_open_at_end: openAtEnd,
@@ -217,6 +247,7 @@ console.log(
     connections: channels.length,
     ramp_seconds: rampSeconds,
     ramp_stopped_early: rampStoppedEarly ?? null,
+    ramp_stopped_by_memory: maxReachedBy ?? null,
     failures,
     sent: sentInRun,
     accepted: acceptedInRun,

@@ -44,8 +44,10 @@ const { values } = parseArgs({
     "limit-rows": { type: "string", default: "300000" },
     // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
     compress: { type: "string", default: "10" },
-    // connections: how many SyncReadings streams to open, and how long to hold them all open.
+    // connections: how many SyncReadings streams to open ("max": until a step fails or the
+    // service's RSS reaches --max-rss-gb), and how long to hold them all open.
     streams: { type: "string", default: "20000" },
+    "max-rss-gb": { type: "string", default: "1.5" },
     hold: { type: "string", default: "20" },
   },
 });
@@ -91,7 +93,10 @@ try {
       ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
       : scenario === "fleet"
         ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8"]
-        : ["bench/connections-load.ts", "--streams", values.streams!, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"];
+        : [
+            ...["bench/connections-load.ts", "--streams", values.streams!, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
+            ...(values.streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
+          ];
 
   let load: LoadResult;
   let cpuBefore: number;
@@ -260,6 +265,7 @@ async function runConnectionsLoad(
         connections: load.connections,
         ramp_seconds: round(load.ramp_seconds as number),
         ramp_stopped_early: load.ramp_stopped_early,
+        ramp_stopped_by_memory: load.ramp_stopped_by_memory,
         failures: load.failures,
         acks_received: load.acks_received,
         rejected: load.rejected,
