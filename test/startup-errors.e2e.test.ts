@@ -4,13 +4,13 @@
 // naming the variable"), not a stack trace or a client library's dump.
 import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
+import { restartablePort } from "./support/restartable-port.js";
 import { selfSignedCertificate } from "./support/self-signed.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -37,16 +37,6 @@ function start(env: Record<string, string>): Promise<{ code: number | null; stde
   });
 }
 
-/** A port nothing listens on. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 function expectStopped(result: { code: number | null; stderr: string }, line: RegExp): void {
   expect(result.code, result.stderr).toBe(1);
   expect(result.stderr.trim(), result.stderr).toMatch(line);
@@ -68,7 +58,7 @@ describe("a setting naming something the service cannot use", () => {
   });
 
   it("CLICKHOUSE_URL naming a server that is not there", async () => {
-    const port = await closedPort();
+    const port = await restartablePort();
     expectStopped(await start({ CLICKHOUSE_URL: `http://127.0.0.1:${port}` }), new RegExp(`^wattstream: could not start: CLICKHOUSE_URL: cannot reach ClickHouse at http://127\\.0\\.0\\.1:${port}/ \\(.*ECONNREFUSED`));
   });
 
@@ -94,7 +84,7 @@ describe.skipIf(!redisServerAvailable())("REDIS_URL naming a Redis the service c
   afterAll(() => redis?.stop());
 
   it("says why: nothing listening, no password, or the wrong one (never printing it)", async () => {
-    const port = await closedPort();
+    const port = await restartablePort();
     expectStopped(await start({ REDIS_URL: `redis://127.0.0.1:${port}` }), /^wattstream: could not start: REDIS_URL: cannot use Redis at .* \(connect ECONNREFUSED/);
     expectStopped(await start({ REDIS_URL: redis.url }), /^wattstream: could not start: REDIS_URL: cannot use Redis at .* \(NOAUTH/);
     const wrong = await start({ REDIS_URL: `redis://:wrong-password@127.0.0.1:${redis.port}` });

@@ -2,7 +2,6 @@
 // service, exiting 0 with a summary whose counts add up and match what the service stored.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +10,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { SimulationSummary } from "../../bench/simulator/progress.js";
+import { restartablePort } from "../support/restartable-port.js";
 import { HistoryProbe, startTestService, testEnv, type TestService } from "../support/test-service.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -154,12 +154,8 @@ describe("npm run simulate", () => {
   }, 60_000);
 
   it("waits for a service that is not up yet, its links included, and then uploads everything", async () => {
-    const port = await new Promise<number>((resolve) => {
-      const server = net.createServer().listen(0, "127.0.0.1", () => {
-        const { port } = server.address() as net.AddressInfo;
-        server.close(() => resolve(port));
-      });
-    });
+    // Free now, and outside the ephemeral range, so nothing else takes it before the service does.
+    const port = await restartablePort();
     const out = path.join(dir, "late.json");
     const run = runSimulator([
       ...["--target", `127.0.0.1:${port}`, "--meters", "2", "--vehicles", "2", "--batteries", "1"],
