@@ -10,7 +10,6 @@
 // {"event":"hold_end",...} (bench/run.ts samples the service's RSS between the last two) — and
 // the result as the last line.
 //   node --import tsx bench/connections-load.ts --target 127.0.0.1:8080 --streams 20000 --hold 20
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -20,6 +19,7 @@ import {
   type SyncReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { deviceReading } from "./limit.js";
+import { rssBytes } from "./process-stats.js";
 
 const { values } = parseArgs({
   options: {
@@ -68,11 +68,6 @@ function channelOf(index: number): grpc.Client {
   return channels[i]!;
 }
 
-/** The service's resident memory now (VmRSS), in bytes. */
-function serviceRss(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return match ? Number(match[1]) * 1024 : 0;
-}
 
 const METHOD = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 function message(device: number, n: number): Buffer {
@@ -198,7 +193,7 @@ for (let first = 0; first < streamCount; first += stepSize) {
     break;
   }
   if (findMax) {
-    const rss = serviceRss(servicePid!);
+    const rss = rssBytes(servicePid!);
     if (rss >= maxRss) {
       maxReachedBy = `the service's resident memory reached ${(rss / 1e9).toFixed(2)} GB (--max-rss ${(maxRss / 1e9).toFixed(2)} GB) with ${openNow} streams open`;
       break;

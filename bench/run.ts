@@ -12,7 +12,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { measureLimit } from "./limit.js";
+import { measureLimit, median } from "./limit.js";
 import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
 import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
@@ -274,11 +274,6 @@ async function runConnectionsLoad(
       ramp: lines.filter((l) => l.event === "step").map((l) => ({ open: l.streams_open, seconds: round(l.step_seconds as number, 2) })),
     },
   };
-}
-
-function median(samples: number[]): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
 /** Runs one load generator as its own process and reads the JSON line it prints. */
