@@ -225,13 +225,18 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     // stream order; after a failure nothing later is reported, as nothing later is acknowledged.
     // Readings are counted in the metrics as they are answered.
     const reportSettled = () => {
-      while (inFlight[0]?.settled && !waitsForLaterBatches(inFlight)) {
-        const batch = inFlight.shift()!;
+      while (inFlight[0]?.settled) {
+        const batch = inFlight[0];
+        const waiting = inFlightIdentities(batch);
+        // Only a reading answered in flight looks at the later batches.
+        const later = waiting.size === 0 ? [] : inFlight.slice(1);
+        if (waitsForLaterBatches(waiting, later)) return;
+        inFlight.shift();
         if (batch.error !== undefined) {
           failure ??= batch.error;
           wakeOnFailure(FAILED);
         } else if (failure === undefined) {
-          const outcome = withRepeatsInOtherBatches(batch, inFlight);
+          const outcome = withRepeatsInOtherBatches(batch, waiting, later);
           this.metrics.countOutcome(outcome);
           onSettled(outcome, batch.count);
         }
@@ -405,11 +410,9 @@ function inFlightIdentities(batch: Submitted): Set<string> {
  * the worker finishes them, so a small later batch can claim a repeated reading before a large
  * earlier one; once it has settled the earlier one's answer can say whether the call stored it.
  */
-function waitsForLaterBatches(inFlight: readonly Submitted[]): boolean {
-  if (inFlight.length < 2) return false;
-  const waiting = inFlightIdentities(inFlight[0]!);
+function waitsForLaterBatches(waiting: ReadonlySet<string>, later: readonly Submitted[]): boolean {
   if (waiting.size === 0) return false;
-  return inFlight.slice(1).some((later) => !later.settled && later.readings.some((r) => waiting.has(eventIdentity(r.deviceId, r.eventId))));
+  return later.some((batch) => !batch.settled && batch.readings.some((r) => waiting.has(eventIdentity(r.deviceId, r.eventId))));
 }
 
 /**
@@ -419,9 +422,8 @@ function waitsForLaterBatches(inFlight: readonly Submitted[]): boolean {
  * as outcomes are reported in stream order), or a later one that claimed first and has settled
  * (see waitsForLaterBatches). Costs nothing unless something was in flight.
  */
-function withRepeatsInOtherBatches(batch: Submitted, later: readonly Submitted[]): IngestOutcome {
+function withRepeatsInOtherBatches(batch: Submitted, waiting: ReadonlySet<string>, later: readonly Submitted[]): IngestOutcome {
   const outcome = batch.outcome!;
-  const waiting = inFlightIdentities(batch);
   if (waiting.size === 0) return outcome;
   const storedElsewhere = new Set<string>();
   for (const other of [...batch.concurrent, ...later]) {
