@@ -146,7 +146,8 @@ describe.skipIf(!haveBrowser)("the operator console in Chromium", () => {
     // The key input's change restarts the watch, as entering a key does.
     await page.locator("#api-key").dispatchEvent("change");
     await expect.poll(() => page.getByTestId("connection").textContent(), { timeout: 10_000 }).toBe("live");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Long enough for the resent states to arrive and the table to redraw (250 ms after a change).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect(await order()).toEqual(before);
   }, 30_000);
 
