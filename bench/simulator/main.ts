@@ -164,7 +164,7 @@ async function registerLinks(
 async function issueCredentials(file: string, devices: FleetModel["devices"], prefix: string): Promise<{ tokens: Map<string, string>; apiKey: string }> {
   const tokens = new Map<string, string>();
   // Under the file's lock, as `npm run devices` changes it: neither run loses the other's change.
-  const key = await updateCredentials(file, (read) => {
+  const { key } = await updateCredentials(file, (read) => {
     let credentials = read;
     for (const device of devices) {
       const added = addDevice(credentials, device.id);
@@ -175,8 +175,7 @@ async function issueCredentials(file: string, devices: FleetModel["devices"], pr
     if (credentials.apiKeys[keyName]?.revokedAt === undefined && credentials.apiKeys[keyName] !== undefined) {
       credentials = revokeApiKey(credentials, keyName);
     }
-    const { credentials: withKey, key } = addApiKey(credentials, keyName, { role: "operator" });
-    return { credentials: withKey, result: key };
+    return addApiKey(credentials, keyName, { role: "operator" });
   });
   await new Promise((resolve) => setTimeout(resolve, 2_000)); // the service re-reads the file every second
   return { tokens, apiKey: key };

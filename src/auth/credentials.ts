@@ -121,9 +121,9 @@ export function writeCredentials(file: string, credentials: Credentials): void {
  * Reads the file, applies `change` and writes the result, holding a lock (`FILE.lock`, a
  * directory) meanwhile: two runs at once would otherwise each write what they read, and the
  * later would drop the other's device — whose token it had already printed. A lock left by a
- * run that died is taken over after 10 s. Answers what `change` answered besides the credentials.
+ * run that died is taken over after 10 s. Answers what `change` answered (addDevice's token, say).
  */
-export async function updateCredentials<T>(file: string, change: (credentials: Credentials) => { credentials: Credentials; result: T }): Promise<T> {
+export async function updateCredentials<T extends { readonly credentials: Credentials }>(file: string, change: (credentials: Credentials) => T): Promise<T> {
   try {
     mkdirSync(path.dirname(file), { recursive: true });
   } catch (error) {
@@ -136,9 +136,9 @@ export async function updateCredentials<T>(file: string, change: (credentials: C
     throw new CredentialsFileError(`cannot lock ${file} for a change (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): is another run still changing it?`, { cause: error });
   }
   try {
-    const { credentials, result } = change(readCredentials(file));
-    writeCredentials(file, credentials);
-    return result;
+    const changed = change(readCredentials(file));
+    writeCredentials(file, changed.credentials);
+    return changed;
   } finally {
     await release();
   }

@@ -108,11 +108,8 @@ function load(): Credentials {
 }
 
 /** Applies a change to the file under its lock; answers what the change answered. */
-function update<T extends { credentials: Credentials }>(change: (credentials: Credentials) => T): Promise<T> {
-  return updateCredentials(credentialsFile(), (credentials) => {
-    const result = change(credentials);
-    return { credentials: result.credentials, result };
-  });
+function update<T extends { readonly credentials: Credentials }>(change: (credentials: Credentials) => T): Promise<T> {
+  return updateCredentials(credentialsFile(), change);
 }
 
 function note(message: string): void {
