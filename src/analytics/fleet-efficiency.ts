@@ -1,16 +1,13 @@
-// Fleet-wide energy and charging efficiency over a window. Totals come from the per-minute rollups
-// with only the window's partial edge minutes read from raw history (as for one vehicle, in
-// vehicle-performance.ts), so they equal sums over the raw rows. A vehicle's efficiency is
-// computed exactly as GetVehiclePerformance computes it: DC over the AC of the meters it was
-// linked to, while it was linked to them.
 // Fleet-wide energy and charging efficiency over a window. Each device's totals come from the
 // rollups in one statement: whole hours from meter_hours/vehicle_hours, the whole minutes outside
 // them from the minute rollups ordered by time (*_minutes_by_time), and only the partial minutes
-// at the window's edges from raw history (window-levels.ts), so they equal sums over the raw rows. A vehicle's efficiency is
-// computed exactly as GetVehiclePerformance computes it: DC over the AC of the meters it was
-// linked to, while it was linked to them. A meter linked for the whole window contributes its
-// window total from that same statement; only intervals that start or end inside the window (a
-// vehicle that moved chargers) are summed by a second, narrow query over those meters alone.
+// at the window's edges from raw history (window-levels.ts), so they equal sums over the raw rows.
+// A vehicle's efficiency is computed exactly as GetVehiclePerformance computes it: DC over the AC
+// of the meters it was linked to, while it was linked to them. A meter linked for the whole window
+// contributes its window total from that same statement; only intervals that start or end inside
+// the window (a vehicle that moved chargers) are summed by a second, narrow query over those
+// meters alone. The same per-device totals serve GetVehiclePerformance's default window
+// (performance-snapshot.ts).
 import type { ClickHouseClient } from "@clickhouse/client";
 import { meterIntervals, storedLinks, type LinkSource, type MeterInterval } from "./vehicle-links.js";
 import { MAX_METER_INTERVALS } from "./vehicle-performance.js";
@@ -53,37 +50,49 @@ const sec = (param: string) => `toDateTime(intDiv({${param}:Int64}, 1000), 'UTC'
  * a window with partial minutes reads those from every part whose time range they touch. A
  * window on whole minutes (GetFleetSummary's) reads no raw rows at all.
  */
-function levels(side: number, kwh: string, tables: { hours: string; minutes: string; raw: string }, raw: boolean): string {
+function levels(side: number, columns: { kwh: string; temp: string; rawTemp: string }, tables: { hours: string; minutes: string; raw: string }, raw: boolean): string {
   const branches = [
-    `SELECT ${side} AS side, device_id, ${kwh} AS kwh, readings AS n FROM ${tables.hours}
+    `SELECT ${side} AS side, device_id, ${columns.kwh} AS kwh, ${columns.temp} AS temp, readings AS n FROM ${tables.hours}
        WHERE hour >= ${sec("hourFrom")} AND hour < ${sec("hourTo")}`,
-    `SELECT ${side}, device_id, ${kwh}, readings FROM ${tables.minutes}
+    `SELECT ${side}, device_id, ${columns.kwh}, ${columns.temp}, readings FROM ${tables.minutes}
        WHERE minute >= ${sec("fullFrom")} AND minute < ${sec("fullTo")}
          AND NOT (minute >= ${sec("hourFrom")} AND minute < ${sec("hourTo")})`,
   ];
   if (raw) {
-    branches.push(`SELECT ${side}, device_id, ${kwh}, 1 FROM ${tables.raw} FINAL
+    branches.push(`SELECT ${side}, device_id, ${columns.kwh}, ${columns.rawTemp}, 1 FROM ${tables.raw} FINAL
        WHERE observed_at >= ${ms("from")} AND observed_at < ${ms("to")}
          AND NOT (observed_at >= ${ms("fullFrom")} AND observed_at < ${ms("fullTo")})`);
   }
   return branches.join("\nUNION ALL\n");
 }
 
-/** Every device's energy and reading count within [fromMs, toMs): meters' AC and vehicles' DC. */
-async function queryDeviceTotals(
-  client: ClickHouseClient,
-  fromMs: number,
-  toMs: number,
-): Promise<{ meters: Map<string, number>; vehicles: VehicleWindowTotals[] }> {
+export interface DeviceWindowTotals {
+  /** Meters: AC energy consumed; vehicles: DC energy delivered (kWh). */
+  readonly kwh: number;
+  /** Vehicles: the sum of their readings' battery temperatures (°C); meters: 0. */
+  readonly batteryTempSum: number;
+  readonly readings: number;
+}
+
+export interface FleetDeviceTotals {
+  readonly meters: Map<string, DeviceWindowTotals>;
+  /** In device id order. */
+  readonly vehicles: Map<string, DeviceWindowTotals>;
+}
+
+/** Every meter's and vehicle's energy, battery temperature sum and reading count within [fromMs, toMs). */
+export async function queryDeviceTotals(client: ClickHouseClient, fromMs: number, toMs: number): Promise<FleetDeviceTotals> {
   const w = windowLevels(fromMs, toMs);
   const raw = w.fullFromMs !== fromMs || w.fullToMs !== toMs;
+  const meterColumns = { kwh: "kwh_consumed_ac", temp: "0", rawTemp: "0" };
+  const vehicleColumns = { kwh: "kwh_delivered_dc", temp: "battery_temp_sum", rawTemp: "battery_temp" };
   const meterTables = { hours: "meter_hours", minutes: "meter_minutes_by_time", raw: "meter_readings" };
   const vehicleTables = { hours: "vehicle_hours", minutes: "vehicle_minutes_by_time", raw: "vehicle_readings" };
   const result = await client.query({
-    query: `SELECT side, device_id, sum(kwh) AS kwh, sum(n) AS n FROM (
-              ${levels(0, "kwh_consumed_ac", meterTables, raw)}
+    query: `SELECT side, device_id, sum(kwh) AS kwh, sum(temp) AS temp, sum(n) AS n FROM (
+              ${levels(0, meterColumns, meterTables, raw)}
               UNION ALL
-              ${levels(1, "kwh_delivered_dc", vehicleTables, raw)}
+              ${levels(1, vehicleColumns, vehicleTables, raw)}
             )
             GROUP BY side, device_id
             HAVING n > 0
@@ -93,12 +102,11 @@ async function queryDeviceTotals(
     // cost ~2 µs a row on this process's thread, and this answer has a row per device.
     format: "JSONCompact",
   });
-  const { data: rows } = await result.json<[number, string, number, string | number]>();
-  const meters = new Map<string, number>();
-  const vehicles: VehicleWindowTotals[] = [];
-  for (const [side, deviceId, kwh, n] of rows) {
-    if (Number(side) === 0) meters.set(deviceId, Number(kwh));
-    else vehicles.push({ vehicleId: deviceId, kwhDeliveredDc: Number(kwh), readings: Number(n) });
+  const { data: rows } = await result.json<[number, string, number, number, string | number]>();
+  const meters = new Map<string, DeviceWindowTotals>();
+  const vehicles = new Map<string, DeviceWindowTotals>();
+  for (const [side, deviceId, kwh, temp, n] of rows) {
+    (Number(side) === 0 ? meters : vehicles).set(deviceId, { kwh: Number(kwh), batteryTempSum: Number(temp), readings: Number(n) });
   }
   return { meters, vehicles };
 }
@@ -110,11 +118,15 @@ export async function queryFleetWindow(
   toMs: number,
   links: LinkSource = storedLinks(client),
 ): Promise<FleetWindow> {
-  const [{ meters, vehicles }, linksByVehicle] = await Promise.all([queryDeviceTotals(client, fromMs, toMs), links.linksStartingBefore(toMs)]);
+  const [totals, linksByVehicle] = await Promise.all([queryDeviceTotals(client, fromMs, toMs), links.linksStartingBefore(toMs)]);
   let kwhConsumedAc = 0;
-  for (const kwh of meters.values()) kwhConsumedAc += kwh;
+  for (const meter of totals.meters.values()) kwhConsumedAc += meter.kwh;
+  const vehicles: VehicleWindowTotals[] = [];
   let kwhDeliveredDc = 0;
-  for (const vehicle of vehicles) kwhDeliveredDc += vehicle.kwhDeliveredDc;
+  for (const [vehicleId, vehicle] of totals.vehicles) {
+    vehicles.push({ vehicleId, kwhDeliveredDc: vehicle.kwh, readings: vehicle.readings });
+    kwhDeliveredDc += vehicle.kwh;
+  }
 
   const intervalsOf = vehicles.map((vehicle) => meterIntervals(linksByVehicle.get(vehicle.vehicleId) ?? [], fromMs, toMs));
   const whole = (interval: MeterInterval) => interval.fromMs === fromMs && interval.toMs === toMs;
@@ -128,7 +140,7 @@ export async function queryFleetWindow(
       return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: 0, ratio: undefined };
     }
     let ac = partialAc.get(i) ?? 0;
-    for (const interval of intervals) if (whole(interval)) ac += meters.get(interval.meterId) ?? 0;
+    for (const interval of intervals) if (whole(interval)) ac += totals.meters.get(interval.meterId)?.kwh ?? 0;
     return { ...vehicle, linkIntervals: intervals.length, kwhConsumedAc: ac, ratio: ac > 0 ? vehicle.kwhDeliveredDc / ac : undefined };
   });
   return { energy: { kwhConsumedAc, kwhDeliveredDc }, efficiency };
