@@ -241,6 +241,17 @@ describe("LINK_CACHE_MAX_AGE", () => {
   });
 });
 
+describe("PERFORMANCE_SNAPSHOT", () => {
+  it("is on with the embedded engine, off with a ClickHouse server other processes may write to, and either when asked", () => {
+    const server = { CLICKHOUSE_URL: "http://clickhouse:8123", AUTH: "off" };
+    expect(loadConfig({}).fleet.performanceSnapshot).toBe(true);
+    expect(loadConfig(server).fleet.performanceSnapshot).toBe(false);
+    expect(loadConfig({ ...server, PERFORMANCE_SNAPSHOT: "on" }).fleet.performanceSnapshot).toBe(true);
+    expect(loadConfig({ PERFORMANCE_SNAPSHOT: "off" }).fleet.performanceSnapshot).toBe(false);
+    expect(configError({ PERFORMANCE_SNAPSHOT: "yes" }).message).toContain("PERFORMANCE_SNAPSHOT");
+  });
+});
+
 describe("loadConfig errors", () => {
   it.each([
     ["PORT", "80a"],

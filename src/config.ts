@@ -71,6 +71,11 @@ export interface FleetConfig {
   readonly batteryFallAlertPoints: number;
   /** How old the in-process copy of vehicle–meter links may get (links another process wrote), in ms. */
   readonly linkCacheMaxAgeMs: number;
+  /**
+   * Whether GetVehiclePerformance's default window is read for every device once a minute and
+   * answered from that (exact only where this process writes all history: see performance-snapshot.ts).
+   */
+  readonly performanceSnapshot: boolean;
 }
 
 export interface ServerLimits {
@@ -231,6 +236,9 @@ export function loadConfig(env: Env = process.env): Config {
       offlineAfterMs: read.duration("OFFLINE_AFTER", "15m", MAX_HORIZON_MS),
       batteryFallAlertPoints: read.integer("BATTERY_FALL_ALERT_POINTS", 20, 1, 100),
       linkCacheMaxAgeMs: read.duration("LINK_CACHE_MAX_AGE", "5s"),
+      // On by default only with the embedded engine, whose data directory this process alone
+      // writes; a ClickHouse server may take rows from other processes the snapshot never hears of.
+      performanceSnapshot: read.oneOf("PERFORMANCE_SNAPSHOT", ["on", "off"], clickhouseUrl === undefined ? "on" : "off") === "on",
     },
     auth: {
       // Off by default only in the embedded quick start (no CLICKHOUSE_URL): a deployment with a

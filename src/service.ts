@@ -12,7 +12,9 @@ import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { RESTORE_SLICES, restoreNewestReadings } from "./analytics/newest-readings.js";
-import { FleetHandler } from "./api/fleet-service.js";
+import { queryDeviceTotals } from "./analytics/fleet-efficiency.js";
+import { PerformanceSnapshot } from "./analytics/performance-snapshot.js";
+import { DEFAULT_WINDOW_HOURS, FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
 import { IngestHandler } from "./api/ingest-service.js";
 import { PartnerHandler } from "./api/partner-service.js";
@@ -135,6 +137,13 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     });
   const batchers = { meter: batcher("meter"), vehicle: batcher("vehicle"), battery: batcher("battery") };
   const pool = new ProcessPool(workers);
+  const performanceSnapshot = config.fleet.performanceSnapshot
+    ? new PerformanceSnapshot({
+        windowMs: DEFAULT_WINDOW_HOURS * 3_600_000,
+        load: (fromMs, toMs) => queryDeviceTotals(history.client, fromMs, toMs),
+        log,
+      })
+    : undefined;
   const engine = new IngestEngine({
     process: (task) => pool.run(task),
     liveStore,
@@ -143,6 +152,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     limits: config.ingest,
     log,
     metrics,
+    historyWrites: performanceSnapshot,
   });
   metrics.observeGauges({
     rowsInFlight: () => engine.inFlight.inFlight,
@@ -184,7 +194,9 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
       // through it and invalidates the copy: reloading it on a timer (~18 ms of the engine every
       // 5 s with 6,667 links, queued ahead of any call that came meanwhile) would buy nothing.
       new FleetHandler(history.client, config.fleet, liveStore, Date.now, {
-        maxAgeMs: history.embedded ? Infinity : config.fleet.linkCacheMaxAgeMs,
+        linkCache: { maxAgeMs: history.embedded ? Infinity : config.fleet.linkCacheMaxAgeMs },
+        performanceSnapshot,
+        countPerformanceAnswer: (source) => metrics.performanceAnswers.inc({ source }),
       }),
     );
     router.service(
@@ -275,6 +287,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           log.debug({ stage: name }, "shutting down: stage done");
         };
         await stage("calls finished", () => listener.close(config.server.shutdownGraceMs));
+        performanceSnapshot?.close();
         await stage("inserts drained", async () => {
           await Promise.all(Object.values(batchers).map((b) => b.drain()));
         });

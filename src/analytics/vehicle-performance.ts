@@ -27,6 +27,11 @@ export interface VehicleTotals {
   readonly readings: number;
 }
 
+export interface PerformanceTotals {
+  readonly vehicle: VehicleTotals;
+  readonly meter: MeterTotals;
+}
+
 /** A time in epoch ms, as a DateTime64 for comparing with observed_at. */
 const ms = (param: string) => `fromUnixTimestamp64Milli({${param}:Int64}, 'UTC')`;
 /** A whole-second time in epoch ms, as a DateTime for comparing with minute (cheaper than DateTime64). */
@@ -42,7 +47,7 @@ export async function queryPerformanceTotals(
   fromMs: number,
   toMs: number,
   intervals: readonly MeterInterval[],
-): Promise<{ vehicle: VehicleTotals; meter: MeterTotals }> {
+): Promise<PerformanceTotals> {
   if (intervals.length > MAX_METER_INTERVALS) {
     throw new RangeError(`${intervals.length} meter intervals in one window; at most ${MAX_METER_INTERVALS} are supported`);
   }

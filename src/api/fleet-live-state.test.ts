@@ -12,7 +12,7 @@ describe("GetLiveState online", () => {
     const store = new MemoryLiveStore();
     let nowMs = 1_000_000;
     // Live state never touches ClickHouse.
-    const handler = new FleetHandler({} as ClickHouseClient, { efficiencyAlertThreshold: 0.85, offlineAfterMs: 60_000, batteryFallAlertPoints: 20, linkCacheMaxAgeMs: 5_000 }, store, () => nowMs);
+    const handler = new FleetHandler({} as ClickHouseClient, { efficiencyAlertThreshold: 0.85, offlineAfterMs: 60_000, batteryFallAlertPoints: 20, linkCacheMaxAgeMs: 5_000, performanceSnapshot: false }, store, () => nowMs);
     const fleet = createClient(FleetService, createRouterTransport((router) => router.service(FleetService, handler)));
     // A backlog reading observed long ago but received now still counts as seen now.
     await store.applyLiveState([{ deviceId: "m", kind: "meter", observedAtMs: 0, receivedAtMs: nowMs, values: { event_id: "e" } }]);

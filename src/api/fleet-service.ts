@@ -34,7 +34,8 @@ import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
 import { belowEfficiencyThreshold, summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
-import { MAX_METER_INTERVALS, queryPerformanceTotals } from "../analytics/vehicle-performance.js";
+import type { PerformanceSnapshot } from "../analytics/performance-snapshot.js";
+import { MAX_METER_INTERVALS, queryPerformanceTotals, type PerformanceTotals } from "../analytics/vehicle-performance.js";
 import type { FleetConfig } from "../config.js";
 import { surveyFleet } from "../store/live/live-pages.js";
 import type { LiveState, LiveStore } from "../store/live/live-store.js";
@@ -61,6 +62,14 @@ const ALERT_LIST_TTL_MS = 10 * MINUTE_MS;
 const ALERT_LISTS_KEPT = 64;
 const ALERT_LISTS_MAX_ALERTS = 200_000;
 
+export interface FleetHandlerOptions {
+  readonly linkCache?: VehicleLinkCacheOptions;
+  /** Answers GetVehiclePerformance's default window without a statement where it can (performance-snapshot.ts). */
+  readonly performanceSnapshot?: PerformanceSnapshot | undefined;
+  /** Told where each GetVehiclePerformance answer's totals came from. */
+  readonly countPerformanceAnswer?: (source: "snapshot" | "statement") => void;
+}
+
 type LinkReply = MessageInitShape<typeof LinkVehicleToMeterResponseSchema>;
 type ListReply = MessageInitShape<typeof ListVehicleLinksResponseSchema>;
 type PerformanceReply = MessageInitShape<typeof GetVehiclePerformanceResponseSchema>;
@@ -74,6 +83,9 @@ type WatchReply = MessageInitShape<typeof WatchLiveStateResponseSchema>;
 export class FleetHandler implements ServiceImpl<typeof FleetService> {
   /** The links the answers read (ListVehicleLinks reads storage itself). */
   private readonly links: VehicleLinkCache;
+  /** Every device's default performance window, where this process writes all history. */
+  private readonly snapshot: PerformanceSnapshot | undefined;
+  private readonly countPerformanceAnswer: (source: "snapshot" | "statement") => void;
   /**
    * Each paged ListAlerts answer's whole list, by the id its page tokens carry, so that later
    * pages page through exactly what the first page saw: judged again, a device that reported
@@ -91,9 +103,11 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     private readonly config: FleetConfig,
     private readonly live: LiveStore,
     private readonly now: () => number = Date.now,
-    linkCache: VehicleLinkCacheOptions = {},
+    options: FleetHandlerOptions = {},
   ) {
-    this.links = new VehicleLinkCache(client, linkCache);
+    this.links = new VehicleLinkCache(client, options.linkCache ?? {});
+    this.snapshot = options.performanceSnapshot;
+    this.countPerformanceAnswer = options.countPerformanceAnswer ?? (() => undefined);
   }
 
   async linkVehicleToMeter(request: LinkVehicleToMeterRequest): Promise<LinkReply> {
@@ -142,7 +156,11 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
       );
     }
 
-    const { vehicle, meter } = await storage(() => queryPerformanceTotals(this.client, vehicleId, startMs, endMs, intervals));
+    const defaultWindow = request.windowEnd === undefined && hours === DEFAULT_WINDOW_HOURS;
+    let totals = defaultWindow ? this.snapshotTotals(vehicleId, intervals, startMs, endMs) : undefined;
+    this.countPerformanceAnswer(totals === undefined ? "statement" : "snapshot");
+    totals ??= await storage(() => queryPerformanceTotals(this.client, vehicleId, startMs, endMs, intervals));
+    const { vehicle, meter } = totals;
     const ac = meter.kwhConsumedAc;
     const dc = vehicle.kwhDeliveredDc;
     // No AC energy leaves the ratio undefined: answer 0 with an alert, never NaN or Infinity.
@@ -176,6 +194,30 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
       windowStart: timestampFromMs(startMs),
       windowEnd: timestampFromMs(endMs),
       alert,
+    };
+  }
+
+  /**
+   * The default window's totals from the snapshot of every device's, when it holds the vehicle's
+   * and those of the meters it was linked to for the whole window unchanged; undefined otherwise
+   * (a link that starts or ends inside the window reads its part from the statement).
+   */
+  private snapshotTotals(vehicleId: string, intervals: readonly MeterInterval[], startMs: number, endMs: number): PerformanceTotals | undefined {
+    const snapshot = this.snapshot;
+    if (snapshot === undefined || intervals.some((i) => i.fromMs !== startMs || i.toMs !== endMs)) return undefined;
+    const vehicle = snapshot.totals("vehicle", vehicleId, endMs);
+    if (vehicle === undefined) return undefined;
+    let kwhConsumedAc = 0;
+    let readings = 0;
+    for (const interval of intervals) {
+      const meter = snapshot.totals("meter", interval.meterId, endMs);
+      if (meter === undefined) return undefined;
+      kwhConsumedAc += meter.kwh;
+      readings += meter.readings;
+    }
+    return {
+      vehicle: { kwhDeliveredDc: vehicle.kwh, batteryTempSum: vehicle.batteryTempSum, readings: vehicle.readings },
+      meter: { kwhConsumedAc, readings },
     };
   }
 

@@ -53,6 +53,14 @@ export class IngestMetrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
+  readonly performanceAnswers = new Counter({
+    name: "wattstream_vehicle_performance_answers_total",
+    help:
+      "GetVehiclePerformance answers by where their totals came from: snapshot (every device's default window, read once a minute) " +
+      "or statement (a query of their own: another window, a link changing inside it, or a device written to since the snapshot).",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
   readonly openStreams = new Gauge({
     name: "wattstream_open_streams",
     help: "Ingest streams currently open.",

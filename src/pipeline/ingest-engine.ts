@@ -13,6 +13,7 @@ import { RejectReason } from "../../gen/wattstream/telemetry/v1/ingest_service_p
 import type { IngestConfig } from "../config.js";
 import { packBatteryTrends } from "../process/battery-trends.js";
 import { eventIdentity, type DeviceKind, type RowIdentity } from "../process/history-rows.js";
+import type { HistoryWriteListener } from "../analytics/performance-snapshot.js";
 import { unpackLiveUpdates } from "../process/live-updates.js";
 import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
 import type { StoredEventFinder } from "../store/history/stored-events.js";
@@ -79,6 +80,8 @@ export interface IngestEngineDeps {
   readonly limits: IngestConfig;
   readonly log: Logger;
   readonly metrics: IngestMetrics;
+  /** Told of each write of rows to history before it starts, and once every attempt has settled. */
+  readonly historyWrites?: HistoryWriteListener | undefined;
   readonly now?: () => number;
 }
 
@@ -408,6 +411,9 @@ export class IngestEngine {
       else byKind.set(c.kind, [c]);
     }
     const kinds = [...byKind.keys()];
+    // Withdrawn once every attempt has settled: at once when all landed, or after the failed
+    // tables' attempts are over (an attempt that timed out may land later).
+    const written = this.deps.historyWrites?.writing(claimed) ?? (() => undefined);
     const results = await Promise.allSettled(
       kinds.map((kind) => {
         const rows = byKind.get(kind)!;
@@ -415,7 +421,10 @@ export class IngestEngine {
       }),
     );
     const failures = results.flatMap((r, i) => (r.status === "rejected" ? [{ kind: kinds[i]!, error: r.reason as unknown }] : []));
-    if (failures.length === 0) return;
+    if (failures.length === 0) {
+      written();
+      return;
+    }
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
     await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
@@ -423,6 +432,7 @@ export class IngestEngine {
     // answered): a device that resends at once then finds them settled, not in flight. Not when
     // an attempt still runs or storage does not answer the lookup: the call fails then.
     const settledOrStuck: Promise<unknown>[] = [];
+    const landingHere: Promise<unknown>[] = [];
     for (const { kind, error } of failures) {
       const rows = byKind.get(kind)!;
       // An attempt that timed out may still land. Until every attempt has settled the claims are
@@ -445,8 +455,10 @@ export class IngestEngine {
           log.warn({ err: settleError }, "could not settle claims after a failed insert");
         });
       stillLanding.push(claimsSettled);
+      landingHere.push(landed.catch(() => undefined));
       if (!(error instanceof InsertFailedError && error.attemptsRunning)) settledOrStuck.push(Promise.race([claimsSettled, lookupFailing]));
     }
+    void Promise.all(landingHere).then(written);
     if (settledOrStuck.length > 0) await Promise.race([Promise.all(settledOrStuck), sleep(RETRY_DELAY_MS, undefined, { ref: false })]);
     log.error({ err: failures[0]!.error, tables: failures.map((f) => f.kind) }, "history insert failed; the batch is answered retryable");
     throw unavailable("history storage is unavailable", failures[0]!.error);

@@ -196,8 +196,9 @@ export type GetVehiclePerformanceRequest = Message<"wattstream.fleet.v1.GetVehic
   /**
    * window_end is the window's end (exclusive, UTC); unset means the start of the current minute
    * (UTC), so a reading counts once the minute it was observed in has ended, and the answer is
-   * served from the per-minute rollups alone. A window_end given is kept to the nearest
-   * millisecond, as a reading's observed_at is.
+   * served from the rollups alone — with the default window_hours, usually from the service's
+   * once-a-minute read of every device's window, which gives the same answer without a query of
+   * its own. A window_end given is kept to the nearest millisecond, as a reading's observed_at is.
    *
    * @generated from field: optional google.protobuf.Timestamp window_end = 4;
    */

@@ -1,0 +1,161 @@
+// GetVehiclePerformance's default window — the 24 h ending at the last whole minute — read for
+// every meter and vehicle at once, once a minute, so that most calls run no statement at all. The
+// embedded engine spends 5–10 ms of fixed work on any statement (parsing, analysis, planning)
+// however little it reads, which is the whole of one vehicle's answer; the fleet-wide statement
+// that reads every device's window (fleet-efficiency.ts) costs about as much as four of them.
+//
+// Exact, not merely recent: a device is answered from the snapshot only while nothing written
+// since its statement began can change the device's window. Every write of rows to history is
+// announced before it starts (`writing`) and withdrawn once every attempt to store it has settled.
+// A write in progress when a snapshot's statement begins, or begun after, marks the devices of its
+// rows observed within that snapshot's window as changed, whether it lands or not; their calls go
+// to the statement until the next minute's snapshot. A write withdrawn before the statement began
+// has landed (or never will), and the statement sees it.
+//
+// That holds only where this process writes all history: with the embedded engine, whose data
+// directory is locked to one process. Against a ClickHouse server that other processes write to,
+// their rows would not mark anything, so the service leaves the snapshot off there
+// (PERFORMANCE_SNAPSHOT).
+import type { Logger } from "pino";
+import type { DeviceWindowTotals, FleetDeviceTotals } from "./fleet-efficiency.js";
+
+const MINUTE_MS = 60_000;
+
+/** A row on its way to history, as the ingest path holds it. */
+export interface HistoryWriteRow {
+  readonly key: { readonly deviceId: string };
+  readonly observedAtMs: number;
+}
+
+/** Told of every write of rows to history: before it starts, and (by calling the function returned) once every attempt has settled. */
+export interface HistoryWriteListener {
+  writing(rows: readonly HistoryWriteRow[]): () => void;
+}
+
+export type DeviceSide = "meter" | "vehicle";
+
+export interface PerformanceSnapshotOptions {
+  /** The window's length, in ms (GetVehiclePerformance's default). */
+  readonly windowMs: number;
+  /** Reads every device's totals over [fromMs, toMs). */
+  readonly load: (fromMs: number, toMs: number) => Promise<FleetDeviceTotals>;
+  /**
+   * While the snapshot was asked for within this long, the next minute's is read as that minute
+   * begins rather than by its first call, which would go to the statement meanwhile; in ms.
+   */
+  readonly keepWarmMs?: number;
+  readonly now?: () => number;
+  readonly log?: Pick<Logger, "warn">;
+}
+
+interface Snapshot {
+  readonly fromMs: number;
+  readonly toMs: number;
+  /** Devices written to within the window since the statement began, by side-less id (a write marks its id for both sides). */
+  readonly changed: Set<string>;
+  totals: FleetDeviceTotals | undefined;
+}
+
+const NO_READINGS: DeviceWindowTotals = { kwh: 0, batteryTempSum: 0, readings: 0 };
+const DEFAULT_KEEP_WARM_MS = 10 * MINUTE_MS;
+
+export class PerformanceSnapshot implements HistoryWriteListener {
+  private readonly windowMs: number;
+  private readonly keepWarmMs: number;
+  private readonly now: () => number;
+  /** Writes announced and not yet settled. */
+  private readonly writes = new Set<{ readonly rows: readonly HistoryWriteRow[] }>();
+  /** The snapshot calls are answered from. */
+  private current: Snapshot | undefined;
+  /** The snapshot being read, at most one at a time. */
+  private next: Snapshot | undefined;
+  private lastAskedMs = -Infinity;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly options: PerformanceSnapshotOptions) {
+    this.windowMs = options.windowMs;
+    this.keepWarmMs = options.keepWarmMs ?? DEFAULT_KEEP_WARM_MS;
+    this.now = options.now ?? Date.now;
+  }
+
+  writing(rows: readonly HistoryWriteRow[]): () => void {
+    const write = { rows };
+    this.writes.add(write);
+    markChanged(this.current, rows);
+    markChanged(this.next, rows);
+    return () => this.writes.delete(write);
+  }
+
+  /**
+   * A device's totals over the window ending at `toMs` (a whole minute), or undefined when the
+   * snapshot cannot answer them exactly: it is of another minute (the current one is then read),
+   * still being read, or the device was written to since.
+   */
+  totals(side: DeviceSide, deviceId: string, toMs: number): DeviceWindowTotals | undefined {
+    this.lastAskedMs = this.now();
+    const snapshot = this.current;
+    if (snapshot?.toMs !== toMs || snapshot.totals === undefined) {
+      if (snapshot === undefined || toMs > snapshot.toMs) this.read(toMs);
+      return undefined;
+    }
+    this.keepWarm();
+    if (snapshot.changed.has(deviceId)) return undefined;
+    return (side === "meter" ? snapshot.totals.meters : snapshot.totals.vehicles).get(deviceId) ?? NO_READINGS;
+  }
+
+  /** The minute the current snapshot's window ends at, if one is ready (for tests and metrics). */
+  get readyUntilMs(): number | undefined {
+    return this.current?.totals === undefined ? undefined : this.current.toMs;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  /** Starts reading the window ending at `toMs`, unless a read is under way. */
+  private read(toMs: number): Promise<void> | undefined {
+    if (this.closed || this.next !== undefined) return undefined;
+    const next: Snapshot = { fromMs: toMs - this.windowMs, toMs, changed: new Set(), totals: undefined };
+    this.next = next;
+    // Writes in progress may land while the statement runs, or just after it has read their table.
+    for (const write of this.writes) markChanged(next, write.rows);
+    return this.options.load(next.fromMs, toMs).then(
+      (totals) => {
+        this.next = undefined;
+        next.totals = totals;
+        if (this.current === undefined || toMs >= this.current.toMs) this.current = next;
+        this.keepWarm();
+      },
+      (error: unknown) => {
+        this.next = undefined;
+        // Closing the service ends the statement too; that is no news.
+        if (this.closed) return;
+        this.options.log?.warn({ err: error }, "could not read the fleet's performance window; calls read their own until the next minute");
+      },
+    );
+  }
+
+  /** Reads the next minute's snapshot as it begins, while calls keep asking. */
+  private keepWarm(): void {
+    if (this.timer !== undefined || this.closed) return;
+    const nowMs = this.now();
+    const nextMinuteMs = Math.floor(nowMs / MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.now() - this.lastAskedMs > this.keepWarmMs) return;
+      void this.read(Math.floor(this.now() / MINUTE_MS) * MINUTE_MS);
+    }, nextMinuteMs - nowMs);
+    this.timer.unref();
+  }
+}
+
+/** Marks the devices of rows observed within the snapshot's window as changed. */
+function markChanged(snapshot: Snapshot | undefined, rows: readonly HistoryWriteRow[]): void {
+  if (snapshot === undefined) return;
+  const { fromMs, toMs, changed } = snapshot;
+  for (const row of rows) {
+    if (row.observedAtMs >= fromMs && row.observedAtMs < toMs) changed.add(row.key.deviceId);
+  }
+}
