@@ -18,6 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
@@ -166,6 +167,18 @@ try {
     };
   });
   log(summary("GetVehiclePerformance", perf));
+  const answers = await performanceAnswers(service.target);
+  log(`  answered from the snapshot of every device's window: ${answers.snapshot}, by a statement: ${answers.statement} (warm-ups included)`);
+
+  // The same window named explicitly (window_end at the last whole minute): the same answer, always
+  // from a statement of its own, as a window other than the default is.
+  log(`GetVehiclePerformance, the same 24 h with window_end named: 5 warm-up + ${values["perf-calls"]} calls`);
+  const lastWholeMinute = () => timestampFromMs(Math.floor(Date.now() / 60_000) * 60_000);
+  await warmUp(5, () => client.getVehiclePerformance({ vehicleId: pick(), windowEnd: lastWholeMinute() }, { timeoutMs: callTimeoutMs }));
+  const perfStatement = await series(Number(values["perf-calls"]), async () => {
+    await client.getVehiclePerformance({ vehicleId: pick(), windowEnd: lastWholeMinute() }, { timeoutMs: callTimeoutMs });
+  });
+  log(summary("GetVehiclePerformance, window_end named", perfStatement));
 
   // The same with the longest window (30 days): reads the whole history of the vehicle's rollups.
   log("GetVehiclePerformance, window_hours 720: 5 warm-up + 50 calls");
@@ -223,6 +236,7 @@ try {
     load_seconds: round(seed.loadSeconds),
     load_rows_per_second: round(seed.rows / seed.loadSeconds),
     get_vehicle_performance_ms: perf.stats,
+    get_vehicle_performance_statement_ms: perfStatement.stats,
     get_vehicle_performance_720h_ms: perf720.stats,
     get_fleet_summary_ms: fleet.stats,
     list_alerts_ms: alerts.stats,
@@ -247,7 +261,14 @@ try {
       service_exit_code: exit,
       ingest_load_during_calls:
         ingestCompress > 0 ? `bench/fleet-load.ts --compress ${ingestCompress} (20,000 devices, ${Math.round((20_000 * ingestCompress) / 60)} readings/s offered)` : "none",
-      windows: "GetVehiclePerformance: 24 h (default) and 720 h, random vehicle each call; GetFleetSummary and ListAlerts: 24 h",
+      windows:
+        "GetVehiclePerformance: 24 h (default), the same 24 h with window_end named, and 720 h, random vehicle each call; GetFleetSummary and ListAlerts: 24 h",
+      vehicle_performance_answers: {
+        ...answers,
+        note:
+          "where the default-window calls' totals came from (/metrics, warm-ups included): the snapshot of every device's window read once a minute, " +
+          "or a statement of their own (the first calls of a minute, while its snapshot is read); get_vehicle_performance_statement_ms always takes a statement",
+      },
       service_cpu_seconds_is: "the service's CPU from the first timed call to the last, warm-ups included",
       percentiles: "nearest rank over each series' calls; with 20 calls p99 is the slowest of them",
       live_state:
@@ -266,6 +287,14 @@ try {
   await redis?.stop();
   if (reuse || values.keep) log(`kept ${root}`);
   else rmSync(root, { recursive: true, force: true });
+}
+
+/** GetVehiclePerformance answers so far, by where their totals came from (the service's /metrics). */
+async function performanceAnswers(target: string): Promise<{ snapshot: number; statement: number }> {
+  const metrics = await (await fetch(`http://${target}/metrics`)).text();
+  const count = (source: string) =>
+    Number(new RegExp(`^wattstream_vehicle_performance_answers_total\\{source="${source}"\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? 0);
+  return { snapshot: count("snapshot"), statement: count("statement") };
 }
 
 /** The first log line with this message, waiting for it up to timeoutMs. */
