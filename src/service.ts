@@ -12,7 +12,7 @@ import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { PartnerService } from "../gen/wattstream/partner/v1/partner_service_pb.js";
 import { IngestService } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { RESTORE_SLICES, restoreNewestReadings } from "./analytics/newest-readings.js";
-import { queryDeviceTotals } from "./analytics/fleet-efficiency.js";
+import { queryDeviceTotals, queryDeviceTotalsOf } from "./analytics/fleet-efficiency.js";
 import { PerformanceSnapshot } from "./analytics/performance-snapshot.js";
 import { DEFAULT_WINDOW_HOURS, FleetHandler } from "./api/fleet-service.js";
 import { HealthChecker, registerHealth } from "./api/health-service.js";
@@ -141,6 +141,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     ? new PerformanceSnapshot({
         windowMs: DEFAULT_WINDOW_HOURS * 3_600_000,
         load: (fromMs, toMs) => queryDeviceTotals(history.client, fromMs, toMs),
+        loadDevices: (deviceIds, fromMs, toMs) => queryDeviceTotalsOf(history.client, deviceIds, fromMs, toMs),
         log,
       })
     : undefined;

@@ -124,6 +124,15 @@ describe("GetVehiclePerformance from the snapshot of every device's default wind
     // Within the same minute those come from a statement; the snapshot of the next has them.
     if (timestampMs(afterVehicle.answer.windowEnd!) === minute) expect(afterVehicle.fromSnapshot).toBe(false);
 
+    // GetFleetSummary takes the same snapshot, reading the devices written to since by themselves:
+    // its totals hold the late readings too.
+    const summary = await fleet.getFleetSummary({});
+    const from = timestampMs(summary.windowStart!);
+    const to = timestampMs(summary.windowEnd!);
+    const inWindow = (prefix: string) => sent.filter((r) => r.deviceId.startsWith(prefix) && r.at >= from && r.at < to);
+    expect(summary.totalKwhConsumedAc).toBeCloseTo(inWindow("meter-").reduce((t, r) => t + r.kwh, 0), 9);
+    expect(summary.totalKwhDeliveredDc).toBeCloseTo(inWindow("ev-").reduce((t, r) => t + r.kwh, 0), 9);
+
     // A vehicle nobody wrote to is still answered from it; so is one whose reading of the
     // current minute lies past the window's end.
     await send([{ deviceId: "ev-b", kind: "vehicle", at: Date.now(), kwh: 3, temp: 30 }]);

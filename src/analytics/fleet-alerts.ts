@@ -8,7 +8,7 @@ import { surveyFleet } from "../store/live/live-pages.js";
 import { compareDeviceIds, healthLevelOf, type LiveStore } from "../store/live/live-store.js";
 import { BATTERY_SCORE_VERSION } from "../process/scoring/battery-health.js";
 import { queryFallingBatteryCandidates } from "./battery-health.js";
-import { queryFleetEfficiency } from "./fleet-efficiency.js";
+import { queryFleetEfficiency, type DeviceTotalsSource } from "./fleet-efficiency.js";
 import { belowEfficiencyThreshold } from "./fleet-summary.js";
 import type { LinkSource } from "./vehicle-links.js";
 
@@ -32,6 +32,8 @@ export interface FleetAlert {
 export interface FleetAlertOptions {
   /** Where vehicle–meter links are read from; storage when unset. */
   readonly links?: LinkSource;
+  /** Where every device's window totals are read from; one statement when unset. */
+  readonly deviceTotals?: DeviceTotalsSource;
   readonly asOfMs: number;
   /** The window over which efficiency is judged, ending at the last whole minute at asOfMs. */
   readonly windowHours: number;
@@ -88,7 +90,7 @@ export async function collectFleetAlerts(client: ClickHouseClient, live: LiveSto
   const windowEndMs = Math.floor(asOfMs / MINUTE_MS) * MINUTE_MS;
   const startMs = windowEndMs - options.windowHours * HOUR_MS;
   const [efficiency, survey, falling] = await Promise.all([
-    queryFleetEfficiency(client, startMs, windowEndMs, options.links),
+    queryFleetEfficiency(client, startMs, windowEndMs, options.links, options.deviceTotals),
     surveyFleet(live, asOfMs - offlineAfterMs),
     queryFallingBatteryCandidates(client, startMs, BATTERY_SCORE_VERSION, options.batteryFallPoints),
   ]);

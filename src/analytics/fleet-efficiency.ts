@@ -111,14 +111,46 @@ export async function queryDeviceTotals(client: ClickHouseClient, fromMs: number
   return { meters, vehicles };
 }
 
+/**
+ * The named devices' totals over [fromMs, toMs), a window of whole minutes, from the minute
+ * rollups ordered by device: a narrow read for a few devices, where queryDeviceTotals reads the
+ * whole fleet's window.
+ */
+export async function queryDeviceTotalsOf(client: ClickHouseClient, deviceIds: readonly string[], fromMs: number, toMs: number): Promise<FleetDeviceTotals> {
+  const { fullFromMs, fullToMs } = wholeMinutes(fromMs, toMs);
+  if (fullFromMs !== fromMs || fullToMs !== toMs) throw new RangeError("queryDeviceTotalsOf reads windows of whole minutes only");
+  const meters = new Map<string, DeviceWindowTotals>();
+  const vehicles = new Map<string, DeviceWindowTotals>();
+  if (deviceIds.length === 0) return { meters, vehicles };
+  const range = `device_id IN {ids:Array(String)} AND minute >= ${sec("from")} AND minute < ${sec("to")}`;
+  const result = await client.query({
+    query: `SELECT 0 AS side, device_id, sum(kwh_consumed_ac) AS kwh, 0 AS temp, sum(readings) AS n FROM meter_minutes WHERE ${range}
+              GROUP BY device_id HAVING n > 0
+            UNION ALL
+            SELECT 1, device_id, sum(kwh_delivered_dc), sum(battery_temp_sum), sum(readings) AS n FROM vehicle_minutes WHERE ${range}
+              GROUP BY device_id HAVING n > 0`,
+    query_params: { ids: deviceIds, from: fromMs, to: toMs },
+    format: "JSONCompact",
+  });
+  const { data: rows } = await result.json<[number, string, number, number, string | number]>();
+  for (const [side, deviceId, kwh, temp, n] of rows) {
+    (Number(side) === 0 ? meters : vehicles).set(deviceId, { kwh: Number(kwh), batteryTempSum: Number(temp), readings: Number(n) });
+  }
+  return { meters, vehicles };
+}
+
+/** Every device's totals over a window; queryDeviceTotals, or a copy of them kept up to date (performance-snapshot.ts). */
+export type DeviceTotalsSource = (client: ClickHouseClient, fromMs: number, toMs: number) => Promise<FleetDeviceTotals>;
+
 /** The fleet's energy and every vehicle's charging efficiency within [fromMs, toMs). */
 export async function queryFleetWindow(
   client: ClickHouseClient,
   fromMs: number,
   toMs: number,
   links: LinkSource = storedLinks(client),
+  deviceTotals: DeviceTotalsSource = queryDeviceTotals,
 ): Promise<FleetWindow> {
-  const [totals, linksByVehicle] = await Promise.all([queryDeviceTotals(client, fromMs, toMs), links.linksStartingBefore(toMs)]);
+  const [totals, linksByVehicle] = await Promise.all([deviceTotals(client, fromMs, toMs), links.linksStartingBefore(toMs)]);
   let kwhConsumedAc = 0;
   for (const meter of totals.meters.values()) kwhConsumedAc += meter.kwh;
   const vehicles: VehicleWindowTotals[] = [];
@@ -147,8 +179,14 @@ export async function queryFleetWindow(
 }
 
 /** The charging efficiency of every vehicle with readings within [fromMs, toMs). */
-export async function queryFleetEfficiency(client: ClickHouseClient, fromMs: number, toMs: number, links?: LinkSource): Promise<VehicleEfficiency[]> {
-  return (await queryFleetWindow(client, fromMs, toMs, links)).efficiency;
+export async function queryFleetEfficiency(
+  client: ClickHouseClient,
+  fromMs: number,
+  toMs: number,
+  links?: LinkSource,
+  deviceTotals?: DeviceTotalsSource,
+): Promise<VehicleEfficiency[]> {
+  return (await queryFleetWindow(client, fromMs, toMs, links, deviceTotals)).efficiency;
 }
 
 /** AC energy per vehicle (by its position in `intervalsByVehicle`) over its meter intervals. */

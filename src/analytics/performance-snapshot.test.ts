@@ -24,9 +24,16 @@ const row = (deviceId: string, observedAtMs: number): HistoryWriteRow => ({ key:
 function snapshotUnderTest(nowMs = END + 5_000) {
   const loads: { fromMs: number; toMs: number; settle: (totals: FleetDeviceTotals) => Promise<void>; fail: () => Promise<void> }[] = [];
   const clock = { nowMs };
+  const devicesRead: string[][] = [];
   const snapshot = new PerformanceSnapshot({
     windowMs: 24 * HOUR,
     now: () => clock.nowMs,
+    maxChangedDevices: 2,
+    // Changed devices read again: each vehicle among them now has one more reading of 1 kWh.
+    loadDevices: (deviceIds) => {
+      devicesRead.push([...deviceIds]);
+      return Promise.resolve({ meters: new Map(), vehicles: new Map(deviceIds.filter((id) => id.startsWith("v")).map((id) => [id, totals(1, 1)])) });
+    },
     load: (fromMs, toMs) =>
       new Promise((resolve, reject) => {
         // Settling resolves the read, then lets the snapshot's own continuation run.
@@ -34,7 +41,7 @@ function snapshotUnderTest(nowMs = END + 5_000) {
         loads.push({ fromMs, toMs, settle: (t) => (resolve(t), turn()), fail: () => (reject(new Error("engine gone")), turn()) });
       }),
   });
-  return { snapshot, loads, clock };
+  return { snapshot, loads, clock, devicesRead };
 }
 
 let open: PerformanceSnapshot | undefined;
@@ -158,5 +165,28 @@ describe("PerformanceSnapshot", () => {
     clock.nowMs = END + 14 * MINUTE;
     vi.advanceTimersByTime(2 * MINUTE);
     expect(loads.at(-1)?.toMs).toBe(END + 11 * MINUTE);
+  });
+
+  it("gives the fleet-wide calls every device's totals, reading again by themselves only the devices changed since", async () => {
+    const { snapshot, loads, devicesRead } = snapshotUnderTest();
+    open = snapshot;
+    expect(snapshot.fleetTotals(END - 24 * HOUR, END)).toBeUndefined();
+    await loads[0]!.settle(fleet());
+    // Another window length is not the snapshot's.
+    expect(snapshot.fleetTotals(END - 48 * HOUR, END)).toBeUndefined();
+    expect(await snapshot.fleetTotals(END - 24 * HOUR, END)).toEqual(fleet());
+    expect(devicesRead).toEqual([]);
+
+    snapshot.writing([row("v1", END - HOUR), row("m1", END - HOUR)])();
+    const patched = await snapshot.fleetTotals(END - 24 * HOUR, END);
+    expect(devicesRead).toEqual([["v1", "m1"]]);
+    // m1 read again has no rows now (the fake says so): it is gone, not kept from the snapshot.
+    expect(patched).toEqual({ meters: new Map(), vehicles: new Map([["v1", totals(1, 1)], ["v2", totals(45, 2)]]) });
+    // The snapshot itself is untouched for the next call.
+    expect(snapshot.totals("vehicle", "v2", END)).toEqual(totals(45, 2));
+
+    // More changed devices than maxChangedDevices (2): the whole window is read by the caller.
+    snapshot.writing([row("v2", END - HOUR)])();
+    expect(snapshot.fleetTotals(END - 24 * HOUR, END)).toBeUndefined();
   });
 });

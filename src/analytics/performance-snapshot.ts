@@ -12,6 +12,9 @@
 // to the statement until the next minute's snapshot. A write withdrawn before the statement began
 // has landed (or never will), and the statement sees it.
 //
+// GetFleetSummary and ListAlerts read the same window for every device; they take the snapshot
+// too, with the few devices changed since read again by themselves (fleetTotals).
+//
 // That holds only where this process writes all history: with the embedded engine, whose data
 // directory is locked to one process. Against a ClickHouse server that other processes write to,
 // their rows would not mark anything, so the service leaves the snapshot off there
@@ -39,6 +42,10 @@ export interface PerformanceSnapshotOptions {
   readonly windowMs: number;
   /** Reads every device's totals over [fromMs, toMs). */
   readonly load: (fromMs: number, toMs: number) => Promise<FleetDeviceTotals>;
+  /** Reads the named devices' totals over [fromMs, toMs) (those changed since the snapshot, for the fleet-wide calls). */
+  readonly loadDevices: (deviceIds: readonly string[], fromMs: number, toMs: number) => Promise<FleetDeviceTotals>;
+  /** Most changed devices read again by themselves for a fleet-wide call; with more, the whole window is read. */
+  readonly maxChangedDevices?: number;
   /**
    * While the snapshot was asked for within this long, the next minute's is read as that minute
    * begins rather than by its first call, which would go to the statement meanwhile; in ms.
@@ -58,6 +65,7 @@ interface Snapshot {
 
 const NO_READINGS: DeviceWindowTotals = { kwh: 0, batteryTempSum: 0, readings: 0 };
 const DEFAULT_KEEP_WARM_MS = 10 * MINUTE_MS;
+const DEFAULT_MAX_CHANGED_DEVICES = 2_000;
 
 export class PerformanceSnapshot implements HistoryWriteListener {
   private readonly windowMs: number;
@@ -93,6 +101,45 @@ export class PerformanceSnapshot implements HistoryWriteListener {
    * still being read, or the device was written to since.
    */
   totals(side: DeviceSide, deviceId: string, toMs: number): DeviceWindowTotals | undefined {
+    const snapshot = this.held(toMs);
+    if (snapshot === undefined || snapshot.changed.has(deviceId)) return undefined;
+    return (side === "meter" ? snapshot.totals.meters : snapshot.totals.vehicles).get(deviceId) ?? NO_READINGS;
+  }
+
+  /**
+   * Every device's totals over [fromMs, toMs) for GetFleetSummary and ListAlerts, when that is the
+   * snapshot's window: its totals, with the devices changed since read again by themselves.
+   * Undefined when the snapshot does not hold the window (as for `totals`), or when so many devices
+   * changed that reading the whole window again costs less.
+   */
+  fleetTotals(fromMs: number, toMs: number): Promise<FleetDeviceTotals> | undefined {
+    if (toMs - fromMs !== this.windowMs) return undefined;
+    const snapshot = this.held(toMs);
+    if (snapshot === undefined) return undefined;
+    const { totals } = snapshot;
+    if (snapshot.changed.size === 0) return Promise.resolve(totals);
+    if (snapshot.changed.size > (this.options.maxChangedDevices ?? DEFAULT_MAX_CHANGED_DEVICES)) return undefined;
+    const changed = [...snapshot.changed];
+    return this.options.loadDevices(changed, fromMs, toMs).then((fresh) => {
+      const meters = new Map(totals.meters);
+      const vehicles = new Map(totals.vehicles);
+      for (const id of changed) {
+        meters.delete(id);
+        vehicles.delete(id);
+      }
+      for (const [id, t] of fresh.meters) meters.set(id, t);
+      for (const [id, t] of fresh.vehicles) vehicles.set(id, t);
+      return { meters, vehicles };
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  /** The snapshot of the window ending at `toMs` if it is ready; else starts reading it (a later minute only). */
+  private held(toMs: number): (Snapshot & { totals: FleetDeviceTotals }) | undefined {
     this.lastAskedMs = this.now();
     const snapshot = this.current;
     if (snapshot?.toMs !== toMs || snapshot.totals === undefined) {
@@ -100,18 +147,7 @@ export class PerformanceSnapshot implements HistoryWriteListener {
       return undefined;
     }
     this.keepWarm();
-    if (snapshot.changed.has(deviceId)) return undefined;
-    return (side === "meter" ? snapshot.totals.meters : snapshot.totals.vehicles).get(deviceId) ?? NO_READINGS;
-  }
-
-  /** The minute the current snapshot's window ends at, if one is ready (for tests and metrics). */
-  get readyUntilMs(): number | undefined {
-    return this.current?.totals === undefined ? undefined : this.current.toMs;
-  }
-
-  close(): void {
-    this.closed = true;
-    clearTimeout(this.timer);
+    return snapshot as Snapshot & { totals: FleetDeviceTotals };
   }
 
   /** Starts reading the window ending at `toMs`, unless a read is under way. */

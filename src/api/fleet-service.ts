@@ -30,7 +30,7 @@ import {
 } from "../../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import { healthWindow, queryHealthTrend, queryLatestBatteryScore } from "../analytics/battery-health.js";
 import { collectFleetAlerts, pageOfAlerts, type FleetAlert, type FleetAlertKind } from "../analytics/fleet-alerts.js";
-import { queryFleetWindow } from "../analytics/fleet-efficiency.js";
+import { queryDeviceTotals, queryFleetWindow, type DeviceTotalsSource } from "../analytics/fleet-efficiency.js";
 import { belowEfficiencyThreshold, summarizeFleet } from "../analytics/fleet-summary.js";
 import { VehicleLinkCache, type VehicleLinkCacheOptions } from "../analytics/vehicle-link-cache.js";
 import { insertVehicleLink, listVehicleLinks, meterIntervals, type MeterInterval, type StoredLink } from "../analytics/vehicle-links.js";
@@ -86,6 +86,9 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
   /** Every device's default performance window, where this process writes all history. */
   private readonly snapshot: PerformanceSnapshot | undefined;
   private readonly countPerformanceAnswer: (source: "snapshot" | "statement") => void;
+  /** Every device's window totals for the fleet-wide calls: from the snapshot where it holds the window. */
+  private readonly deviceTotals: DeviceTotalsSource = (client, fromMs, toMs) =>
+    this.snapshot?.fleetTotals(fromMs, toMs) ?? queryDeviceTotals(client, fromMs, toMs);
   /**
    * Each paged ListAlerts answer's whole list, by the id its page tokens carry, so that later
    * pages page through exactly what the first page saw: judged again, a device that reported
@@ -297,6 +300,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
         () =>
           collectFleetAlerts(this.client, this.live, {
             links: this.links,
+            deviceTotals: this.deviceTotals,
             asOfMs,
             windowHours: hours,
             efficiencyThreshold: this.config.efficiencyAlertThreshold,
@@ -337,7 +341,7 @@ export class FleetHandler implements ServiceImpl<typeof FleetService> {
     const endMs = Math.floor(nowMs / MINUTE_MS) * MINUTE_MS;
     const startMs = endMs - hours * HOUR_MS;
     const [{ energy, efficiency }, survey] = await storage(
-      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links), surveyFleet(this.live, nowMs - this.config.offlineAfterMs, { attention: false })]),
+      () => Promise.all([queryFleetWindow(this.client, startMs, endMs, this.links, this.deviceTotals), surveyFleet(this.live, nowMs - this.config.offlineAfterMs, { attention: false })]),
       BOTH_STORES,
     );
     const summary = summarizeFleet(efficiency, survey);
