@@ -20,12 +20,14 @@
 // their rows would not mark anything, so the service leaves the snapshot off there
 // (PERFORMANCE_SNAPSHOT).
 import type { Logger } from "pino";
+import type { DeviceKind } from "../process/history-rows.js";
 import type { DeviceWindowTotals, FleetDeviceTotals } from "./fleet-efficiency.js";
 
 const MINUTE_MS = 60_000;
 
 /** A row on its way to history, as the ingest path holds it. */
 export interface HistoryWriteRow {
+  readonly kind: DeviceKind;
   readonly key: { readonly deviceId: string };
   readonly observedAtMs: number;
 }
@@ -187,11 +189,11 @@ export class PerformanceSnapshot implements HistoryWriteListener {
   }
 }
 
-/** Marks the devices of rows observed within the snapshot's window as changed. */
+/** Marks the meters and vehicles of rows observed within the snapshot's window as changed (battery units are not in it). */
 function markChanged(snapshot: Snapshot | undefined, rows: readonly HistoryWriteRow[]): void {
   if (snapshot === undefined) return;
   const { fromMs, toMs, changed } = snapshot;
   for (const row of rows) {
-    if (row.observedAtMs >= fromMs && row.observedAtMs < toMs) changed.add(row.key.deviceId);
+    if (row.kind !== "battery" && row.observedAtMs >= fromMs && row.observedAtMs < toMs) changed.add(row.key.deviceId);
   }
 }
