@@ -69,7 +69,7 @@ describe("PerformanceSnapshot", () => {
     // Another minute is not this one: it is read, and answered by the statement meanwhile.
     expect(snapshot.totals("vehicle", "v1", END + MINUTE)).toBeUndefined();
     expect(loads.at(-1)?.toMs).toBe(END + MINUTE);
-    // An earlier minute (a clock stepped back) is neither answered nor read.
+    // An earlier minute, the clock not behind the snapshot's, is neither answered nor read.
     expect(snapshot.totals("vehicle", "v1", END - MINUTE)).toBeUndefined();
     expect(loads).toHaveLength(2);
   });
@@ -120,15 +120,40 @@ describe("PerformanceSnapshot", () => {
     expect(snapshot.totals("vehicle", "v2", END)).toBeUndefined();
   });
 
-  it("answers nothing after a failed read, and reads again at the next call", async () => {
-    const { snapshot, loads } = snapshotUnderTest();
+  it("answers nothing after a failed read, and reads again at the next minute, not at every call", async () => {
+    const { snapshot, loads, clock } = snapshotUnderTest();
     open = snapshot;
     snapshot.totals("vehicle", "v1", END);
     await loads[0]!.fail();
-    expect(snapshot.totals("vehicle", "v1", END)).toBeUndefined();
+    for (let i = 0; i < 5; i++) expect(snapshot.totals("vehicle", "v1", END)).toBeUndefined();
+    expect(loads).toHaveLength(1);
+    clock.nowMs = END + MINUTE + 1_000;
+    expect(snapshot.totals("vehicle", "v1", END + MINUTE)).toBeUndefined();
     expect(loads).toHaveLength(2);
     await loads[1]!.settle(fleet());
-    expect(snapshot.totals("vehicle", "v1", END)).toEqual(totals(90, 4));
+    expect(snapshot.totals("vehicle", "v1", END + MINUTE)).toEqual(totals(90, 4));
+  });
+
+  it("follows the clock back when it steps behind the snapshot's minute, and not a call racing a minute's start", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { snapshot, loads, clock } = snapshotUnderTest(END + 5_000);
+    open = snapshot;
+    snapshot.totals("vehicle", "v1", END);
+    await loads[0]!.settle(fleet());
+    // A call that took the previous minute just before it ended starts no read of it.
+    expect(snapshot.totals("vehicle", "v1", END - MINUTE)).toBeUndefined();
+    expect(loads).toHaveLength(1);
+
+    // The clock steps back 30 minutes: that minute is read and answered from, and the timer reads
+    // the minutes after it.
+    clock.nowMs = END - 30 * MINUTE + 5_000;
+    expect(snapshot.totals("vehicle", "v1", END - 30 * MINUTE)).toBeUndefined();
+    expect(loads.at(-1)?.toMs).toBe(END - 30 * MINUTE);
+    await loads.at(-1)!.settle(fleet());
+    expect(snapshot.totals("vehicle", "v1", END - 30 * MINUTE)).toEqual(totals(90, 4));
+    clock.nowMs = END - 29 * MINUTE;
+    vi.advanceTimersByTime(MINUTE);
+    expect(loads.at(-1)?.toMs).toBe(END - 29 * MINUTE);
   });
 
   it("forgets the marks of a minute once the next minute's snapshot is read", async () => {

@@ -80,6 +80,8 @@ export class PerformanceSnapshot implements HistoryWriteListener {
   /** The snapshot being read, at most one at a time. */
   private next: Snapshot | undefined;
   private lastAskedMs = -Infinity;
+  /** The window end of the last read that failed. */
+  private failedToMs: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -145,34 +147,51 @@ export class PerformanceSnapshot implements HistoryWriteListener {
     this.lastAskedMs = this.now();
     const snapshot = this.current;
     if (snapshot?.toMs !== toMs || snapshot.totals === undefined) {
-      if (snapshot === undefined || toMs > snapshot.toMs) this.read(toMs);
+      this.read(toMs);
       return undefined;
     }
     this.keepWarm();
     return snapshot as Snapshot & { totals: FleetDeviceTotals };
   }
 
-  /** Starts reading the window ending at `toMs`, unless a read is under way. */
-  private read(toMs: number): Promise<void> | undefined {
-    if (this.closed || this.next !== undefined) return undefined;
+  /**
+   * Whether a snapshot of the window ending at `toMs` would be kept: one of a later minute than the
+   * current one, or of any minute once the clock has stepped back behind the current one — but not
+   * a minute whose read failed (tried again at the next minute, not by every call).
+   */
+  private wanted(toMs: number): boolean {
+    if (toMs === this.failedToMs) return false;
+    const current = this.current;
+    return current === undefined || toMs > current.toMs || current.toMs > this.clockMinute();
+  }
+
+  /** Starts reading the window ending at `toMs`, unless a read is under way or it would not be kept. */
+  private read(toMs: number): void {
+    if (this.closed || this.next !== undefined || !this.wanted(toMs)) return;
     const next: Snapshot = { fromMs: toMs - this.windowMs, toMs, changed: new Set(), totals: undefined };
     this.next = next;
     // Writes in progress may land while the statement runs, or just after it has read their table.
     for (const write of this.writes) markChanged(next, write.rows);
-    return this.options.load(next.fromMs, toMs).then(
+    this.options.load(next.fromMs, toMs).then(
       (totals) => {
         this.next = undefined;
+        if (!this.wanted(toMs)) return;
         next.totals = totals;
-        if (this.current === undefined || toMs >= this.current.toMs) this.current = next;
+        this.current = next;
         this.keepWarm();
       },
       (error: unknown) => {
         this.next = undefined;
         // Closing the service ends the statement too; that is no news.
         if (this.closed) return;
+        this.failedToMs = toMs;
         this.options.log?.warn({ err: error }, "could not read the fleet's performance window; calls read their own until the next minute");
       },
     );
+  }
+
+  private clockMinute(): number {
+    return Math.floor(this.now() / MINUTE_MS) * MINUTE_MS;
   }
 
   /** Reads the next minute's snapshot as it begins, while calls keep asking. */
@@ -183,7 +202,7 @@ export class PerformanceSnapshot implements HistoryWriteListener {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.now() - this.lastAskedMs > this.keepWarmMs) return;
-      void this.read(Math.floor(this.now() / MINUTE_MS) * MINUTE_MS);
+      this.read(this.clockMinute());
     }, nextMinuteMs - nowMs);
     this.timer.unref();
   }
