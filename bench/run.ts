@@ -80,6 +80,8 @@ try {
     // acknowledgements. Either can be overridden from the environment, for such comparisons.
     INSERT_LINGER: process.env.INSERT_LINGER ?? (scenario === "throughput" ? "500ms" : "20ms"),
     MIN_ROWS_PER_INSERT: process.env.MIN_ROWS_PER_INSERT ?? (scenario === "throughput" ? "30000" : "10000"),
+    // Node flags for the service alone (the load generators keep NODE_OPTIONS), for comparisons.
+    ...(process.env.SERVICE_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVICE_NODE_OPTIONS } : {}),
   };
   // connections runs with the service's defaults: MAX_CONCURRENT_STREAMS (1000 per HTTP/2
   // connection) is above the 500 streams the load puts on each connection, and IDLE_TIMEOUT (5 min)
