@@ -72,8 +72,9 @@ export interface FleetConfig {
   /** How old the in-process copy of vehicle–meter links may get (links another process wrote), in ms. */
   readonly linkCacheMaxAgeMs: number;
   /**
-   * Whether GetVehiclePerformance's default window is read for every device once a minute and
-   * answered from that (exact only where this process writes all history: see performance-snapshot.ts).
+   * Whether the default window (24 h to the last whole minute) is read for every device once a
+   * minute, for GetVehiclePerformance, GetFleetSummary and ListAlerts to answer from (exact only
+   * where this process writes all history: see performance-snapshot.ts).
    */
   readonly performanceSnapshot: boolean;
 }

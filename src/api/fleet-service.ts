@@ -64,7 +64,10 @@ const ALERT_LISTS_MAX_ALERTS = 200_000;
 
 export interface FleetHandlerOptions {
   readonly linkCache?: VehicleLinkCacheOptions;
-  /** Answers GetVehiclePerformance's default window without a statement where it can (performance-snapshot.ts). */
+  /**
+   * Every device's default window, read once a minute (performance-snapshot.ts): GetVehiclePerformance
+   * answers from it without a statement where it can, GetFleetSummary and ListAlerts take its totals.
+   */
   readonly performanceSnapshot?: PerformanceSnapshot | undefined;
   /** Told where each GetVehiclePerformance answer's totals came from. */
   readonly countPerformanceAnswer?: (source: "snapshot" | "statement") => void;
@@ -83,7 +86,7 @@ type WatchReply = MessageInitShape<typeof WatchLiveStateResponseSchema>;
 export class FleetHandler implements ServiceImpl<typeof FleetService> {
   /** The links the answers read (ListVehicleLinks reads storage itself). */
   private readonly links: VehicleLinkCache;
-  /** Every device's default performance window, where this process writes all history. */
+  /** Every device's default window, where this process writes all history. */
   private readonly snapshot: PerformanceSnapshot | undefined;
   private readonly countPerformanceAnswer: (source: "snapshot" | "statement") => void;
   /** Every device's window totals for the fleet-wide calls: from the snapshot where it holds the window. */
