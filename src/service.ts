@@ -29,7 +29,7 @@ import { DeviceRateLimit } from "./pipeline/device-rate-limit.js";
 import { IngestEngine } from "./pipeline/ingest-engine.js";
 import { ProcessPool } from "./process/process-pool.js";
 import type { DeviceKind } from "./process/history-rows.js";
-import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./server/lean-grpc-streams.js";
+import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod } from "./server/lean-grpc-streams.js";
 import { scanReadings } from "./pipeline/received-reading.js";
 import { Listener, type RequestHandler } from "./server/listener.js";
 import { readTlsMaterial } from "./server/tls-material.js";
@@ -187,18 +187,19 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   };
   const rateLimit = new DeviceRateLimit({ readingsPerSecond: config.calls.deviceReadingsPerSecond, burst: config.calls.deviceBurstReadings });
   const ingest = new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator });
+  const fleet = new FleetHandler(history.client, config.fleet, liveStore, Date.now, {
+    // The embedded engine locks its data directory to this process, so every link is written
+    // through it and invalidates the copy: reloading it on a timer (~18 ms of the engine every
+    // 5 s with 6,667 links, queued ahead of any call that came meanwhile) would buy nothing.
+    linkCache: { maxAgeMs: history.embedded ? Infinity : config.fleet.linkCacheMaxAgeMs },
+    performanceSnapshot,
+    countPerformanceAnswer: (source) => metrics.performanceAnswers.inc({ source }),
+  });
   const routes = (router: ConnectRouter) => {
     router.service(IngestService, ingest);
     router.service(
       FleetService,
-      // The embedded engine locks its data directory to this process, so every link is written
-      // through it and invalidates the copy: reloading it on a timer (~18 ms of the engine every
-      // 5 s with 6,667 links, queued ahead of any call that came meanwhile) would buy nothing.
-      new FleetHandler(history.client, config.fleet, liveStore, Date.now, {
-        linkCache: { maxAgeMs: history.embedded ? Infinity : config.fleet.linkCacheMaxAgeMs },
-        performanceSnapshot,
-        countPerformanceAnswer: (source) => metrics.performanceAnswers.inc({ source }),
-      }),
+      fleet,
     );
     router.service(
       PartnerService,
@@ -248,6 +249,12 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           // Messages are scanned for the fields the main thread needs; the worker decodes the rest.
           bidiStreamingMethod(IngestService.method.syncReadings, (requests, ctx) => ingest.syncReceived(requests, ctx), scanReadings),
           clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReceived(requests, ctx), scanReadings),
+          // The fleet's questions, which dashboards ask back to back (see unaryMethod).
+          unaryMethod(FleetService.method.getVehiclePerformance, (request) => fleet.getVehiclePerformance(request)),
+          unaryMethod(FleetService.method.getFleetSummary, (request) => fleet.getFleetSummary(request)),
+          unaryMethod(FleetService.method.listAlerts, (request) => fleet.listAlerts(request)),
+          unaryMethod(FleetService.method.getLiveState, (request) => fleet.getLiveState(request)),
+          unaryMethod(FleetService.method.getDeviceHealth, (request) => fleet.getDeviceHealth(request)),
         ],
         requestGate,
         readMaxBytes: config.server.maxMessageBytes,

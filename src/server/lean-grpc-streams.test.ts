@@ -10,19 +10,23 @@ import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  IngestReadingsRequestSchema,
+  IngestReadingsResponseSchema,
   IngestService,
   StreamReadingsRequestSchema,
   StreamReadingsResponseSchema,
   SyncReadingsRequestSchema,
   SyncReadingsResponseSchema,
+  type IngestReadingsRequest,
   type StreamReadingsRequest,
   type SyncReadingsRequest,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams } from "./lean-grpc-streams.js";
+import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod } from "./lean-grpc-streams.js";
 
 const READ_MAX_BYTES = 256 * 1024;
 const SYNC = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
+const INGEST = "/wattstream.telemetry.v1.IngestService/IngestReadings";
 
 /** How each call ended on the server: whether its signal was aborted when the handler finished. */
 const serverEnds: string[] = [];
@@ -54,6 +58,15 @@ async function streamReadings(requests: AsyncIterable<StreamReadingsRequest>) {
   return create(StreamReadingsResponseSchema, { accepted: BigInt(count) });
 }
 
+/** Answers an init shape, not a message, as handlers may. */
+function ingestReadings(request: IngestReadingsRequest) {
+  for (const reading of request.readings) {
+    if (reading.deviceId === "exhausted") throw new ConnectError("slow down", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "1500" });
+    if (reading.deviceId === "crash") throw new Error("a bug");
+  }
+  return { accepted: BigInt(request.readings.length) };
+}
+
 function requestGate(ctx: HandlerContext): void {
   if (ctx.requestHeader.get("authorization") !== "Bearer good") {
     throw new ConnectError("no valid credential", Code.Unauthenticated);
@@ -68,12 +81,13 @@ interface TestServer {
 }
 
 async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
-  const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings, streamReadings });
+  const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings, streamReadings, ingestReadings });
   const connect = connectNodeAdapter({ routes, readMaxBytes: READ_MAX_BYTES, requestGate });
   const lean = createLeanGrpcStreams({
     methods: [
       bidiStreamingMethod(IngestService.method.syncReadings, syncReadings),
       clientStreamingMethod(IngestService.method.streamReadings, streamReadings),
+      unaryMethod(IngestService.method.ingestReadings, ingestReadings),
     ],
     requestGate,
     readMaxBytes: READ_MAX_BYTES,
@@ -141,6 +155,28 @@ function callSync(
   });
 }
 
+/** A unary call sent as a stream of raw messages (so a test can send none, or two), and what the client saw. */
+function callUnary(port: number, messages: Buffer[], token = "good"): Promise<Seen> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  const responses: bigint[] = [];
+  return new Promise((resolve) => {
+    const call = client.makeClientStreamRequest(INGEST, identity, identity, metadata, (_error, bytes) => {
+      if (bytes) responses.push(fromBinary(IngestReadingsResponseSchema, bytes).accepted);
+    });
+    call.on("status", (status: grpc.StatusObject) => {
+      client.close();
+      resolve({ code: status.code, details: status.details, trailers: status.metadata.getMap(), responses });
+    });
+    for (const m of messages) call.write(m);
+    call.end();
+  });
+}
+
+const ingestMessage = (...devices: string[]) =>
+  Buffer.from(toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: devices.map((deviceId) => ({ deviceId })) })));
+
 let lean: TestServer;
 let plain: TestServer;
 beforeAll(async () => {
@@ -164,6 +200,28 @@ async function serverEnd(call: string): Promise<string[]> {
   for (let i = 0; i < 200 && ends().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   return ends();
 }
+
+describe("the lean path answers unary calls as connect does", () => {
+  it("answers one request with one response (an init shape made a message)", async () => {
+    const [a, b] = await both((port) => callUnary(port, [ingestMessage("d-1", "d-2")]));
+    expect(a).toEqual(b);
+    expect(a).toMatchObject({ code: grpc.status.OK, responses: [2n] });
+  });
+
+  it.each([
+    ["the request gate's refusal", [ingestMessage("d-1")], "bad", grpc.status.UNAUTHENTICATED],
+    ["a handler's error, with its metadata", [ingestMessage("exhausted")], "good", grpc.status.RESOURCE_EXHAUSTED],
+    ["a handler's unexpected error, without its message", [ingestMessage("crash")], "good", grpc.status.INTERNAL],
+    ["a message that is not a valid request", [Buffer.from([0x0a, 0xff, 0xff])], "good", grpc.status.INTERNAL],
+    ["a call with no request", [], "good", grpc.status.UNIMPLEMENTED],
+    ["a call with two requests", [ingestMessage("d-1"), ingestMessage("d-2")], "good", grpc.status.UNIMPLEMENTED],
+  ])("answers %s as connect does", async (_what, messages, token, code) => {
+    const [a, b] = await both((port) => callUnary(port, messages, token));
+    expect(a).toEqual(b);
+    expect(a.code).toBe(code);
+    expect(a.responses).toEqual([]);
+  });
+});
 
 describe("the lean gRPC stream path answers as connect does", () => {
   it("acknowledges each message of a bidi stream and ends OK", async () => {
