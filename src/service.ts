@@ -249,7 +249,9 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           // Messages are scanned for the fields the main thread needs; the worker decodes the rest.
           bidiStreamingMethod(IngestService.method.syncReadings, (requests, ctx) => ingest.syncReceived(requests, ctx), scanReadings),
           clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReceived(requests, ctx), scanReadings),
-          // The fleet's questions, which dashboards ask back to back (see unaryMethod).
+          // Devices' and browsers' unary batches, and the fleet's questions, which dashboards ask
+          // back to back (see unaryMethod).
+          unaryMethod(IngestService.method.ingestReadings, (request, ctx) => ingest.ingestReadings(request, ctx)),
           unaryMethod(FleetService.method.getVehiclePerformance, (request) => fleet.getVehiclePerformance(request)),
           unaryMethod(FleetService.method.getFleetSummary, (request) => fleet.getFleetSummary(request)),
           unaryMethod(FleetService.method.listAlerts, (request) => fleet.listAlerts(request)),
