@@ -260,6 +260,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         ],
         requestGate,
         readMaxBytes: config.server.maxMessageBytes,
+        writeMaxBytes: config.server.maxMessageBytes,
         maxTimeoutMs: config.server.maxTimeoutMs,
         contextValues,
       })

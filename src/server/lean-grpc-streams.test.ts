@@ -24,6 +24,7 @@ import {
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod } from "./lean-grpc-streams.js";
 
 const READ_MAX_BYTES = 256 * 1024;
+const WRITE_MAX_BYTES = 64 * 1024;
 const SYNC = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
 const INGEST = "/wattstream.telemetry.v1.IngestService/IngestReadings";
@@ -60,6 +61,11 @@ async function streamReadings(requests: AsyncIterable<StreamReadingsRequest>) {
 
 /** Answers an init shape, not a message, as handlers may. */
 function ingestReadings(request: IngestReadingsRequest) {
+  // An answer of ~13 kB ("big"), or one over WRITE_MAX_BYTES ("huge"): rejections with long messages.
+  const rejections = { big: 300, huge: 3_000 }[request.readings[0]?.deviceId ?? ""];
+  if (rejections !== undefined) {
+    return { rejected: Array.from({ length: rejections }, (_, index) => ({ index, eventId: `e-${index}`, message: "observed_at is in the future" })) };
+  }
   for (const reading of request.readings) {
     if (reading.deviceId === "exhausted") throw new ConnectError("slow down", Code.ResourceExhausted, { "grpc-retry-pushback-ms": "1500" });
     if (reading.deviceId === "crash") throw new Error("a bug");
@@ -82,7 +88,7 @@ interface TestServer {
 
 async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
   const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings, streamReadings, ingestReadings });
-  const connect = connectNodeAdapter({ routes, readMaxBytes: READ_MAX_BYTES, requestGate });
+  const connect = connectNodeAdapter({ routes, readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, requestGate });
   const lean = createLeanGrpcStreams({
     methods: [
       bidiStreamingMethod(IngestService.method.syncReadings, syncReadings),
@@ -91,6 +97,7 @@ async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
     ],
     requestGate,
     readMaxBytes: READ_MAX_BYTES,
+    writeMaxBytes: WRITE_MAX_BYTES,
     maxTimeoutMs: 60_000,
   });
   const server: TestServer = { port: 0, connectCalls: 0, close: async () => {} };
@@ -174,6 +181,49 @@ function callUnary(port: number, messages: Buffer[], token = "good"): Promise<Se
   });
 }
 
+interface RawSeen {
+  readonly status: string | undefined;
+  readonly message: string | undefined;
+  readonly encoding: string | undefined;
+  /** Each response message's compressed flag. */
+  readonly flags: number[];
+}
+
+/** A unary call over plain HTTP/2, to see what grpc-js hides: response headers and envelope flags. */
+async function rawUnary(port: number, body: Buffer, headers: Record<string, string> = {}): Promise<RawSeen> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": INGEST,
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: "Bearer good",
+      "grpc-accept-encoding": "identity,deflate,gzip",
+      ...headers,
+    });
+    stream.end(body);
+    const [response] = (await once(stream, "response")) as [http2.IncomingHttpHeaders];
+    const chunks: Buffer[] = [];
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    const [trailers] = (await Promise.race([once(stream, "trailers"), once(stream, "end").then(() => [response])])) as [http2.IncomingHttpHeaders];
+    const data = Buffer.concat(chunks);
+    const flags: number[] = [];
+    for (let at = 0; at + 5 <= data.length; at += 5 + data.readUInt32BE(at + 1)) flags.push(data[at]!);
+    return { status: trailers["grpc-status"] as string | undefined, message: trailers["grpc-message"] as string | undefined, encoding: response["grpc-encoding"] as string | undefined, flags };
+  } finally {
+    session.close();
+  }
+}
+
+/** A gRPC length-prefixed message. */
+function envelope(message: Buffer, flags = 0): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
+
 const ingestMessage = (...devices: string[]) =>
   Buffer.from(toBinary(IngestReadingsRequestSchema, create(IngestReadingsRequestSchema, { readings: devices.map((deviceId) => ({ deviceId })) })));
 
@@ -188,6 +238,14 @@ afterAll(async () => {
 
 /** Runs the same call against both servers; answers what each client saw, the lean one first. */
 async function both(run: (port: number) => Promise<Seen>): Promise<[Seen, Seen]> {
+  const before = lean.connectCalls;
+  const seen = await Promise.all([run(lean.port), run(plain.port)]);
+  expect(lean.connectCalls, "the lean route served the call").toBe(before);
+  return seen;
+}
+
+/** As both, for calls made over plain HTTP/2. */
+async function bothRaw(run: (port: number) => Promise<RawSeen>): Promise<RawSeen[]> {
   const before = lean.connectCalls;
   const seen = await Promise.all([run(lean.port), run(plain.port)]);
   expect(lean.connectCalls, "the lean route served the call").toBe(before);
@@ -220,6 +278,40 @@ describe("the lean path answers unary calls as connect does", () => {
     expect(a).toEqual(b);
     expect(a.code).toBe(code);
     expect(a.responses).toEqual([]);
+  });
+
+  it("compresses an answer of 1 kB or more for a client that accepts gzip, and names the encoding even for a small one", async () => {
+    const big = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("big"))));
+    expect(big[0]).toEqual(big[1]);
+    expect(big[0]).toEqual({ status: "0", message: undefined, encoding: "gzip", flags: [1] });
+    const small = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1"))));
+    expect(small[0]).toEqual(small[1]);
+    expect(small[0]).toMatchObject({ status: "0", encoding: "gzip", flags: [0] });
+    const identityOnly = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("big")), { "grpc-accept-encoding": "identity" }));
+    expect(identityOnly[0]).toEqual(identityOnly[1]);
+    expect(identityOnly[0]).toMatchObject({ status: "0", encoding: undefined, flags: [0] });
+  });
+
+  it("refuses an answer over writeMaxBytes with RESOURCE_EXHAUSTED", async () => {
+    const [a, b] = await both((port) => callUnary(port, [ingestMessage("huge")]));
+    expect(a).toEqual(b);
+    expect(a.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(a.details).toMatch(new RegExp(`larger than configured writeMaxBytes ${WRITE_MAX_BYTES}`));
+  });
+
+  it("runs the request gate before judging a malformed grpc-timeout", async () => {
+    const seen = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1")), { authorization: "Bearer bad", "grpc-timeout": "abc" }));
+    expect(seen[0]).toEqual(seen[1]);
+    expect(seen[0]?.status).toBe(String(grpc.status.UNAUTHENTICATED));
+    const allowed = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1")), { "grpc-timeout": "abc" }));
+    expect(allowed[0]).toEqual(allowed[1]);
+    expect(allowed[0]?.status).toBe(String(grpc.status.INVALID_ARGUMENT));
+  });
+
+  it("reports a compressed message without grpc-encoding as connect does", async () => {
+    const seen = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1"), 1)));
+    expect(seen[0]).toEqual(seen[1]);
+    expect(seen[0]?.status).toBe(String(grpc.status.INTERNAL));
   });
 });
 

@@ -29,7 +29,9 @@ import {
   type ContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
+import { compressionNegotiate, type Compression } from "@connectrpc/connect/protocol";
 import { grpcStatusOk, headerGrpcStatus, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http2 from "node:http2";
 
 /** A client-streaming method's implementation: every request in, one response out. */
@@ -101,7 +103,13 @@ export interface LeanGrpcStreamsOptions {
   /** The check connect runs before a body is read (the same function is given to connect). */
   readonly requestGate: (context: HandlerContext) => void | Promise<void>;
   readonly readMaxBytes: number;
+  /** Largest response message, as connect's writeMaxBytes (checked before compression). */
+  readonly writeMaxBytes: number;
   readonly maxTimeoutMs: number;
+  /** Response compressions offered to clients that accept them; connect-node's default (gzip, brotli) when unset. */
+  readonly acceptCompression?: readonly Compression[];
+  /** Response messages this large or larger are compressed (connect's default 1,024 bytes when unset). */
+  readonly compressMinBytes?: number;
   readonly contextValues?: ((req: http2.Http2ServerRequest) => ContextValues) | undefined;
 }
 
@@ -109,6 +117,9 @@ export interface LeanGrpcStreamsOptions {
 export type LeanRoute = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean;
 
 const FLAG_COMPRESSED = 0b0000_0001;
+/** connect's defaults, so both paths answer alike. */
+const DEFAULT_ACCEPT_COMPRESSION: readonly Compression[] = [compressionGzip, compressionBrotli];
+const DEFAULT_COMPRESS_MIN_BYTES = 1024;
 const ENVELOPE_HEADER_BYTES = 5;
 /** Decoded requests held before the stream is paused (HTTP/2 flow control then holds the client). */
 const MAX_QUEUED_REQUESTS = 16;
@@ -151,10 +162,18 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     responseTrailer: { [headerGrpcStatus]: grpcStatusOk },
     contextValues: options.contextValues?.(req) ?? createContextValues(),
   });
-  const response = new ResponseWriter(res, context);
+  // Requests that name a grpc-encoding go to connect, so only the response's is negotiated here.
+  const compression = compressionNegotiate([...(options.acceptCompression ?? DEFAULT_ACCEPT_COMPRESSION)], null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
+  if (compression !== null) context.responseHeader.set("grpc-encoding", compression.name);
+  const response = new ResponseWriter(res, context, {
+    compression,
+    compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
+    writeMaxBytes: options.writeMaxBytes,
+  });
   try {
-    if (timeout.error !== undefined) throw timeout.error;
+    // As connect: the request gate first, so a refused call is refused whatever else is wrong with it.
     await options.requestGate(context);
+    if (timeout.error !== undefined) throw timeout.error;
     const requests = new RequestReader(req, route.decode, options.readMaxBytes, context.signal);
     if (route.kind === "bidi") {
       for await (const message of route.impl(requests, context)) await response.message(toBinary(route.method.output, message));
@@ -190,13 +209,20 @@ class ResponseWriter {
   constructor(
     private readonly res: http2.Http2ServerResponse,
     private readonly context: HandlerContext,
+    private readonly limits: { readonly compression: Compression | null; readonly compressMinBytes: number; readonly writeMaxBytes: number },
   ) {}
 
-  async message(bytes: Uint8Array): Promise<void> {
+  async message(message: Uint8Array): Promise<void> {
+    if (message.byteLength > this.limits.writeMaxBytes) {
+      throw new ConnectError(`message size ${message.byteLength} is larger than configured writeMaxBytes ${this.limits.writeMaxBytes}`, Code.ResourceExhausted);
+    }
+    const { compression, compressMinBytes } = this.limits;
+    const compressed = compression !== null && message.byteLength >= compressMinBytes;
+    const bytes = compressed ? await compression.compress(message) : message;
     if (this.res.stream.closed) throw this.context.signal.reason ?? new ConnectError("the stream is closed", Code.Canceled);
     this.writeHead();
     const envelope = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + bytes.byteLength);
-    envelope[0] = 0;
+    envelope[0] = compressed ? FLAG_COMPRESSED : 0;
     envelope.writeUInt32BE(bytes.byteLength, 1);
     envelope.set(bytes, ENVELOPE_HEADER_BYTES);
     if (!this.res.write(envelope)) await drained(this.res);
@@ -301,7 +327,7 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
       this.consume(ENVELOPE_HEADER_BYTES + length);
       if ((envelope[0]! & FLAG_COMPRESSED) !== 0) {
         // Only requests without grpc-encoding come here, so a compressed message cannot be read.
-        this.fail(new ConnectError("protocol error: received compressed message without grpc-encoding", Code.Internal));
+        this.fail(new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal));
         return;
       }
       try {
