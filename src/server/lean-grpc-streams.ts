@@ -4,8 +4,9 @@
 // compiles to helper-driven state machines (a generator, closures and promises per stage); measured,
 // that was ~47 kB of live objects per waiting stream. This route serves the same methods, with the
 // same implementation and request gate, for the one shape devices use — HTTP/2, `application/grpc`
-// (binary protobuf), no message compression — reading envelopes off the request and writing them
-// onto the response directly. Every other request (Connect, gRPC-Web, JSON, compressed messages,
+// (binary protobuf), requests without message compression — reading envelopes off the request and
+// writing them onto the response directly (answers compressed as connect would, for clients that
+// accept it). Every other request (Connect, gRPC-Web, JSON, compressed messages,
 // HTTP/1.1, other methods) goes to connect unchanged. The protocol's own details — content types,
 // timeouts, status trailers — come from connect's protocol modules, not from here. Unary methods
 // asked back to back (the fleet's questions) are served here too, for the garbage connect's unary
