@@ -102,13 +102,7 @@ export async function queryDeviceTotals(client: ClickHouseClient, fromMs: number
     // cost ~2 µs a row on this process's thread, and this answer has a row per device.
     format: "JSONCompact",
   });
-  const { data: rows } = await result.json<[number, string, number, number, string | number]>();
-  const meters = new Map<string, DeviceWindowTotals>();
-  const vehicles = new Map<string, DeviceWindowTotals>();
-  for (const [side, deviceId, kwh, temp, n] of rows) {
-    (Number(side) === 0 ? meters : vehicles).set(deviceId, { kwh: Number(kwh), batteryTempSum: Number(temp), readings: Number(n) });
-  }
-  return { meters, vehicles };
+  return deviceTotalsOf((await result.json<TotalsRow>()).data);
 }
 
 /**
@@ -119,11 +113,10 @@ export async function queryDeviceTotals(client: ClickHouseClient, fromMs: number
 export async function queryDeviceTotalsOf(client: ClickHouseClient, deviceIds: readonly string[], fromMs: number, toMs: number): Promise<FleetDeviceTotals> {
   const { fullFromMs, fullToMs } = wholeMinutes(fromMs, toMs);
   if (fullFromMs !== fromMs || fullToMs !== toMs) throw new RangeError("queryDeviceTotalsOf reads windows of whole minutes only");
-  const meters = new Map<string, DeviceWindowTotals>();
-  const vehicles = new Map<string, DeviceWindowTotals>();
-  if (deviceIds.length === 0) return { meters, vehicles };
+  if (deviceIds.length === 0) return deviceTotalsOf([]);
   const range = `device_id IN {ids:Array(String)} AND minute >= ${sec("from")} AND minute < ${sec("to")}`;
   const result = await client.query({
+    // The same columns as queryDeviceTotals, so one parser reads both.
     query: `SELECT 0 AS side, device_id, sum(kwh_consumed_ac) AS kwh, 0 AS temp, sum(readings) AS n FROM meter_minutes WHERE ${range}
               GROUP BY device_id HAVING n > 0
             UNION ALL
@@ -132,7 +125,15 @@ export async function queryDeviceTotalsOf(client: ClickHouseClient, deviceIds: r
     query_params: { ids: deviceIds, from: fromMs, to: toMs },
     format: "JSONCompact",
   });
-  const { data: rows } = await result.json<[number, string, number, number, string | number]>();
+  return deviceTotalsOf((await result.json<TotalsRow>()).data);
+}
+
+/** A device's window totals as both statements answer them: side (0 meter, 1 vehicle), id, kWh, temperature sum, readings. */
+type TotalsRow = [number, string, number, number, string | number];
+
+function deviceTotalsOf(rows: readonly TotalsRow[]): FleetDeviceTotals {
+  const meters = new Map<string, DeviceWindowTotals>();
+  const vehicles = new Map<string, DeviceWindowTotals>();
   for (const [side, deviceId, kwh, temp, n] of rows) {
     (Number(side) === 0 ? meters : vehicles).set(deviceId, { kwh: Number(kwh), batteryTempSum: Number(temp), readings: Number(n) });
   }
