@@ -57,12 +57,16 @@ export interface PerformanceSnapshotOptions {
   readonly log?: Pick<Logger, "warn">;
 }
 
-interface Snapshot {
+/** A window being read: the meters and vehicles written to within it since its statement began (one set for both sides). */
+interface PendingSnapshot {
   readonly fromMs: number;
   readonly toMs: number;
-  /** Devices written to within the window since the statement began, by side-less id (a write marks its id for both sides). */
   readonly changed: Set<string>;
-  totals: FleetDeviceTotals | undefined;
+}
+
+/** A window read, its marks still growing as writes come. */
+interface Snapshot extends PendingSnapshot {
+  readonly totals: FleetDeviceTotals;
 }
 
 const NO_READINGS: DeviceWindowTotals = { kwh: 0, batteryTempSum: 0, readings: 0 };
@@ -78,7 +82,7 @@ export class PerformanceSnapshot implements HistoryWriteListener {
   /** The snapshot calls are answered from. */
   private current: Snapshot | undefined;
   /** The snapshot being read, at most one at a time. */
-  private next: Snapshot | undefined;
+  private next: PendingSnapshot | undefined;
   private lastAskedMs = -Infinity;
   /** The window end of the last read that failed. */
   private failedToMs: number | undefined;
@@ -143,15 +147,15 @@ export class PerformanceSnapshot implements HistoryWriteListener {
   }
 
   /** The snapshot of the window ending at `toMs` if it is ready; else starts reading it (a later minute only). */
-  private held(toMs: number): (Snapshot & { totals: FleetDeviceTotals }) | undefined {
+  private held(toMs: number): Snapshot | undefined {
     this.lastAskedMs = this.now();
     const snapshot = this.current;
-    if (snapshot?.toMs !== toMs || snapshot.totals === undefined) {
+    if (snapshot?.toMs !== toMs) {
       this.read(toMs);
       return undefined;
     }
     this.keepWarm();
-    return snapshot as Snapshot & { totals: FleetDeviceTotals };
+    return snapshot;
   }
 
   /**
@@ -168,7 +172,7 @@ export class PerformanceSnapshot implements HistoryWriteListener {
   /** Starts reading the window ending at `toMs`, unless a read is under way or it would not be kept. */
   private read(toMs: number): void {
     if (this.closed || this.next !== undefined || !this.wanted(toMs)) return;
-    const next: Snapshot = { fromMs: toMs - this.windowMs, toMs, changed: new Set(), totals: undefined };
+    const next: PendingSnapshot = { fromMs: toMs - this.windowMs, toMs, changed: new Set() };
     this.next = next;
     // Writes in progress may land while the statement runs, or just after it has read their table.
     for (const write of this.writes) markChanged(next, write.rows);
@@ -176,8 +180,8 @@ export class PerformanceSnapshot implements HistoryWriteListener {
       (totals) => {
         this.next = undefined;
         if (!this.wanted(toMs)) return;
-        next.totals = totals;
-        this.current = next;
+        // The same set of marks: a write announced while the statement ran stays marked.
+        this.current = { ...next, totals };
         this.keepWarm();
       },
       (error: unknown) => {
@@ -209,7 +213,7 @@ export class PerformanceSnapshot implements HistoryWriteListener {
 }
 
 /** Marks the meters and vehicles of rows observed within the snapshot's window as changed (battery units are not in it). */
-function markChanged(snapshot: Snapshot | undefined, rows: readonly HistoryWriteRow[]): void {
+function markChanged(snapshot: PendingSnapshot | undefined, rows: readonly HistoryWriteRow[]): void {
   if (snapshot === undefined) return;
   const { fromMs, toMs, changed } = snapshot;
   for (const row of rows) {
