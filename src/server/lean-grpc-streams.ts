@@ -127,6 +127,11 @@ const MAX_QUEUED_REQUESTS = 16;
 
 export function createLeanGrpcStreams(options: LeanGrpcStreamsOptions): LeanRoute {
   const byPath = new Map(options.methods.map((m) => [`/${m.method.parent.typeName}/${m.method.name}`, m]));
+  const settings: ServeSettings = {
+    ...options,
+    acceptCompression: [...(options.acceptCompression ?? DEFAULT_ACCEPT_COMPRESSION)],
+    compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
+  };
   return (req, res) => {
     if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
     const route = byPath.get(req.url);
@@ -134,12 +139,15 @@ export function createLeanGrpcStreams(options: LeanGrpcStreamsOptions): LeanRout
     if (parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
     const encoding = req.headers["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
-    void serve(route, req, res, options);
+    void serve(route, req, res, settings);
     return true;
   };
 }
 
-async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: LeanGrpcStreamsOptions) {
+/** The options with connect's defaults filled in, once for every call. */
+type ServeSettings = LeanGrpcStreamsOptions & { readonly acceptCompression: Compression[]; readonly compressMinBytes: number };
+
+async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: ServeSettings) {
   const requestHeader = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (name.startsWith(":") || value === undefined) continue;
@@ -164,13 +172,9 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     contextValues: options.contextValues?.(req) ?? createContextValues(),
   });
   // Requests that name a grpc-encoding go to connect, so only the response's is negotiated here.
-  const compression = compressionNegotiate([...(options.acceptCompression ?? DEFAULT_ACCEPT_COMPRESSION)], null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
+  const compression = compressionNegotiate(options.acceptCompression, null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
   if (compression !== null) context.responseHeader.set("grpc-encoding", compression.name);
-  const response = new ResponseWriter(res, context, {
-    compression,
-    compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
-    writeMaxBytes: options.writeMaxBytes,
-  });
+  const response = new ResponseWriter(res, context, { compression, compressMinBytes: options.compressMinBytes, writeMaxBytes: options.writeMaxBytes });
   try {
     // As connect: the request gate first, so a refused call is refused whatever else is wrong with it.
     await options.requestGate(context);
