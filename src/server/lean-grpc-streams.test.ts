@@ -189,19 +189,16 @@ interface RawSeen {
   readonly flags: number[];
 }
 
+/** A binary gRPC call on a plain HTTP/2 session, with a good credential unless `headers` say otherwise. */
+function rawGrpcRequest(session: http2.ClientHttp2Session, path: string, headers: Record<string, string>): http2.ClientHttp2Stream {
+  return session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: "Bearer good", ...headers });
+}
+
 /** A unary call over plain HTTP/2, to see what grpc-js hides: response headers and envelope flags. */
 async function rawUnary(port: number, body: Buffer, headers: Record<string, string> = {}): Promise<RawSeen> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   try {
-    const stream = session.request({
-      ":method": "POST",
-      ":path": INGEST,
-      "content-type": "application/grpc",
-      te: "trailers",
-      authorization: "Bearer good",
-      "grpc-accept-encoding": "identity,deflate,gzip",
-      ...headers,
-    });
+    const stream = rawGrpcRequest(session, INGEST, { "grpc-accept-encoding": "identity,deflate,gzip", ...headers });
     stream.end(body);
     const [response] = (await once(stream, "response")) as [http2.IncomingHttpHeaders];
     const chunks: Buffer[] = [];
@@ -237,15 +234,7 @@ afterAll(async () => {
 });
 
 /** Runs the same call against both servers; answers what each client saw, the lean one first. */
-async function both(run: (port: number) => Promise<Seen>): Promise<[Seen, Seen]> {
-  const before = lean.connectCalls;
-  const seen = await Promise.all([run(lean.port), run(plain.port)]);
-  expect(lean.connectCalls, "the lean route served the call").toBe(before);
-  return seen;
-}
-
-/** As both, for calls made over plain HTTP/2. */
-async function bothRaw(run: (port: number) => Promise<RawSeen>): Promise<RawSeen[]> {
+async function both<T>(run: (port: number) => Promise<T>): Promise<[T, T]> {
   const before = lean.connectCalls;
   const seen = await Promise.all([run(lean.port), run(plain.port)]);
   expect(lean.connectCalls, "the lean route served the call").toBe(before);
@@ -281,13 +270,13 @@ describe("the lean path answers unary calls as connect does", () => {
   });
 
   it("compresses an answer of 1 kB or more for a client that accepts gzip, and names the encoding even for a small one", async () => {
-    const big = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("big"))));
+    const big = await both((port) => rawUnary(port, envelope(ingestMessage("big"))));
     expect(big[0]).toEqual(big[1]);
     expect(big[0]).toEqual({ status: "0", message: undefined, encoding: "gzip", flags: [1] });
-    const small = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1"))));
+    const small = await both((port) => rawUnary(port, envelope(ingestMessage("d-1"))));
     expect(small[0]).toEqual(small[1]);
     expect(small[0]).toMatchObject({ status: "0", encoding: "gzip", flags: [0] });
-    const identityOnly = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("big")), { "grpc-accept-encoding": "identity" }));
+    const identityOnly = await both((port) => rawUnary(port, envelope(ingestMessage("big")), { "grpc-accept-encoding": "identity" }));
     expect(identityOnly[0]).toEqual(identityOnly[1]);
     expect(identityOnly[0]).toMatchObject({ status: "0", encoding: undefined, flags: [0] });
   });
@@ -300,16 +289,16 @@ describe("the lean path answers unary calls as connect does", () => {
   });
 
   it("runs the request gate before judging a malformed grpc-timeout", async () => {
-    const seen = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1")), { authorization: "Bearer bad", "grpc-timeout": "abc" }));
+    const seen = await both((port) => rawUnary(port, envelope(ingestMessage("d-1")), { authorization: "Bearer bad", "grpc-timeout": "abc" }));
     expect(seen[0]).toEqual(seen[1]);
     expect(seen[0]?.status).toBe(String(grpc.status.UNAUTHENTICATED));
-    const allowed = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1")), { "grpc-timeout": "abc" }));
+    const allowed = await both((port) => rawUnary(port, envelope(ingestMessage("d-1")), { "grpc-timeout": "abc" }));
     expect(allowed[0]).toEqual(allowed[1]);
     expect(allowed[0]?.status).toBe(String(grpc.status.INVALID_ARGUMENT));
   });
 
   it("reports a compressed message without grpc-encoding as connect does", async () => {
-    const seen = await bothRaw((port) => rawUnary(port, envelope(ingestMessage("d-1"), 1)));
+    const seen = await both((port) => rawUnary(port, envelope(ingestMessage("d-1"), 1)));
     expect(seen[0]).toEqual(seen[1]);
     expect(seen[0]?.status).toBe(String(grpc.status.INTERNAL));
   });
@@ -416,15 +405,7 @@ describe("the lean gRPC stream path answers as connect does", () => {
     const run = async (port: number) => {
       const session = http2.connect(`http://127.0.0.1:${port}`);
       try {
-        const stream = session.request({
-          ":method": "POST",
-          ":path": SYNC,
-          "content-type": "application/grpc",
-          te: "trailers",
-          "grpc-timeout": "300m",
-          authorization: "Bearer good",
-          "x-call": `raw-deadline-${port}`,
-        });
+        const stream = rawGrpcRequest(session, SYNC, { "grpc-timeout": "300m", "x-call": `raw-deadline-${port}` });
         stream.resume();
         const [trailers] = (await once(stream, "trailers")) as [http2.IncomingHttpHeaders];
         return { status: trailers["grpc-status"], ends: await serverEnd(`raw-deadline-${port}`) };
