@@ -28,6 +28,7 @@ import { loadConfig } from "../src/config.js";
 import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
+import { performanceAnswers } from "../test/support/performance-answers.js";
 import { startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
 import { cpuSeconds, peakRssBytes } from "./process-stats.js";
 
@@ -171,7 +172,7 @@ try {
   // 8.7 ms). A service with the snapshot off never gets there; then the calls are all statements.
   const untilSnapshot = { calls: 0, ms: 0 };
   const startedWaiting = performance.now();
-  while (untilSnapshot.calls < 1_000 && (await performanceAnswers(service.target)).snapshot === 0) {
+  while (untilSnapshot.calls < 1_000 && (await performanceAnswers(`http://${service.target}`)).snapshot === 0) {
     await client.getVehiclePerformance({ vehicleId: pick() });
     untilSnapshot.calls++;
     if (untilSnapshot.calls > 1) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -189,7 +190,7 @@ try {
     };
   });
   log(summary("GetVehiclePerformance", perf));
-  const answers = await performanceAnswers(service.target);
+  const answers = await performanceAnswers(`http://${service.target}`);
   log(`  answered from the snapshot of every device's window: ${answers.snapshot}, by a statement: ${answers.statement} (warm-ups included)`);
 
   // The same window named explicitly (window_end at the last whole minute): the same answer, always
@@ -312,14 +313,6 @@ try {
   await redis?.stop();
   if (reuse || values.keep) log(`kept ${root}`);
   else rmSync(root, { recursive: true, force: true });
-}
-
-/** GetVehiclePerformance answers so far, by where their totals came from (the service's /metrics). */
-async function performanceAnswers(target: string): Promise<{ snapshot: number; statement: number }> {
-  const metrics = await (await fetch(`http://${target}/metrics`)).text();
-  const count = (source: string) =>
-    Number(new RegExp(`^wattstream_vehicle_performance_answers_total\\{source="${source}"\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? 0);
-  return { snapshot: count("snapshot"), statement: count("statement") };
 }
 
 /** The first log line with this message, waiting for it up to timeoutMs. */

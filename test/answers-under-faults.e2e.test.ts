@@ -12,6 +12,7 @@ import { describe, expect, it } from "vitest";
 import { FleetService } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { HistorySink } from "../src/store/history/history-sink.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { performanceAnswers } from "./support/performance-answers.js";
 import { meterReading, vehicleReading } from "./support/readings.js";
 import { startTestService, testEnv } from "./support/test-service.js";
 import { sleep } from "./support/wait-for.js";
@@ -152,10 +153,9 @@ describe("answers while inserts time out, fail and land late", () => {
       stop = true;
       await Promise.all(tasks);
 
-      const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
-      const answers = (source: string) => Number(new RegExp(`^wattstream_vehicle_performance_answers_total\\{source="${source}"\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? 0);
+      const answers = await performanceAnswers(app.baseUrl);
       console.log(
-        `answers under faults: ${calls.performance} GetVehiclePerformance (${answers("snapshot")} from the snapshot, ${answers("statement")} by a statement), ` +
+        `answers under faults: ${calls.performance} GetVehiclePerformance (${answers.snapshot} from the snapshot, ${answers.statement} by a statement), ` +
           `${calls.summary} GetFleetSummary; ${sent.length} readings sent, ${sent.filter((s) => s.ackedAt !== undefined).length} acknowledged; ` +
           `${faults.delayed} insert attempts landed late, ${faults.failed} failed`,
       );
@@ -163,8 +163,8 @@ describe("answers while inserts time out, fail and land late", () => {
       // The faults happened, and both paths were taken.
       expect(faults.delayed).toBeGreaterThan(0);
       expect(faults.failed).toBeGreaterThan(0);
-      expect(answers("snapshot")).toBeGreaterThan(0);
-      expect(answers("statement")).toBeGreaterThan(0);
+      expect(answers.snapshot).toBeGreaterThan(0);
+      expect(answers.statement).toBeGreaterThan(0);
     } finally {
       stop = true;
       ingest.close();

@@ -11,6 +11,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { FleetService, type GetVehiclePerformanceRequestSchema, type GetVehiclePerformanceResponse } from "../gen/wattstream/fleet/v1/fleet_service_pb.js";
 import type { Reading } from "../gen/wattstream/telemetry/v1/reading_pb.js";
 import { GrpcIngestClient } from "./support/grpc-ingest-client.js";
+import { performanceAnswers } from "./support/performance-answers.js";
 import { meterReading, vehicleReading } from "./support/readings.js";
 import { startTestService, testEnv, type TestService } from "./support/test-service.js";
 import { sleep } from "./support/wait-for.js";
@@ -53,16 +54,11 @@ describe("GetVehiclePerformance from the snapshot of every device's default wind
     for (const r of readings) sent.push({ deviceId: r.deviceId, at: r.at, kwh: r.kwh, temp: r.kind === "vehicle" ? (r.temp ?? 25) : 0 });
   }
 
-  async function snapshotAnswers(): Promise<number> {
-    const metrics = await (await fetch(`${app.baseUrl}/metrics`)).text();
-    return Number(/^wattstream_vehicle_performance_answers_total\{source="snapshot"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
-  }
-
   /** An answer, and whether the snapshot gave it. */
   async function ask(request: MessageInitShape<typeof GetVehiclePerformanceRequestSchema>): Promise<{ answer: GetVehiclePerformanceResponse; fromSnapshot: boolean }> {
-    const before = await snapshotAnswers();
+    const before = await performanceAnswers(app.baseUrl);
     const answer = await fleet.getVehiclePerformance(request);
-    return { answer, fromSnapshot: (await snapshotAnswers()) > before };
+    return { answer, fromSnapshot: (await performanceAnswers(app.baseUrl)).snapshot > before.snapshot };
   }
 
   /** The answer a brute force over every reading sent gives for the answer's own window. */
@@ -165,9 +161,7 @@ describe("GetVehiclePerformance from the snapshot of every device's default wind
     try {
       const client = createClient(FleetService, createGrpcTransport({ baseUrl: off.baseUrl }));
       for (let i = 0; i < 3; i++) await client.getVehiclePerformance({ vehicleId: "ev-none" });
-      const metrics = await (await fetch(`${off.baseUrl}/metrics`)).text();
-      expect(metrics).toMatch(/^wattstream_vehicle_performance_answers_total\{source="statement"\} 3$/m);
-      expect(metrics).not.toMatch(/source="snapshot"\} [1-9]/);
+      expect(await performanceAnswers(off.baseUrl)).toEqual({ snapshot: 0, statement: 3 });
     } finally {
       await off.service.stop();
     }
