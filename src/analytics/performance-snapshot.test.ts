@@ -41,9 +41,19 @@ function snapshotUnderTest(nowMs = END + 5_000) {
         loads.push({ fromMs, toMs, settle: (t) => (resolve(t), turn()), fail: () => (reject(new Error("engine gone")), turn()) });
       }),
   });
+  open = snapshot;
   return { snapshot, loads, clock, devicesRead };
 }
 
+/** As snapshotUnderTest, with the window ending at END already read (asked for, then settled). */
+async function heldSnapshot(nowMs = END + 5_000) {
+  const under = snapshotUnderTest(nowMs);
+  under.snapshot.totals("vehicle", "v1", END);
+  await under.loads[0]!.settle(fleet());
+  return under;
+}
+
+/** The snapshot the test made, closed after it. */
 let open: PerformanceSnapshot | undefined;
 afterEach(() => {
   open?.close();
@@ -53,7 +63,6 @@ afterEach(() => {
 describe("PerformanceSnapshot", () => {
   it("answers nothing until the asked minute's window is read, then every device from it", async () => {
     const { snapshot, loads } = snapshotUnderTest();
-    open = snapshot;
     expect(snapshot.totals("vehicle", "v1", END)).toBeUndefined();
     expect(loads.map((l) => [l.fromMs, l.toMs])).toEqual([[END - 24 * HOUR, END]]);
     // A second call while the read runs starts no other.
@@ -76,7 +85,6 @@ describe("PerformanceSnapshot", () => {
 
   it("leaves out a device written to within the window while the snapshot is read or after", async () => {
     const { snapshot, loads } = snapshotUnderTest();
-    open = snapshot;
     snapshot.totals("vehicle", "v1", END);
     const during = snapshot.writing([row("v1", END - HOUR)]);
     await loads[0]!.settle(fleet());
@@ -91,7 +99,6 @@ describe("PerformanceSnapshot", () => {
 
   it("leaves out a device whose write was in progress when the read began, and not one whose write had settled", async () => {
     const { snapshot, loads } = snapshotUnderTest();
-    open = snapshot;
     const settled = snapshot.writing([row("v2", END - HOUR)]);
     settled();
     const inProgress = snapshot.writing([row("v1", END - HOUR)]);
@@ -105,10 +112,7 @@ describe("PerformanceSnapshot", () => {
   });
 
   it("keeps a device whose rows lie outside the window (the current minute, or before it began) or are a battery unit's", async () => {
-    const { snapshot, loads } = snapshotUnderTest();
-    open = snapshot;
-    snapshot.totals("vehicle", "v1", END);
-    await loads[0]!.settle(fleet());
+    const { snapshot } = await heldSnapshot();
     snapshot.writing([row("v1", END), row("v1", END + 30_000), row("v2", END - 24 * HOUR - 1)])();
     // A battery unit's rows change no meter's or vehicle's totals, whatever its id.
     snapshot.writing([{ kind: "battery", key: { deviceId: "v1" }, observedAtMs: END - HOUR }])();
@@ -122,7 +126,6 @@ describe("PerformanceSnapshot", () => {
 
   it("answers nothing after a failed read, and reads again at the next minute, not at every call", async () => {
     const { snapshot, loads, clock } = snapshotUnderTest();
-    open = snapshot;
     snapshot.totals("vehicle", "v1", END);
     await loads[0]!.fail();
     for (let i = 0; i < 5; i++) expect(snapshot.totals("vehicle", "v1", END)).toBeUndefined();
@@ -136,10 +139,7 @@ describe("PerformanceSnapshot", () => {
 
   it("follows the clock back when it steps behind the snapshot's minute, and not a call racing a minute's start", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    const { snapshot, loads, clock } = snapshotUnderTest(END + 5_000);
-    open = snapshot;
-    snapshot.totals("vehicle", "v1", END);
-    await loads[0]!.settle(fleet());
+    const { snapshot, loads, clock } = await heldSnapshot();
     // A call that took the previous minute just before it ended starts no read of it.
     expect(snapshot.totals("vehicle", "v1", END - MINUTE)).toBeUndefined();
     expect(loads).toHaveLength(1);
@@ -157,10 +157,7 @@ describe("PerformanceSnapshot", () => {
   });
 
   it("forgets the marks of a minute once the next minute's snapshot is read", async () => {
-    const { snapshot, loads } = snapshotUnderTest();
-    open = snapshot;
-    snapshot.totals("vehicle", "v1", END);
-    await loads[0]!.settle(fleet());
+    const { snapshot, loads } = await heldSnapshot();
     snapshot.writing([row("v1", END - HOUR)])();
     expect(snapshot.totals("vehicle", "v1", END)).toBeUndefined();
 
@@ -171,10 +168,7 @@ describe("PerformanceSnapshot", () => {
 
   it("reads the next minute's snapshot as it begins while calls keep asking, and stops when they stop", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    const { snapshot, loads, clock } = snapshotUnderTest(END + 5_000);
-    open = snapshot;
-    snapshot.totals("vehicle", "v1", END);
-    await loads[0]!.settle(fleet());
+    const { snapshot, loads, clock } = await heldSnapshot();
 
     clock.nowMs = END + MINUTE;
     vi.advanceTimersByTime(MINUTE);
@@ -196,7 +190,6 @@ describe("PerformanceSnapshot", () => {
 
   it("gives the fleet-wide calls every device's totals, reading again by themselves only the devices changed since", async () => {
     const { snapshot, loads, devicesRead } = snapshotUnderTest();
-    open = snapshot;
     expect(snapshot.fleetTotals(END - 24 * HOUR, END)).toBeUndefined();
     await loads[0]!.settle(fleet());
     // Another window length is not the snapshot's.
