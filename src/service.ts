@@ -251,7 +251,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           clientStreamingMethod(IngestService.method.streamReadings, (requests, ctx) => ingest.streamReceived(requests, ctx), scanReadings),
           // Devices' and browsers' unary batches, and the fleet's questions, which dashboards ask
           // back to back (see unaryMethod).
-          unaryMethod(IngestService.method.ingestReadings, (request, ctx) => ingest.ingestReadings(request, ctx)),
+          unaryMethod(IngestService.method.ingestReadings, (request, ctx) => ingest.ingestReceived(request, ctx), scanReadings),
           unaryMethod(FleetService.method.getVehiclePerformance, (request) => fleet.getVehiclePerformance(request)),
           unaryMethod(FleetService.method.getFleetSummary, (request) => fleet.getFleetSummary(request)),
           unaryMethod(FleetService.method.listAlerts, (request) => fleet.listAlerts(request)),

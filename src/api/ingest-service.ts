@@ -62,10 +62,13 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
   }
 
   async ingestReadings(request: IngestReadingsRequest, ctx: HandlerContext) {
+    return this.ingestReceived({ readings: request.readings.map(receivedFrom) }, ctx);
+  }
+
+  /** IngestReadings from a message already scanned (the lean gRPC path). */
+  async ingestReceived(request: ReceivedMessage, ctx: HandlerContext) {
     const total = emptyOutcome();
-    await this.tracked("IngestReadings", ctx, () =>
-      this.ingestStream(once(request.readings.map(receivedFrom)), ctx, (batch) => addOutcome(total, batch)),
-    );
+    await this.tracked("IngestReadings", ctx, () => this.ingestStream(once(request), ctx, (batch) => addOutcome(total, batch)));
     return create(IngestReadingsResponseSchema, toCounts(total));
   }
 
@@ -464,8 +467,8 @@ function nothingQueued(): Promise<typeof NOTHING_QUEUED> {
   return new Promise((resolve) => setImmediate(() => resolve(NOTHING_QUEUED)));
 }
 
-async function* once(readings: ReceivedReading[]): AsyncGenerator<ReceivedMessage> {
-  yield { readings };
+async function* once(message: ReceivedMessage): AsyncGenerator<ReceivedMessage> {
+  yield message;
 }
 
 /** Messages connect decoded, as the engine holds them. */

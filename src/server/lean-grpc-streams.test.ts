@@ -59,8 +59,30 @@ async function streamReadings(requests: AsyncIterable<StreamReadingsRequest>) {
   return create(StreamReadingsResponseSchema, { accepted: BigInt(count) });
 }
 
+/** What a unary handler's context showed, by the call's x-call header: while it ran, and once the call ended. */
+const unaryContexts = new Map<string, { during: Record<string, unknown>; endedAfterAnswer?: boolean }>();
+
 /** Answers an init shape, not a message, as handlers may. */
-function ingestReadings(request: IngestReadingsRequest) {
+function ingestReadings(request: IngestReadingsRequest, ctx: HandlerContext) {
+  if (request.readings[0]?.deviceId === "context") {
+    const seen: { during: Record<string, unknown>; endedAfterAnswer?: boolean } = {
+      during: {
+        method: `${ctx.service.typeName}/${ctx.method.name}`,
+        protocolName: ctx.protocolName,
+        requestMethod: ctx.requestMethod,
+        url: ctx.url.replace(/:\d+\//, ":PORT/"),
+        // Whole seconds: the two servers read it at slightly different moments.
+        timeoutSeconds: Math.ceil((ctx.timeoutMs() ?? Number.NaN) / 1000),
+        custom: ctx.requestHeader.get("x-custom"),
+        aborted: ctx.signal.aborted,
+      },
+    };
+    let answered = false;
+    ctx.signal.addEventListener("abort", () => (seen.endedAfterAnswer = answered));
+    unaryContexts.set(ctx.requestHeader.get("x-call") ?? "", seen);
+    void Promise.resolve().then(() => (answered = true));
+    return { accepted: 1n };
+  }
   // An answer of ~13 kB ("big"), or one over WRITE_MAX_BYTES ("huge"): rejections with long messages.
   const rejections = { big: 300, huge: 3_000 }[request.readings[0]?.deviceId ?? ""];
   if (rejections !== undefined) {
@@ -286,6 +308,28 @@ describe("the lean path answers unary calls as connect does", () => {
     expect(a).toEqual(b);
     expect(a.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(a.details).toMatch(new RegExp(`larger than configured writeMaxBytes ${WRITE_MAX_BYTES}`));
+  });
+
+  it("gives the handler the context connect gives it, with the deadline, ended once the call is answered", async () => {
+    const seen = await both(async (port) => {
+      const call = `context-${port}`;
+      const answer = await rawUnary(port, envelope(ingestMessage("context")), { "grpc-timeout": "5S", "x-call": call, "x-custom": "yes" });
+      return { answer, ...unaryContexts.get(call) };
+    });
+    expect(seen[0]).toEqual(seen[1]);
+    expect(seen[0]).toEqual({
+      answer: expect.objectContaining({ status: "0" }),
+      during: {
+        method: "wattstream.telemetry.v1.IngestService/IngestReadings",
+        protocolName: "grpc",
+        requestMethod: "POST",
+        url: "http://127.0.0.1:PORT/wattstream.telemetry.v1.IngestService/IngestReadings",
+        timeoutSeconds: 5,
+        custom: "yes",
+        aborted: false,
+      },
+      endedAfterAnswer: true,
+    });
   });
 
   it("runs the request gate before judging a malformed grpc-timeout", async () => {

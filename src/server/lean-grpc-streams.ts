@@ -26,12 +26,11 @@ import {
   Code,
   ConnectError,
   createContextValues,
-  createHandlerContext,
   type ContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
 import { compressionNegotiate, type Compression } from "@connectrpc/connect/protocol";
-import { grpcStatusOk, headerGrpcStatus, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http2 from "node:http2";
 
@@ -93,10 +92,15 @@ export function bidiStreamingMethod<I extends DescMessage, O extends DescMessage
  * A unary method. Served here as well because connect's unary path keeps ~30 kB of each call alive
  * through a young-generation collection (freed only by the next full one): under a steady stream of
  * calls the service then pauses ~20 ms every second or so, which is the tail of every fast call
- * (docs/benchmarks.md). This path keeps a tenth of that.
+ * (docs/benchmarks.md). This path keeps a tenth of that. The request is decoded as for
+ * clientStreamingMethod.
  */
-export function unaryMethod<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, impl: UnaryImpl<MessageShape<I>, O>): LeanStreamMethod {
-  return { kind: "unary", method, impl, decode: (bytes: Uint8Array) => fromBinary(method.input, bytes) } as unknown as LeanStreamMethod;
+export function unaryMethod<I extends DescMessage, O extends DescMessage, R = MessageShape<I>>(
+  method: DescMethodUnary<I, O>,
+  impl: UnaryImpl<R, O>,
+  decode: RequestDecoder<R> = (bytes) => fromBinary(method.input, bytes) as R,
+): LeanStreamMethod {
+  return { kind: "unary", method, impl, decode } as unknown as LeanStreamMethod;
 }
 
 export interface LeanGrpcStreamsOptions {
@@ -155,22 +159,17 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     else requestHeader.set(name, value);
   }
   const timeout = parseTimeout(requestHeader.get("grpc-timeout"), options.maxTimeoutMs);
-  const cancelled = new AbortController();
-  const onClose = () => cancelled.abort(new ConnectError("the client cancelled the call or went away", Code.Canceled));
-  res.once("close", onClose);
-  const context = createHandlerContext({
+  const call = new CallContext({
     service: route.method.parent,
     method: route.method,
-    protocolName: "grpc",
-    requestMethod: "POST",
     url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${req.authority}${req.url}`,
     timeoutMs: timeout.timeoutMs,
-    requestSignal: cancelled.signal,
     requestHeader,
-    responseHeader: { "content-type": "application/grpc+proto" },
-    responseTrailer: { [headerGrpcStatus]: grpcStatusOk },
-    contextValues: options.contextValues?.(req) ?? createContextValues(),
+    values: options.contextValues?.(req) ?? createContextValues(),
   });
+  const context: HandlerContext = call;
+  const onClose = () => call.cancel(new ConnectError("the client cancelled the call or went away", Code.Canceled));
+  res.once("close", onClose);
   // Requests that name a grpc-encoding go to connect, so only the response's is negotiated here.
   const compression = compressionNegotiate(options.acceptCompression, null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
   if (compression !== null) context.responseHeader.set("grpc-encoding", compression.name);
@@ -195,7 +194,60 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     response.finish(error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
   } finally {
     res.off("close", onClose);
-    context.abort();
+    call.finish();
+  }
+}
+
+/** What a call's signal says once its answer is written. One error for every call: ending a call must not cost an error and its stack trace each time. */
+const CALL_FINISHED = new ConnectError("the call has finished", Code.Canceled);
+
+/**
+ * A call's HandlerContext, as connect's createHandlerContext makes it but with one AbortController
+ * and no Error made when the call ends: at thousands of unary calls a second, connect's three linked
+ * controllers, its deadline controller and the AbortError and ConnectError made as each call ended
+ * were a tenth of the main thread's work (docs/benchmarks.md). Its signal is aborted when the
+ * deadline passes (DEADLINE_EXCEEDED, as connect), when the client goes away (cancel), and once
+ * the answer is written (finish).
+ */
+class CallContext implements HandlerContext {
+  readonly protocolName = "grpc";
+  readonly requestMethod = "POST";
+  readonly service: HandlerContext["service"];
+  readonly method: HandlerContext["method"];
+  readonly url: string;
+  readonly requestHeader: Headers;
+  readonly responseHeader = new Headers({ "content-type": "application/grpc+proto" });
+  readonly responseTrailer = new Headers();
+  readonly values: ContextValues;
+  readonly signal: AbortSignal;
+  private readonly controller = new AbortController();
+  private readonly deadlineAtMs: number | undefined;
+  private readonly deadline: NodeJS.Timeout | undefined;
+
+  constructor(init: Pick<HandlerContext, "service" | "method" | "url" | "requestHeader" | "values"> & { readonly timeoutMs: number | undefined }) {
+    this.service = init.service;
+    this.method = init.method;
+    this.url = init.url;
+    this.requestHeader = init.requestHeader;
+    this.values = init.values;
+    this.signal = this.controller.signal;
+    if (init.timeoutMs !== undefined) {
+      this.deadlineAtMs = Date.now() + init.timeoutMs;
+      const expire = () => this.cancel(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+      if (init.timeoutMs <= 0) expire();
+      else this.deadline = setTimeout(expire, init.timeoutMs);
+    }
+  }
+
+  readonly timeoutMs = (): number | undefined => (this.deadlineAtMs === undefined ? undefined : this.deadlineAtMs - Date.now());
+
+  cancel(reason: ConnectError): void {
+    clearTimeout(this.deadline);
+    this.controller.abort(reason);
+  }
+
+  finish(): void {
+    this.cancel(CALL_FINISHED);
   }
 }
 
