@@ -44,11 +44,15 @@ const { values } = parseArgs({
     "limit-rows": { type: "string", default: "300000" },
     // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
     compress: { type: "string", default: "10" },
+    // fleet: the load generator's gRPC client, grpc-js or http2 (bench/fleet-load.ts).
+    client: { type: "string", default: "grpc-js" },
     // connections: how many SyncReadings streams to open ("max": until a step fails or the
     // service's RSS reaches --max-rss-gb), and how long to hold them all open.
     streams: { type: "string", default: "20000" },
     "max-rss-gb": { type: "string", default: "1.5" },
     hold: { type: "string", default: "20" },
+    // fleet: how long the load runs against a server that answers at once (0: not at all).
+    "floor-seconds": { type: "string", default: "10" },
   },
 });
 const scenario = values.scenario as Scenario;
@@ -94,7 +98,7 @@ try {
     scenario === "throughput"
       ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
       : scenario === "fleet"
-        ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8"]
+        ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8", "--client", values.client!]
         : [
             ...["bench/connections-load.ts", "--streams", values.streams!, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
             ...(values.streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
@@ -129,6 +133,9 @@ try {
 
   // The limit, measured now on the same machine with the service stopped.
   const limit = await measureLimit(path.join(dataDir, "limit"), Number(values["limit-rows"]));
+  // And for fleet, what the same load sees from a server that answers at once: the part of the
+  // latency that is the load generator's own.
+  const floor = scenario === "fleet" ? await measureLoadFloor(loadArgs, Number(values["floor-seconds"])) : undefined;
 
   const result = {
     scenario,
@@ -172,6 +179,7 @@ try {
       // The rest of the machine's CPU over the same window, where measured: the load generator's
       // own (throughput) and redis-server's.
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
+      load_generator_floor: floor,
       redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
@@ -276,6 +284,34 @@ async function runConnectionsLoad(
       ramp: lines.filter((l) => l.event === "step").map((l) => ({ open: l.streams_open, seconds: round(l.step_seconds as number, 2) })),
     },
   };
+}
+
+/**
+ * The load run against bench/instant-ingest-server.ts, which answers every call at once and stores
+ * nothing: its latency is the load generator's own on this machine (its gRPC client, its event
+ * loop, the scheduler), the floor under what it measures of the service.
+ */
+async function measureLoadFloor(args: string[], seconds: number): Promise<Record<string, unknown> | undefined> {
+  if (seconds <= 0) return undefined;
+  const server = spawn(process.execPath, ["--import", "tsx", "bench/instant-ingest-server.ts"], { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const [line] = await new Promise<string[]>((resolve, reject) => {
+      createInterface({ input: server.stdout }).once("line", (l) => resolve([l]));
+      server.once("exit", (code) => reject(new BenchError(`the instant server exited with ${code}`)));
+    });
+    const { port } = JSON.parse(line!) as { port: number };
+    const load = await runLoad([...args, "--run", "floor"], `127.0.0.1:${port}`, seconds);
+    return {
+      against: "bench/instant-ingest-server.ts, which answers every call at once",
+      measured_seconds: round(load.elapsed_s),
+      readings_per_second: round(load.readings_per_second),
+      ack_latency_ms: { p50: round(load.call_latency_ms.p50), p99: round(load.call_latency_ms.p99), max: round(load.call_latency_ms.max) },
+      load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
+      errors: load.errors,
+    };
+  } finally {
+    server.kill();
+  }
 }
 
 /** Runs one load generator as its own process and reads the JSON line it prints. */
