@@ -275,7 +275,27 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           connectHandler(req, res);
         };
   const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls });
-  const port = await listener.listen(config.port, config.host).catch((error: unknown) => {
+
+  /**
+   * Closes everything behind the listener, in order, once no call is running: on stop, and when the
+   * listener cannot start — exiting with the engine's threads still at work could crash the process
+   * (a segmentation fault in one exit of four, seen with an unusable HOST) instead of exiting 1.
+   */
+  const closeBehindListener = async (stage: (name: string, step: () => Promise<void>) => Promise<void>) => {
+    performanceSnapshot?.close();
+    await stage("inserts drained", async () => {
+      await Promise.all(Object.values(batchers).map((b) => b.drain()));
+    });
+    await stage("workers stopped", () => pool.close());
+    await stage("live state restore stopped", stopRestore);
+    await stage("history sink closed", () => realSink.close());
+    await stage("live store closed", () => liveStore.close());
+    await stage("history client closed", () => history.client.close());
+    authenticator?.stop();
+  };
+
+  const port = await listener.listen(config.port, config.host).catch(async (error: unknown) => {
+    await closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
     throw new StartupError("HOST and PORT", `cannot listen on ${config.host} port ${config.port} (${(error as Error).message})`, { cause: error });
   });
   // The console's address as a browser on this host reaches it.
@@ -298,16 +318,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
           log.debug({ stage: name }, "shutting down: stage done");
         };
         await stage("calls finished", () => listener.close(config.server.shutdownGraceMs));
-        performanceSnapshot?.close();
-        await stage("inserts drained", async () => {
-          await Promise.all(Object.values(batchers).map((b) => b.drain()));
-        });
-        await stage("workers stopped", () => pool.close());
-        await stage("live state restore stopped", stopRestore);
-        await stage("history sink closed", () => realSink.close());
-        await stage("live store closed", () => liveStore.close());
-        await stage("history client closed", () => history.client.close());
-        authenticator?.stop();
+        await closeBehindListener(stage);
         log.info("stopped");
       })();
       return stopping;
