@@ -61,6 +61,7 @@ process.on("uncaughtException", (error) => {
   process.exit(2);
 });
 if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
+if (values.client !== "grpc-js" && values.client !== "http2") fail("--client must be grpc-js or http2");
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-bench-"));
@@ -177,7 +178,7 @@ try {
           .sort((a, b) => b[1] - a[1]),
       ),
       // The rest of the machine's CPU over the same window, where measured: the load generator's
-      // own (throughput) and redis-server's.
+      // own (throughput, fleet) and redis-server's.
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
       load_generator_floor: floor,
       redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
@@ -295,11 +296,11 @@ async function measureLoadFloor(args: string[], seconds: number): Promise<Record
   if (seconds <= 0) return undefined;
   const server = spawn(process.execPath, ["--import", "tsx", "bench/instant-ingest-server.ts"], { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
   try {
-    const [line] = await new Promise<string[]>((resolve, reject) => {
-      createInterface({ input: server.stdout }).once("line", (l) => resolve([l]));
+    const line = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: server.stdout }).once("line", resolve);
       server.once("exit", (code) => reject(new BenchError(`the instant server exited with ${code}`)));
     });
-    const { port } = JSON.parse(line!) as { port: number };
+    const { port } = JSON.parse(line) as { port: number };
     const load = await runLoad([...args, "--run", "floor"], `127.0.0.1:${port}`, seconds);
     return {
       against: "bench/instant-ingest-server.ts, which answers every call at once",
