@@ -35,6 +35,8 @@ if (values.client !== "grpc-js" && values.client !== "http2") throw new Error("-
 const INGEST_PATH = "/wattstream.telemetry.v1.IngestService/IngestReadings";
 /** A reading not acknowledged within 10 s counts as failed: the run must end on time. */
 const DEADLINE_MS = 10_000;
+/** A gRPC message's prefix: a flags byte and its length. */
+const ENVELOPE_HEADER_BYTES = 5;
 const devices = Number(values.devices);
 const periodMs = (Number(values.interval) * 1000) / Number(values.compress);
 const seconds = Number(values.seconds);
@@ -46,10 +48,11 @@ const channels =
         (_, i) => new grpc.Client(values.target!, grpc.credentials.createInsecure(), { "wattstream.channel": i }),
       )
     : [];
+const portAt = values.target!.lastIndexOf(":");
+const [host, port] = [values.target!.slice(0, portAt), Number(values.target!.slice(portAt + 1))];
 const sessions =
   values.client === "http2"
     ? Array.from({ length: Number(values.channels) }, () => {
-        const [host, port] = [values.target!.slice(0, values.target!.lastIndexOf(":")), Number(values.target!.slice(values.target!.lastIndexOf(":") + 1))];
         // As grpc-js does: small messages go out at once.
         const session = http2.connect(`http://${values.target}`, { createConnection: () => net.connect({ host, port, noDelay: true }) });
         session.on("error", () => {});
@@ -86,9 +89,9 @@ function sendGrpcJs(device: number, n: number): Promise<{ ok: boolean; latencyMs
 function sendHttp2(device: number, n: number): Promise<{ ok: boolean; latencyMs: number }> {
   const started = performance.now();
   const message = reading(device, n);
-  const body = Buffer.alloc(5 + message.byteLength);
+  const body = Buffer.alloc(ENVELOPE_HEADER_BYTES + message.byteLength);
   body.writeUInt32BE(message.byteLength, 1);
-  body.set(message, 5);
+  body.set(message, ENVELOPE_HEADER_BYTES);
   return new Promise((resolve) => {
     let stream: http2.ClientHttp2Stream;
     try {
@@ -115,9 +118,10 @@ function sendHttp2(device: number, n: number): Promise<{ ok: boolean; latencyMs:
       clearTimeout(deadline);
       const response = Buffer.concat(chunks);
       let ok = false;
-      if (status === "0" && response.length >= 5) {
+      if (status === "0" && response.length >= ENVELOPE_HEADER_BYTES) {
         try {
-          ok = fromBinary(IngestReadingsResponseSchema, response.subarray(5, 5 + response.readUInt32BE(1))).accepted === 1n;
+          const length = response.readUInt32BE(1);
+          ok = fromBinary(IngestReadingsResponseSchema, response.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length)).accepted === 1n;
         } catch {
           ok = false;
         }
