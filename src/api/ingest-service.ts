@@ -477,8 +477,8 @@ function withRepeatsInOtherBatches(batch: Submitted, waiting: ReadonlySet<string
 
 /**
  * connect-es reports a stream message it cannot decode as INTERNAL ("parse binary: …"); for the
- * device it is a bad request, final, not a server fault. (A unary request is decoded before any
- * handler runs, so IngestReadings still answers INTERNAL.)
+ * device it is a bad request, final, not a server fault. (A unary request that does not read is
+ * refused before any handler runs, so IngestReadings still answers INTERNAL for it.)
  */
 function asInvalidArgumentIfUndecodable(error: unknown): unknown {
   if (error instanceof ConnectError && error.code === Code.Internal && error.rawMessage.startsWith("parse binary")) {

@@ -362,7 +362,7 @@ export class IngestEngine {
       const source = sourceOf[offset]!;
       if (failed.has(source)) continue;
       const index = sources[source]!.firstIndex + offset - sources[source]!.start;
-      failed.set(source, new ConnectError(`a message of the stream is not a valid request: reading ${index} of the call: ${message}`, Code.InvalidArgument));
+      failed.set(source, new ConnectError(`a message of the call is not a valid request: reading ${index} of the call: ${message}`, Code.InvalidArgument));
     }
     this.deps.log.warn({ calls: failed.size, readings: processed.undecodable.length }, "malformed readings: their calls are refused");
     const kept: ReceivedReading[] = [];
