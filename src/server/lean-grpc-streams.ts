@@ -159,7 +159,7 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     else requestHeader.set(name, value);
   }
   const timeout = parseTimeout(requestHeader.get("grpc-timeout"), options.maxTimeoutMs);
-  const call = new CallContext({
+  const context = new CallContext({
     service: route.method.parent,
     method: route.method,
     url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${req.authority}${req.url}`,
@@ -167,8 +167,7 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     requestHeader,
     values: options.contextValues?.(req) ?? createContextValues(),
   });
-  const context: HandlerContext = call;
-  const onClose = () => call.cancel(new ConnectError("the client cancelled the call or went away", Code.Canceled));
+  const onClose = () => context.cancel(new ConnectError("the client cancelled the call or went away", Code.Canceled));
   res.once("close", onClose);
   // Requests that name a grpc-encoding go to connect, so only the response's is negotiated here.
   const compression = compressionNegotiate(options.acceptCompression, null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
@@ -194,7 +193,7 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
     response.finish(error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
   } finally {
     res.off("close", onClose);
-    call.finish();
+    context.finish();
   }
 }
 
