@@ -16,6 +16,7 @@ import {
   IngestReadingsResponseSchema,
   type IngestReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { ENVELOPE_HEADER_BYTES, grpcEnvelope } from "./instant-ingest-server.js";
 import { deviceReading } from "./limit.js";
 
 const { values } = parseArgs({
@@ -35,8 +36,6 @@ if (values.client !== "grpc-js" && values.client !== "http2") throw new Error("-
 const INGEST_PATH = "/wattstream.telemetry.v1.IngestService/IngestReadings";
 /** A reading not acknowledged within 10 s counts as failed: the run must end on time. */
 const DEADLINE_MS = 10_000;
-/** A gRPC message's prefix: a flags byte and its length. */
-const ENVELOPE_HEADER_BYTES = 5;
 const devices = Number(values.devices);
 const periodMs = (Number(values.interval) * 1000) / Number(values.compress);
 const seconds = Number(values.seconds);
@@ -88,10 +87,7 @@ function sendGrpcJs(device: number, n: number): Promise<{ ok: boolean; latencyMs
 /** The same call as a gRPC client makes it: one HTTP/2 stream, the request in one envelope, the status in the trailers. */
 function sendHttp2(device: number, n: number): Promise<{ ok: boolean; latencyMs: number }> {
   const started = performance.now();
-  const message = reading(device, n);
-  const body = Buffer.alloc(ENVELOPE_HEADER_BYTES + message.byteLength);
-  body.writeUInt32BE(message.byteLength, 1);
-  body.set(message, ENVELOPE_HEADER_BYTES);
+  const body = grpcEnvelope(reading(device, n));
   return new Promise((resolve) => {
     let stream: http2.ClientHttp2Stream;
     try {

@@ -12,6 +12,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startInstantIngestServer } from "./instant-ingest-server.js";
 import { measureLimit, median } from "./limit.js";
 import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
@@ -294,14 +295,9 @@ async function runConnectionsLoad(
  */
 async function measureLoadFloor(args: string[], seconds: number): Promise<Record<string, unknown> | undefined> {
   if (seconds <= 0) return undefined;
-  const server = spawn(process.execPath, ["--import", "tsx", "bench/instant-ingest-server.ts"], { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
+  const server = await startInstantIngestServer();
   try {
-    const line = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: server.stdout }).once("line", resolve);
-      server.once("exit", (code) => reject(new BenchError(`the instant server exited with ${code}`)));
-    });
-    const { port } = JSON.parse(line) as { port: number };
-    const load = await runLoad([...args, "--run", "floor"], `127.0.0.1:${port}`, seconds);
+    const load = await runLoad([...args, "--run", "floor"], server.target, seconds);
     return {
       against: "bench/instant-ingest-server.ts, which answers every call at once",
       measured_seconds: round(load.elapsed_s),
@@ -311,7 +307,7 @@ async function measureLoadFloor(args: string[], seconds: number): Promise<Record
       errors: load.errors,
     };
   } finally {
-    server.kill();
+    await server.close();
   }
 }
 

@@ -1,24 +1,21 @@
 // The fleet load generator with either client must count what the server acknowledged, and only
 // that: `bench/run.ts` reports its figures, and its floor against the instant server, as measured.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createServer } from "node:net";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInstantIngestServer, type InstantIngestServer } from "../../bench/instant-ingest-server.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
-let instant: ChildProcess;
-let instantTarget: string;
+const execFileAsync = promisify(execFile);
+let instant: InstantIngestServer;
 
 beforeAll(async () => {
-  instant = spawn(process.execPath, ["--import", "tsx", "bench/instant-ingest-server.ts"], { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
-  const line = await new Promise<string>((resolve) => createInterface({ input: instant.stdout! }).once("line", resolve));
-  instantTarget = `127.0.0.1:${(JSON.parse(line) as { port: number }).port}`;
+  instant = await startInstantIngestServer();
 });
 
-afterAll(() => {
-  instant?.kill();
-});
+afterAll(() => instant?.close());
 
 interface FleetLoadResult {
   sent: number;
@@ -27,15 +24,15 @@ interface FleetLoadResult {
   cpu_seconds: number;
 }
 
-function fleetLoad(target: string, client: string): FleetLoadResult {
+/** Runs the load as its own process; not spawnSync: the instant server answers from this one. */
+async function fleetLoad(target: string, client: string): Promise<FleetLoadResult> {
   // 100 devices, a reading each every 0.5 s, for 2 s: ~400 calls.
-  const run = spawnSync(
+  const { stdout } = await execFileAsync(
     process.execPath,
     ["--import", "tsx", "bench/fleet-load.ts", "--target", target, "--client", client, "--devices", "100", "--interval", "0.5", "--compress", "1", "--seconds", "2", "--channels", "2"],
-    { cwd: repoRoot, encoding: "utf8", timeout: 30_000 },
+    { cwd: repoRoot, timeout: 30_000 },
   );
-  expect(run.status, run.stderr).toBe(0);
-  return JSON.parse(run.stdout.trim().split("\n").at(-1)!) as FleetLoadResult;
+  return JSON.parse(stdout.trim().split("\n").at(-1)!) as FleetLoadResult;
 }
 
 /** A port nothing listens on. */
@@ -48,15 +45,15 @@ async function closedPort(): Promise<number> {
 }
 
 describe.each(["grpc-js", "http2"])("bench/fleet-load.ts --client %s", (client) => {
-  it("counts every call the server acknowledged", () => {
-    const result = fleetLoad(instantTarget, client);
+  it("counts every call the server acknowledged", async () => {
+    const result = await fleetLoad(instant.target, client);
     expect(result.sent).toBeGreaterThan(300);
     expect(result).toMatchObject({ accepted: result.sent, errors: 0 });
     expect(result.cpu_seconds).toBeGreaterThan(0);
   });
 
   it("counts calls that got no answer as errors, not acknowledgements", async () => {
-    const result = fleetLoad(`127.0.0.1:${await closedPort()}`, client);
+    const result = await fleetLoad(`127.0.0.1:${await closedPort()}`, client);
     expect(result.sent).toBeGreaterThan(300);
     expect(result).toMatchObject({ accepted: 0, errors: result.sent });
   });
