@@ -2,9 +2,9 @@
 // decides on (whose it is, which event, when, what kind), and its bytes for the worker, which
 // decodes the rest. Decoding every field on the main thread and encoding the batch again for the
 // worker cost ~2–3 µs per reading there; scanning a message for these fields costs ~0.3 µs
-// (bench/main-thread-costs.ts). The worker decodes each reading again in full and refuses one whose
-// fields it reads differently (see process-batch.ts), so a message the scan and protobuf-es would
-// read apart cannot be authorised as one device and stored as another.
+// (bench/main-thread-costs.ts). The worker decodes each reading again in full (decode-reading.ts)
+// and refuses one whose fields it reads differently (see process-batch.ts), so a malformed message
+// cannot be authorised as one device and stored as another.
 import { toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampMs } from "@bufbuild/protobuf/wkt";

@@ -1,5 +1,6 @@
 // The worker decodes each reading in full and holds it to what the main thread read of it: a
-// reading the two read apart is refused, never stored as something the main thread did not see.
+// reading that is malformed, or that the two read apart, is refused, never stored as something the
+// main thread did not see.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -17,7 +18,7 @@ const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const WINDOW = { nowMs: NOW, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 };
 
 describe("processBatch", () => {
-  it("refuses a reading whose full decode disagrees with the scan, and processes the others", () => {
+  it("refuses a reading whose sample overruns its length (protobuf-es reads on into a second device_id), and processes the others", () => {
     const good = toBinary(
       StreamReadingsRequestSchema,
       create(StreamReadingsRequestSchema, {
@@ -36,10 +37,24 @@ describe("processBatch", () => {
     expect(readings.map((r) => r.deviceId)).toEqual(["meterB", "meter-good"]);
 
     const batch = processBatch({ ...toProcessInput(readings), window: WINDOW, receivedAtMs: NOW, batteryTrends: packBatteryTrends([], []) });
-    expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("malformed") }]);
+    expect(batch.undecodable).toEqual([{ offset: 0, message: "it is not a valid Reading: meter is malformed: its last field overruns its length" }]);
     expect(batch.rejected).toEqual([]);
     expect([...batch.tables.meter!.offsets]).toEqual([1]);
     expect(batch.live.deviceIds).toEqual(["meter-good"]);
+  });
+
+  it("refuses a reading it decodes otherwise than the main thread read it, which authorised it by those fields", () => {
+    const frame = toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings: [meterReading("meter-1", "m-1", NOW - 1_000, 0.4)] }));
+    const input = toProcessInput(scanReadings(frame).readings);
+    const batch = processBatch({
+      ...input,
+      scanned: { ...input.scanned, deviceIds: ["meter-2"] },
+      window: WINDOW,
+      receivedAtMs: NOW,
+      batteryTrends: packBatteryTrends([], []),
+    });
+    expect(batch.undecodable).toEqual([{ offset: 0, message: expect.stringContaining("its fields read differently in full") }]);
+    expect(batch.tables).toEqual({});
   });
 
   it("refuses a reading that does not decode at all", () => {

@@ -60,7 +60,8 @@ export function validateReading(reading: Reading, window: TimeWindow): Validated
     );
   }
 
-  const identity = { device_id: reading.deviceId, event_id: reading.eventId, observed_at: observedAt };
+  // Each row a literal of its own, not a spread of a shared identity: this runs once per reading.
+  const { deviceId: device_id, eventId: event_id } = reading;
   const sample = reading.sample;
   switch (sample.case) {
     case "meter": {
@@ -73,7 +74,9 @@ export function validateReading(reading: Reading, window: TimeWindow): Validated
       return accept({
         kind: "meter",
         row: {
-          ...identity,
+          device_id,
+          event_id,
+          observed_at: observedAt,
           kwh_consumed_ac: sample.value.kwhConsumedAc,
           voltage: sample.value.voltage,
           register_kwh_ac: sample.value.registerKwhAc ?? null,
@@ -91,7 +94,9 @@ export function validateReading(reading: Reading, window: TimeWindow): Validated
       return accept({
         kind: "vehicle",
         row: {
-          ...identity,
+          device_id,
+          event_id,
+          observed_at: observedAt,
           soc: sample.value.soc,
           kwh_delivered_dc: sample.value.kwhDeliveredDc,
           battery_temp: sample.value.batteryTemp,
@@ -109,7 +114,9 @@ export function validateReading(reading: Reading, window: TimeWindow): Validated
       return accept({
         kind: "battery",
         row: {
-          ...identity,
+          device_id,
+          event_id,
+          observed_at: observedAt,
           voltage: sample.value.voltage,
           temperature: sample.value.temperature,
           error_codes: sample.value.errorCodes,
