@@ -166,7 +166,7 @@ function sameTime(a: number, b: number): boolean {
  * Adds the derived columns (a battery's health score, a vehicle's temperature risk), and answers
  * beside the row the values live state keeps of it: every column but device_id and observed_at.
  * Literals of fixed shapes rather than spreads and a rest pattern: this runs once per reading, and
- * copying by spread was a tenth of the worker's time.
+ * the copies by spread cost ~7 % of processBatch (measured against the literals in one process).
  */
 function score(value: HistoryRow, trends: Map<string, BatteryTrend>): Scored {
   switch (value.kind) {
