@@ -13,14 +13,16 @@ import type {
   LiveStore,
   SurveyOptions,
 } from "./live-store.js";
-import { eventIdentity } from "../../process/history-rows.js";
+import { hashEvent, LedgerShard, STORED_ALONE } from "./ledger-shard.js";
 import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /**
- * The events one batch claimed: every entry of the batch holds this one object, so that committing
- * the batch is one write (see commitClaims), not a write per event.
+ * The events one batch claimed: every entry of the batch holds this claim's number, so that
+ * committing the batch is one write (see commitClaims), not a write per event. An event stored on
+ * its own (found in history, or committed event by event) holds only its expiry.
  */
 interface Claim {
+  readonly number: number;
   /** The claiming batch's token. */
   readonly claimedBy: string;
   /**
@@ -32,26 +34,16 @@ interface Claim {
   expiresAtMs: number;
   /** When the batch committed its events, which are then stored; undefined while in flight. */
   committedAtMs: number | undefined;
+  /** Entries holding it: it is dropped once none does and its batch is done with it. */
+  entries: number;
+  /** Whether its batch may still commit, renew or release it (it is in openClaims). */
+  open: boolean;
 }
 
 /**
- * An event stored on its own (found in history, or committed event by event) is only its expiry,
- * in whole seconds since the epoch: a small integer V8 keeps in the map's slot, where an object per
- * event (millions of them over the dedupe window) cost an allocation each and much of the
- * collector's time. Events stored with their batch keep pointing at the batch's committed Claim.
- */
-type Committed = number;
-
-type EventEntry = Claim | Committed;
-
-const expiresAtMs = (entry: EventEntry) => (typeof entry === "number" ? entry * 1000 : entry.expiresAtMs);
-const isStored = (entry: EventEntry) => typeof entry === "number" || entry.committedAtMs !== undefined;
-
-/**
- * The most entries the ledger may reach, all shards together (so any one of them too). A
- * JavaScript Map holds at most 2^24 entries counting the slots of deleted ones; kept to half of
- * that, deleting makes room instead of growing the table (V8 rehashes in place once half its
- * slots are deleted), so it never throws.
+ * The most entries the ledger may reach, all shards together (so any one of them too): at ~100
+ * bytes an entry (ids of ~30 characters) and room to grow into, about 1–2 GB. (Set when the
+ * ledger was a JavaScript Map, which holds at most 2^24 entries counting deleted ones.)
  */
 export const MAX_LEDGER_ENTRIES = 2 ** 23;
 
@@ -80,12 +72,20 @@ export interface MemoryLiveStoreOptions {
 
 export class MemoryLiveStore implements LiveStore {
   /**
-   * The ledger, split by a hash of the event's identity: a map stops the event loop while it
-   * grows or rehashes, for a time that follows its size (~0.7 s at 4M ids in one map), so each
-   * shard holding 1/16 of the ids keeps those pauses short.
+   * The ledger (see ledger-shard.ts), split by a hash of the event's identity: a shard stops the
+   * event loop while it grows or compacts, for a time that follows its size (as a Map did, ~0.7 s
+   * at 4M ids in one), so each shard holding 1/16 of the ids keeps those pauses short.
    */
   private readonly shards: LedgerShard[];
-  private readonly shardMask: number;
+  /** log2 of the shards' count: a hash's top bits pick its shard. */
+  private readonly shardBits: number;
+  /** Each shard's share of maxEvents. */
+  private readonly shardMaxEvents: number;
+  /** Per shard, the size at which it next forgets (see forgetOldest). */
+  private readonly forgetAtSize: number[];
+  /** Claims held by an entry or still open, by number. */
+  private readonly claims = new Map<number, Claim>();
+  private nextClaimNumber = 1;
   /** Claims not yet committed, by token; those whose lease ended are dropped by the sweep. */
   private readonly openClaims = new Map<string, Claim>();
   private readonly live = new Map<string, LiveState>();
@@ -115,8 +115,10 @@ export class MemoryLiveStore implements LiveStore {
     }
     const shards = options.shards ?? 16;
     if (!(Number.isInteger(Math.log2(shards)) && shards <= 1024)) throw new RangeError(`shards must be a power of two up to 1024, not ${shards}`);
-    this.shards = Array.from({ length: shards }, () => new LedgerShard(Math.ceil(maxEvents / shards)));
-    this.shardMask = shards - 1;
+    this.shards = Array.from({ length: shards }, () => new LedgerShard());
+    this.shardBits = Math.log2(shards);
+    this.shardMaxEvents = Math.ceil(maxEvents / shards);
+    this.forgetAtSize = this.shards.map(() => this.shardMaxEvents);
     this.ledgerSinceMs = this.now();
     this.sweepTimer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 60_000);
     this.sweepTimer.unref();
@@ -124,19 +126,36 @@ export class MemoryLiveStore implements LiveStore {
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
     const now = this.now();
-    const claim: Claim = { claimedBy: token, leaseEndsAtMs: now + leaseMs, expiresAtMs: now + Math.max(leaseMs, rememberMs), committedAtMs: undefined };
+    const previous = this.openClaims.get(token);
+    if (previous !== undefined) this.closeClaim(previous);
+    const claim: Claim = {
+      number: this.nextClaimNumber++,
+      claimedBy: token,
+      leaseEndsAtMs: now + leaseMs,
+      expiresAtMs: now + Math.max(leaseMs, rememberMs),
+      committedAtMs: undefined,
+      entries: 0,
+      open: true,
+    };
+    this.claims.set(claim.number, claim);
     this.openClaims.set(token, claim);
-    const statuses = keys.map((key): ClaimStatus => {
-      const id = eventKey(key);
-      const shard = this.shardOf(id);
-      const entry = shard.events.get(id);
-      const live = entry !== undefined && expiresAtMs(entry) > now;
-      if (live && isStored(entry)) return "duplicate";
-      if (live && (entry as Claim).leaseEndsAtMs > now) return "in_flight";
-      if (entry === undefined && shard.full) {
-        this.ledgerSinceMs = Math.max(this.ledgerSinceMs, shard.forgetOldest(now, this.shortestWindowMs));
+    const statuses = keys.map(({ deviceId, eventId }): ClaimStatus => {
+      const hash = hashEvent(deviceId, eventId);
+      const index = this.shardIndexOf(hash);
+      const shard = this.shards[index]!;
+      const entry = shard.find(deviceId, eventId, hash);
+      if (entry < 0) {
+        if (shard.size >= this.forgetAtSize[index]!) this.ledgerSinceMs = Math.max(this.ledgerSinceMs, this.forgetOldest(index, now));
+        shard.append(deviceId, eventId, hash, claim.number);
+        claim.entries++;
+        return "claimed";
       }
-      shard.events.set(id, claim);
+      const holder = shard.holderOf(entry);
+      const holding = holder === STORED_ALONE ? undefined : this.claims.get(holder)!;
+      const live = (holding === undefined ? shard.expirySecondsOf(entry) * 1000 : holding.expiresAtMs) > now;
+      if (live && (holding === undefined || holding.committedAtMs !== undefined)) return "duplicate";
+      if (live && holding!.leaseEndsAtMs > now) return "in_flight";
+      this.hold(shard, entry, claim);
       return live ? "reclaimed" : "claimed";
     });
     return { statuses, ledgerSinceMs: this.ledgerSinceMs };
@@ -144,35 +163,46 @@ export class MemoryLiveStore implements LiveStore {
 
   async commitEvents(keys: readonly EventKey[], token: string, windowMs: number): Promise<void> {
     // Rounded up, so an entry is never forgotten before its window ends.
-    const committed: Committed = Math.ceil((this.now() + windowMs) / 1000);
+    const committedSeconds = Math.ceil((this.now() + windowMs) / 1000);
     this.shortestWindowMs = Math.min(this.shortestWindowMs, windowMs);
-    for (const key of keys) {
-      const id = eventKey(key);
-      const { events } = this.shardOf(id);
-      const entry = events.get(id);
-      if (typeof entry === "object" && entry.claimedBy !== token) continue;
-      events.set(id, committed);
+    for (const { deviceId, eventId } of keys) {
+      const hash = hashEvent(deviceId, eventId);
+      const shard = this.shards[this.shardIndexOf(hash)]!;
+      const entry = shard.find(deviceId, eventId, hash);
+      if (entry < 0) {
+        shard.append(deviceId, eventId, hash, STORED_ALONE, committedSeconds);
+        continue;
+      }
+      const holder = shard.holderOf(entry);
+      if (holder !== STORED_ALONE && this.claims.get(holder)!.claimedBy !== token) continue;
+      this.storeAlone(shard, entry, committedSeconds);
     }
   }
 
   async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
     const claim = this.openClaims.get(token);
-    this.openClaims.delete(token);
-    if (claim !== undefined && keys.length >= BATCH_COMMIT_MIN_EVENTS) {
-      claim.committedAtMs = this.now();
-      return;
+    if (claim !== undefined) {
+      this.closeClaim(claim);
+      if (keys.length >= BATCH_COMMIT_MIN_EVENTS) {
+        claim.committedAtMs = this.now();
+        return;
+      }
     }
     // A small batch, or one swept after its lease ended: the entries that still hold its claim
-    // become bare expiries one by one, as events stored on their own are.
+    // become stored on their own one by one, as events stored on their own are.
     await this.commitEvents(keys, token, windowMs);
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
-    for (const key of keys) {
-      const id = eventKey(key);
-      const { events } = this.shardOf(id);
-      const entry = events.get(id);
-      if (typeof entry === "object" && entry.claimedBy === token && entry.committedAtMs === undefined) events.delete(id);
+    for (const { deviceId, eventId } of keys) {
+      const hash = hashEvent(deviceId, eventId);
+      const shard = this.shards[this.shardIndexOf(hash)]!;
+      const entry = shard.find(deviceId, eventId, hash);
+      if (entry < 0) continue;
+      const holder = shard.holderOf(entry);
+      if (holder === STORED_ALONE) continue;
+      const claim = this.claims.get(holder)!;
+      if (claim.claimedBy === token && claim.committedAtMs === undefined) this.removeEntry(shard, entry);
     }
   }
 
@@ -270,17 +300,99 @@ export class MemoryLiveStore implements LiveStore {
     this.listeners.clear();
   }
 
-  private shardOf(id: string): LedgerShard {
-    // FNV-1a over the identity's tail, where event ids differ most.
-    let hash = 0x811c9dc5;
-    for (let i = Math.max(0, id.length - 16); i < id.length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
-    return this.shards[(hash ^ (hash >>> 16)) & this.shardMask]!;
+  private shardIndexOf(hash: number): number {
+    // The top bits of a multiplicative mix: the table within the shard probes from the low bits.
+    return this.shardBits === 0 ? 0 : Math.imul(hash, 0x9e3779b1) >>> (32 - this.shardBits);
+  }
+
+  /** Gives the entry to `claim`, letting go of what held it. */
+  private hold(shard: LedgerShard, entry: number, claim: Claim): void {
+    const previous = shard.holderOf(entry);
+    shard.setHolder(entry, claim.number);
+    claim.entries++;
+    if (previous !== STORED_ALONE) this.letGo(previous);
+  }
+
+  private storeAlone(shard: LedgerShard, entry: number, expirySeconds: number): void {
+    const previous = shard.holderOf(entry);
+    shard.setHolder(entry, STORED_ALONE, expirySeconds);
+    if (previous !== STORED_ALONE) this.letGo(previous);
+  }
+
+  private removeEntry(shard: LedgerShard, entry: number): void {
+    const previous = shard.holderOf(entry);
+    shard.remove(entry);
+    if (previous !== STORED_ALONE) this.letGo(previous);
+  }
+
+  private letGo(claimNumber: number): void {
+    const claim = this.claims.get(claimNumber)!;
+    if (--claim.entries === 0 && !claim.open) this.claims.delete(claimNumber);
+  }
+
+  /** Its batch is done with the claim, which stays as long as entries hold it. */
+  private closeClaim(claim: Claim): void {
+    this.openClaims.delete(claim.claimedBy);
+    claim.open = false;
+    if (claim.entries === 0) this.claims.delete(claim.number);
+  }
+
+  private expiresAtMs(shard: LedgerShard, entry: number): number {
+    const holder = shard.holderOf(entry);
+    return holder === STORED_ALONE ? shard.expirySecondsOf(entry) * 1000 : this.claims.get(holder)!.expiresAtMs;
+  }
+
+  /**
+   * Makes room in a shard by forgetting its oldest stored ids (and expired claims), from its
+   * front, down to 90 % of its capacity. Claims still in flight are kept: they are few, and
+   * forgetting one would let a resend be stored twice. Answers a time before which every
+   * forgotten id was committed: the ledger is complete only for ids committed after it, so the
+   * store's ledgerSinceMs moves there, and the engine looks up in history any reading that could
+   * have been stored before it (as after a restart).
+   *
+   * That time is never later than now (+1 ms): the engine asks history once per value of
+   * ledgerSinceMs, for the newest reading received before it, and the answer must already cover
+   * every row whose id the ledger may drop under that same value. A time in the future (an expiry
+   * rounded up to the second) would let an id committed after the question, and forgotten later
+   * under the same value, escape it (a test caught this as a resend stored twice).
+   */
+  private forgetOldest(index: number, now: number): number {
+    const shard = this.shards[index]!;
+    const target = Math.floor(this.shardMaxEvents * (1 - FORGET_SHARE));
+    let forgottenCommittedBeforeMs = -Infinity;
+    shard.forEachOldestFirst((entry) => {
+      if (shard.size <= target) return false;
+      const holder = shard.holderOf(entry);
+      if (holder === STORED_ALONE) {
+        // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
+        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, shard.expirySecondsOf(entry) * 1000 - this.shortestWindowMs + 1);
+        this.removeEntry(shard, entry);
+        return true;
+      }
+      const claim = this.claims.get(holder)!;
+      if (claim.committedAtMs !== undefined) {
+        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, claim.committedAtMs + 1);
+        this.removeEntry(shard, entry);
+      } else if (claim.expiresAtMs <= now) {
+        this.removeEntry(shard, entry);
+      }
+      return true;
+    });
+    // Claims in flight are never forgotten, so the shard can stay above target until they are
+    // stored; look again only after as many new ids as a pass frees.
+    this.forgetAtSize[index] = Math.max(this.shardMaxEvents, shard.size + (this.shardMaxEvents - target));
+    return Math.min(forgottenCommittedBeforeMs, now + 1);
   }
 
   private sweep(): void {
     const now = this.now();
-    for (const { events } of this.shards) for (const [id, entry] of events) if (expiresAtMs(entry) <= now) events.delete(id);
-    for (const [token, claim] of this.openClaims) if (claim.leaseEndsAtMs <= now) this.openClaims.delete(token);
+    for (const shard of this.shards) {
+      shard.forEachOldestFirst((entry) => {
+        if (this.expiresAtMs(shard, entry) <= now) this.removeEntry(shard, entry);
+        return true;
+      });
+    }
+    for (const claim of [...this.openClaims.values()]) if (claim.leaseEndsAtMs <= now) this.closeClaim(claim);
   }
 }
 
@@ -306,59 +418,4 @@ function mergeSorted(a: readonly string[], b: readonly string[]): string[] {
   while (i < a.length) merged[k++] = a[i++]!;
   while (j < b.length) merged[k++] = b[j++]!;
   return merged;
-}
-
-function eventKey(key: EventKey): string {
-  return key.identity ?? eventIdentity(key.deviceId, key.eventId);
-}
-
-/** One shard of the ledger: its ids in insertion order, which is claim order (oldest first). */
-class LedgerShard {
-  readonly events = new Map<string, EventEntry>();
-  /** Normally maxEvents; above it while claims in flight fill the shard, so each new id does not rescan it. */
-  private forgetAtSize: number;
-
-  constructor(private readonly maxEvents: number) {
-    this.forgetAtSize = maxEvents;
-  }
-
-  get full(): boolean {
-    return this.events.size >= this.forgetAtSize;
-  }
-
-  /**
-   * Makes room by forgetting the oldest stored ids (and expired claims), from the front of the
-   * map, down to 90 % of the capacity. Claims still in flight are kept: they are few, and
-   * forgetting one would let a resend be stored twice. Answers a time before which every
-   * forgotten id was committed: the ledger is complete only for ids committed after it, so the
-   * store's ledgerSinceMs moves there, and the engine looks up in history any reading that could
-   * have been stored before it (as after a restart).
-   *
-   * That time is never later than now (+1 ms): the engine asks history once per value of
-   * ledgerSinceMs, for the newest reading received before it, and the answer must already cover
-   * every row whose id the ledger may drop under that same value. A time in the future (an expiry
-   * rounded up to the second) would let an id committed after the question, and forgotten later
-   * under the same value, escape it (a test caught this as a resend stored twice).
-   */
-  forgetOldest(now: number, shortestWindowMs: number): number {
-    const target = Math.floor(this.maxEvents * (1 - FORGET_SHARE));
-    let forgottenCommittedBeforeMs = -Infinity;
-    for (const [id, entry] of this.events) {
-      if (this.events.size <= target) break;
-      if (typeof entry === "number") {
-        // Committed with expiry ceil((t + window) / 1000) s, so at t ≤ expiry − window.
-        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry * 1000 - shortestWindowMs + 1);
-        this.events.delete(id);
-      } else if (entry.committedAtMs !== undefined) {
-        forgottenCommittedBeforeMs = Math.max(forgottenCommittedBeforeMs, entry.committedAtMs + 1);
-        this.events.delete(id);
-      } else if (entry.expiresAtMs <= now) {
-        this.events.delete(id);
-      }
-    }
-    // Claims in flight are never forgotten, so the shard can stay above target until they are
-    // stored; look again only after as many new ids as a pass frees.
-    this.forgetAtSize = Math.max(this.maxEvents, this.events.size + (this.maxEvents - target));
-    return Math.min(forgottenCommittedBeforeMs, now + 1);
-  }
 }
