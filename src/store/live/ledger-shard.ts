@@ -9,7 +9,7 @@
 // squeezed out when the tail reaches the end of the arrays (which grow then if they must), so
 // iteration from the head is claim order, as a Map's insertion order was.
 
-/** An entry stored on its own, its expiry in whole seconds (see the store's Committed). */
+/** The holder of an entry stored on its own (not with its batch): it keeps only its expiry, in whole seconds. */
 export const STORED_ALONE = 0;
 /** An entry removed; its slot in the arrays waits for the next compaction. */
 const GONE = -1;
