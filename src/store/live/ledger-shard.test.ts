@@ -78,6 +78,14 @@ describe("LedgerShard", () => {
     );
   });
 
+  it("keeps an expiry past 2106 and one before 1970 as they are", () => {
+    const shard = new LedgerShard();
+    for (const seconds of [2 ** 32 + 5, -10, 1_764_000_000]) {
+      const entry = shard.append("m", `e${seconds}`, hashEvent("m", `e${seconds}`), STORED_ALONE, seconds);
+      expect(shard.expirySecondsOf(entry)).toBe(seconds);
+    }
+  });
+
   it("hashes a device id and an event id apart, not their characters run together", () => {
     expect(hashEvent("ab", "c")).not.toBe(hashEvent("a", "bc"));
     const shard = new LedgerShard();

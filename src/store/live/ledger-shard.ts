@@ -39,8 +39,12 @@ export class LedgerShard {
   private count = 0;
   /** Per entry: a claim's number (> 0), STORED_ALONE, or GONE. */
   private holder = new Float64Array(INITIAL_ENTRIES);
-  /** Per entry stored alone: when it is forgotten, in whole seconds since the epoch. */
-  private expirySeconds = new Uint32Array(INITIAL_ENTRIES);
+  /**
+   * Per entry stored alone: when it is forgotten, in whole seconds since the epoch. A double, as
+   * the Map held it: 32 bits would wrap in 2106 (or sooner with a long DEDUPE_WINDOW) and store a
+   * resend twice.
+   */
+  private expirySeconds = new Float64Array(INITIAL_ENTRIES);
   private hashes = new Uint32Array(INITIAL_ENTRIES);
   /** Per entry: where its ids start in `bytes`, the device id's length, then the event id's (in UTF-16 code units). */
   private byteStart = new Uint32Array(INITIAL_ENTRIES);
@@ -171,7 +175,7 @@ export class LedgerShard {
     const byteRoom = Math.max(this.bytes.length, 2 ** Math.ceil(Math.log2(2 * (liveBytes + moreBytes) + 1)));
 
     const holder = new Float64Array(entries);
-    const expirySeconds = new Uint32Array(entries);
+    const expirySeconds = new Float64Array(entries);
     const hashes = new Uint32Array(entries);
     const byteStart = new Uint32Array(entries);
     const deviceLength = new Uint32Array(entries);
