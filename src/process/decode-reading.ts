@@ -1,6 +1,6 @@
 // Decodes one Reading in the worker: protobuf-es's wire reader, with reading.proto's field numbers
 // written out, in place of protobuf-es's generic fromBinary, which walks the schema's descriptors
-// for every field and was a third of the worker's time per reading. It answers the same message
+// for every field and was a third of processBatch's time per reading. It answers the same message
 // as fromBinary for any well-formed Reading (decode-reading.test.ts holds the two equal on
 // generated messages, merges and unknown fields included) and is stricter on malformed ones:
 // - a nested message (observed_at, a sample) must end where its length says: fromBinary reads
