@@ -34,10 +34,8 @@ interface Claim {
   expiresAtMs: number;
   /** When the batch committed its events, which are then stored; undefined while in flight. */
   committedAtMs: number | undefined;
-  /** Entries holding it: it is dropped once none does and its batch is done with it. */
+  /** Entries holding it: it is dropped once none does and its batch is done with it (see isOpen). */
   entries: number;
-  /** Whether its batch may still commit, renew or release it (it is in openClaims). */
-  open: boolean;
 }
 
 /**
@@ -135,7 +133,6 @@ export class MemoryLiveStore implements LiveStore {
       expiresAtMs: now + Math.max(leaseMs, rememberMs),
       committedAtMs: undefined,
       entries: 0,
-      open: true,
     };
     this.claims.set(claim.number, claim);
     this.openClaims.set(token, claim);
@@ -327,13 +324,17 @@ export class MemoryLiveStore implements LiveStore {
 
   private letGo(claimNumber: number): void {
     const claim = this.claims.get(claimNumber)!;
-    if (--claim.entries === 0 && !claim.open) this.claims.delete(claimNumber);
+    if (--claim.entries === 0 && !this.isOpen(claim)) this.claims.delete(claimNumber);
+  }
+
+  /** Whether its batch may still commit, renew or release it. */
+  private isOpen(claim: Claim): boolean {
+    return this.openClaims.get(claim.claimedBy) === claim;
   }
 
   /** Its batch is done with the claim, which stays as long as entries hold it. */
   private closeClaim(claim: Claim): void {
     this.openClaims.delete(claim.claimedBy);
-    claim.open = false;
     if (claim.entries === 0) this.claims.delete(claim.number);
   }
 
@@ -392,7 +393,8 @@ export class MemoryLiveStore implements LiveStore {
         return true;
       });
     }
-    for (const claim of [...this.openClaims.values()]) if (claim.leaseEndsAtMs <= now) this.closeClaim(claim);
+    // Deleting from a Map while iterating it is defined: the iteration goes on with what is left.
+    for (const claim of this.openClaims.values()) if (claim.leaseEndsAtMs <= now) this.closeClaim(claim);
   }
 }
 
