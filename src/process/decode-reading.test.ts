@@ -7,7 +7,10 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ReadingSchema, type Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import { overrunningReading } from "../../test/support/readings.js";
-import { decodeReading, decodeReadingEntry } from "./decode-reading.js";
+import { decodeReadingEntry } from "./decode-reading.js";
+
+/** Decodes an encoded Reading as the worker does, as a request's `readings` entry. */
+const decodeReading = (reading: Uint8Array) => decodeReadingEntry(new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(reading).finish());
 
 const double = fc.oneof(fc.double(), fc.constantFrom(0, -0, NaN, Infinity, -Infinity, 1e-310));
 

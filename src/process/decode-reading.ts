@@ -13,15 +13,10 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { BatterySample, MeterSample, Reading, VehicleSample } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 
-/** Decodes `bytes`, the whole of one encoded Reading. Throws on one that is not well formed. */
-export function decodeReading(bytes: Uint8Array): Reading {
-  const reader = new BinaryReader(bytes);
-  return readReading(reader);
-}
-
 /**
  * Decodes one `readings` entry of a request (field 1: tag, length, Reading), as the main thread
- * passes each reading to the worker (src/pipeline/received-reading.ts).
+ * passes each reading to the worker (src/pipeline/received-reading.ts). Throws on one that is not
+ * well formed.
  */
 export function decodeReadingEntry(entry: Uint8Array): Reading {
   const reader = new BinaryReader(entry);
