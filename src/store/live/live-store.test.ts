@@ -474,6 +474,24 @@ describe("the embedded store's dedupe window", () => {
   });
 });
 
+describe("the embedded store's dedupe window, far ahead", () => {
+  it("remembers an id committed alone for the longest window, whatever the date", async () => {
+    // Ten years (DEDUPE_WINDOW's most) from 2097 ends past 2^32 seconds since the epoch.
+    let now = Date.UTC(2097, 0, 1);
+    const windowMs = 3650 * 86_400_000;
+    const store = new MemoryLiveStore({ now: () => now });
+    try {
+      const key = { deviceId: "meter-1", eventId: "e-1" };
+      await store.claimEvents([key], "t1", LEASE_MS, windowMs);
+      await store.commitEvents([key], "t1", windowMs);
+      now += 86_400_000;
+      expect((await store.claimEvents([key], "t2", LEASE_MS, windowMs)).statuses).toEqual(["duplicate"]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe("the embedded store's batch commit", () => {
   it("commits event by event a batch whose claim the sweep dropped after its lease", async () => {
     const store = new MemoryLiveStore({ sweepIntervalMs: 10 });
