@@ -89,6 +89,35 @@ describe("concurrent streams resending overlapping event ids", () => {
     }
   });
 
+  it("keeps the same event id of different devices apart, within a batch and across calls", async () => {
+    // Event ids are unique per device: "shared-1" of each device is a reading of its own, and a
+    // second copy in the batch is a duplicate of its own device's first.
+    const now = Date.now();
+    const batch = [
+      meterReading("meter-s1", "shared-1", now - 3000, 0.1),
+      meterReading("meter-s2", "shared-1", now - 3000, 0.2),
+      batteryReading("bbu-s1", "shared-1", now - 2000, 48, 25),
+      meterReading("meter-s1", "shared-1", now - 3000, 0.1),
+      vehicleReading("ev-s1", "shared-1", now - 1000, 0.3, 40),
+      batteryReading("bbu-s2", "shared-1", now - 4000, 48, 26),
+      meterReading("meter-s2", "shared-1", now - 3000, 0.2),
+      batteryReading("bbu-s1", "shared-1", now - 2000, 48, 25),
+    ];
+    const client = new GrpcIngestClient(app.target);
+    try {
+      const first = await client.streamReadings([batch]);
+      expect({ accepted: first.accepted, duplicates: first.duplicates, rejected: first.rejected }).toEqual({ accepted: 5n, duplicates: 3n, rejected: [] });
+      const again = await client.streamReadings([batch]);
+      expect({ accepted: again.accepted, duplicates: again.duplicates }).toEqual({ accepted: 0n, duplicates: 8n });
+    } finally {
+      client.close();
+    }
+    const stored = await probe.rows<{ device_id: string }>(
+      "SELECT device_id FROM (SELECT device_id FROM {db}.meter_readings UNION ALL SELECT device_id FROM {db}.vehicle_readings UNION ALL SELECT device_id FROM {db}.battery_readings) WHERE device_id LIKE '%-s_' ORDER BY device_id",
+    );
+    expect(stored.map((r) => r.device_id)).toEqual(["bbu-s1", "bbu-s2", "ev-s1", "meter-s1", "meter-s2"]);
+  });
+
   it("stores battery health scores and vehicle temperature risk with their algorithm version", async () => {
     const client = new GrpcIngestClient(app.target);
     const now = Date.now();

@@ -18,7 +18,7 @@ const fleet = (): FleetDeviceTotals => ({
     ["v2", totals(45, 2)],
   ]),
 });
-const row = (deviceId: string, observedAtMs: number): HistoryWriteRow => ({ kind: deviceId.startsWith("m") ? "meter" : "vehicle", key: { deviceId }, observedAtMs });
+const row = (deviceId: string, observedAtMs: number): HistoryWriteRow => ({ kind: deviceId.startsWith("m") ? "meter" : "vehicle", deviceId, observedAtMs });
 
 /** A snapshot whose reads wait for the test: `loads` lists each read's window and how to settle it. */
 function snapshotUnderTest(nowMs = END + 5_000) {
@@ -115,7 +115,7 @@ describe("PerformanceSnapshot", () => {
     const { snapshot } = await heldSnapshot();
     snapshot.writing([row("v1", END), row("v1", END + 30_000), row("v2", END - 24 * HOUR - 1)])();
     // A battery unit's rows change no meter's or vehicle's totals, whatever its id.
-    snapshot.writing([{ kind: "battery", key: { deviceId: "v1" }, observedAtMs: END - HOUR }])();
+    snapshot.writing([{ kind: "battery", deviceId: "v1", observedAtMs: END - HOUR }])();
     expect(snapshot.totals("vehicle", "v1", END)).toEqual(totals(90, 4));
     expect(snapshot.totals("vehicle", "v2", END)).toEqual(totals(45, 2));
     // The window's first and last milliseconds are in it.

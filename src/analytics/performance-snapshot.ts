@@ -28,7 +28,7 @@ const MINUTE_MS = 60_000;
 /** A row on its way to history, as the ingest path holds it. */
 export interface HistoryWriteRow {
   readonly kind: DeviceKind;
-  readonly key: { readonly deviceId: string };
+  readonly deviceId: string;
   readonly observedAtMs: number;
 }
 
@@ -217,6 +217,6 @@ function markChanged(snapshot: PendingSnapshot | undefined, rows: readonly Histo
   if (snapshot === undefined) return;
   const { fromMs, toMs, changed } = snapshot;
   for (const row of rows) {
-    if (row.kind !== "battery" && row.observedAtMs >= fromMs && row.observedAtMs < toMs) changed.add(row.key.deviceId);
+    if (row.kind !== "battery" && row.observedAtMs >= fromMs && row.observedAtMs < toMs) changed.add(row.deviceId);
   }
 }

@@ -109,14 +109,44 @@ interface ClaimedBatch {
   readonly settled: Promise<void>;
 }
 
-interface Candidate {
+/** The first copy in a batch of a (device, event): the key the live store claims, and where its row is. */
+interface Candidate extends EventKey {
   readonly kind: DeviceKind;
   /** Position in the batch. */
   readonly offset: number;
   /** Row number within its table payload. */
   readonly row: number;
-  readonly key: EventKey & { readonly identity: string };
   readonly observedAtMs: number;
+}
+
+/**
+ * The first copy in a batch of each (device, event), found by event id. Keyed by an identity string
+ * built per reading, it cost that string, which the batch held until it settled; event ids of two
+ * devices rarely match, and those that do are told apart by device.
+ */
+class FirstCopies {
+  private readonly byEventId = new Map<string, Candidate>();
+  /** Copies whose event id a copy of another device in byEventId has, by eventIdentity. */
+  private shared: Map<string, Candidate> | undefined;
+
+  get(deviceId: string, eventId: string): Candidate | undefined {
+    const held = this.byEventId.get(eventId);
+    if (held === undefined || held.deviceId === deviceId) return held;
+    return this.shared?.get(eventIdentity(deviceId, eventId));
+  }
+
+  /** Makes the candidate its (device, event)'s first copy, in place of any before it. */
+  set(candidate: Candidate): void {
+    const held = this.byEventId.get(candidate.eventId);
+    if (held === undefined || held.deviceId === candidate.deviceId) this.byEventId.set(candidate.eventId, candidate);
+    else (this.shared ??= new Map()).set(eventIdentity(candidate.deviceId, candidate.eventId), candidate);
+  }
+
+  values(): Candidate[] {
+    const values = [...this.byEventId.values()];
+    if (this.shared !== undefined) values.push(...this.shared.values());
+    return values;
+  }
 }
 
 export class IngestEngine {
@@ -223,13 +253,14 @@ export class IngestEngine {
     // stored or found stored, in flight while another call holds it. Counted a duplicate at once,
     // a repeat would be answered settled while its first copy may yet fail to store.
     // The copy of each (device, event) that comes first in the batch, by index in the calls.
-    const firstCopies = new Map<string, Candidate>();
-    const repeats: { readonly offset: number; readonly identity: string }[] = [];
+    const firstCopies = new FirstCopies();
+    /** Offsets of the copies that are not first. */
+    const repeats: number[] = [];
     const inFlight = new Set<Candidate>();
     const finish = () => {
-      for (const { offset, identity } of repeats) {
-        const first = firstCopies.get(identity)!;
-        if (inFlight.has(first)) outcomeOf(offset).rejected.push(inFlightRejection(indexOf(offset), first.key.eventId));
+      for (const offset of repeats) {
+        const first = firstCopies.get(readings[offset]!.deviceId, readings[offset]!.eventId)!;
+        if (inFlight.has(first)) outcomeOf(offset).rejected.push(inFlightRejection(indexOf(offset), first.eventId));
         else outcomeOf(offset).duplicates++;
       }
       return outcomes.map(sortRejected);
@@ -252,18 +283,16 @@ export class IngestEngine {
     // comes earlier in the batch than the one taken so far takes its place.
     for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
       table.offsets.forEach((offset, row) => {
-        const reading = readings[offset]!;
-        const id = eventIdentity(reading.deviceId, reading.eventId);
-        const first = firstCopies.get(id);
+        const { deviceId, eventId, observedAtMs } = readings[offset]!;
+        const first = firstCopies.get(deviceId, eventId);
         if (first !== undefined && first.offset < offset) {
-          repeats.push({ offset, identity: id });
+          repeats.push(offset);
           return;
         }
-        if (first !== undefined) repeats.push({ offset: first.offset, identity: id });
-        // Converted as the validator converts it for the stored row (the worker checked they
-        // agree), so a history lookup matches it; a valid row always has one.
-        const observedAtMs = reading.observedAtMs!;
-        firstCopies.set(id, { kind, offset, row, key: { deviceId: reading.deviceId, eventId: reading.eventId, identity: id }, observedAtMs });
+        if (first !== undefined) repeats.push(first.offset);
+        // observedAtMs: converted as the validator converts it for the stored row (the worker
+        // checked they agree), so a history lookup matches it; a valid row always has one.
+        firstCopies.set({ kind, offset, row, deviceId, eventId, observedAtMs: observedAtMs! });
       });
     }
     const candidates = [...firstCopies.values()];
@@ -273,7 +302,7 @@ export class IngestEngine {
     const token = randomBytes(12).toString("base64url");
     let claim;
     try {
-      claim = await liveStore.claimEvents(candidates.map((c) => c.key), token, limits.claimLeaseMs, limits.dedupeWindowMs);
+      claim = await liveStore.claimEvents(candidates, token, limits.claimLeaseMs, limits.dedupeWindowMs);
     } catch (error) {
       log.error({ err: error }, "live store failed; the batch is answered retryable");
       throw unavailable("the live store is unavailable", error);
@@ -295,8 +324,8 @@ export class IngestEngine {
       const heldHere: EventKey[] = [];
       candidates.forEach((candidate, i) => {
         let status = claim.statuses[i];
-        if ((status === "claimed" || status === "reclaimed") && heldUnderOlderLedger?.has(candidate.key.identity)) {
-          heldHere.push(candidate.key);
+        if ((status === "claimed" || status === "reclaimed") && heldUnderOlderLedger?.has(eventIdentity(candidate.deviceId, candidate.eventId))) {
+          heldHere.push(candidate);
           status = "in_flight";
         }
         if (status === "claimed") claimed.push(candidate);
@@ -306,7 +335,7 @@ export class IngestEngine {
         } else if (status === "duplicate") outcomeOf(candidate.offset).duplicates++;
         else {
           inFlight.add(candidate);
-          outcomeOf(candidate.offset).rejected.push(inFlightRejection(indexOf(candidate.offset), candidate.key.eventId));
+          outcomeOf(candidate.offset).rejected.push(inFlightRejection(indexOf(candidate.offset), candidate.eventId));
         }
       });
       claims.holding(claimed);
@@ -323,7 +352,7 @@ export class IngestEngine {
         const known = claimed.filter((c) => alreadyStored.has(c));
         claimed = claimed.filter((c) => !alreadyStored.has(c));
         // Remember them, so the next resend is answered from the ledger.
-        await liveStore.commitEvents(known.map((c) => c.key), token, limits.dedupeWindowMs).catch((error: unknown) => {
+        await liveStore.commitEvents(known, token, limits.dedupeWindowMs).catch((error: unknown) => {
           log.warn({ err: error }, "could not commit event ids found in history");
         });
       }
@@ -335,7 +364,7 @@ export class IngestEngine {
       // The rows are durable: the call succeeds whatever happens below. A failed commit only means a
       // resend after the lease could be stored again, which the history tables collapse on merge.
       claims.committing();
-      await liveStore.commitClaims(token, claimed.map((c) => c.key), limits.dedupeWindowMs).catch((error: unknown) => {
+      await liveStore.commitClaims(token, claimed, limits.dedupeWindowMs).catch((error: unknown) => {
         log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
       });
       await liveStore
@@ -427,7 +456,7 @@ export class IngestEngine {
     }
 
     const stored = kinds.filter((_, i) => results[i]!.status === "fulfilled").flatMap((k) => byKind.get(k)!);
-    await liveStore.commitEvents(stored.map((c) => c.key), token, limits.dedupeWindowMs).catch(() => undefined);
+    await liveStore.commitEvents(stored, token, limits.dedupeWindowMs).catch(() => undefined);
     // Claims settled before the answer where that is quick (every attempt over, the lookup
     // answered): a device that resends at once then finds them settled, not in flight. Not when
     // an attempt still runs or storage does not answer the lookup: the call fails then.
@@ -446,8 +475,8 @@ export class IngestEngine {
         .then((landedRows) => {
           const landedSet = new Set(landedRows);
           return Promise.all([
-            liveStore.commitEvents(landedRows.map((c) => c.key), token, limits.dedupeWindowMs),
-            liveStore.releaseEvents(rows.filter((c) => !landedSet.has(c)).map((c) => c.key), token),
+            liveStore.commitEvents(landedRows, token, limits.dedupeWindowMs),
+            liveStore.releaseEvents(rows.filter((c) => !landedSet.has(c)), token),
           ]);
         })
         .catch((settleError: unknown) => {
@@ -473,11 +502,11 @@ export class IngestEngine {
    * meanwhile (a resend is answered in flight).
    */
   private async landedDespiteFailure(kind: DeviceKind, rows: readonly Candidate[], onFirstFailure: () => void): Promise<readonly Candidate[]> {
-    const identities: RowIdentity[] = rows.map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
+    const identities: RowIdentity[] = rows.map((c) => ({ device_id: c.deviceId, event_id: c.eventId, observed_at: c.observedAtMs }));
     for (let attempt = 0; ; attempt++) {
       try {
         const found = await this.deps.stored.findStored(kind, identities);
-        return rows.filter((c) => found.has(c.key.identity));
+        return rows.filter((c) => found.has(eventIdentity(c.deviceId, c.eventId)));
       } catch (error) {
         if (attempt === 0) {
           onFirstFailure();
@@ -558,12 +587,12 @@ export class IngestEngine {
       for (const kind of new Set(unsure.map((c) => c.kind))) {
         const rows: RowIdentity[] = unsure
           .filter((c) => c.kind === kind)
-          .map((c) => ({ device_id: c.key.deviceId, event_id: c.key.eventId, observed_at: c.observedAtMs }));
+          .map((c) => ({ device_id: c.deviceId, event_id: c.eventId, observed_at: c.observedAtMs }));
         for (const key of await stored.findStored(kind, rows)) found.add(key);
       }
-      return new Set(unsure.filter((c) => found.has(eventIdentity(c.key.deviceId, c.key.eventId))));
+      return new Set(unsure.filter((c) => found.has(eventIdentity(c.deviceId, c.eventId))));
     } catch (error) {
-      await liveStore.releaseEvents(claimed.map((c) => c.key), token).catch(() => undefined);
+      await liveStore.releaseEvents(claimed, token).catch(() => undefined);
       log.error({ err: error }, "history lookup failed; the batch is answered retryable");
       throw unavailable("history storage is unavailable", error);
     }
@@ -610,7 +639,7 @@ export class IngestEngine {
     for (const batch of this.claimedBatches) {
       if (batch.ledgerSinceMs >= ledgerSinceMs || batch.claimed.length === 0) continue;
       held ??= new Set();
-      for (const c of batch.claimed) held.add(c.key.identity);
+      for (const c of batch.claimed) held.add(eventIdentity(c.deviceId, c.eventId));
     }
     return held;
   }

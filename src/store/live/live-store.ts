@@ -8,11 +8,6 @@ import type { DeviceKind } from "../../process/history-rows.js";
 export interface EventKey {
   readonly deviceId: string;
   readonly eventId: string;
-  /**
-   * eventIdentity(deviceId, eventId), when the caller has already built it (the engine does, for
-   * its own bookkeeping). The stores key on deviceId and eventId and do not read it.
-   */
-  readonly identity?: string;
 }
 
 /**
