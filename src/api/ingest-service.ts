@@ -191,8 +191,11 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
       // Readings refused as another device's are the caller's too: checking them is work done for
       // it, and free they would let a device past its limit. Not refunded if the batch fails.
-      const taken = new Map(counts);
-      if (principal.kind === "device" && refused.length > 0) taken.set(principal.deviceId, (taken.get(principal.deviceId) ?? 0) + refused.length);
+      let taken = counts;
+      if (principal.kind === "device" && refused.length > 0) {
+        taken = new Map(counts);
+        taken.set(principal.deviceId, (taken.get(principal.deviceId) ?? 0) + refused.length);
+      }
       const waitMs = rateLimit.take(taken);
       if (waitMs > 0) {
         this.metrics.refusedCalls.inc({ reason: "device_rate" });
