@@ -49,13 +49,14 @@ time("scan frames for ids, time and kind, and join them for the worker (the serv
 
 // The worker's live-state updates for one batch of 2,000 bench readings (a third of each kind), as
 // processBatch makes them, crossing to the main thread three ways.
+const batchReadings = frames.slice(0, 20).flatMap((frame) => scanReadings(frame).readings);
 const batch = processBatch({
-  ...toProcessInput(frames.slice(0, 20).flatMap((frame) => scanReadings(frame).readings)),
+  ...toProcessInput(batchReadings),
   receivedAtMs: now,
   batteryTrends: packBatteryTrends([], []),
   window: { nowMs: now, maxReadingAgeMs: 30 * 86_400_000, maxClockSkewMs: 300_000 },
 });
-const updates = unpackLiveUpdates(batch.live, now).map(({ receivedAtMs: _, ...update }) => update as LiveUpdate);
+const updates = unpackLiveUpdates(batch.live, now, batchReadings).map(({ receivedAtMs: _, ...update }, i) => ({ ...update, offset: batch.live.offsets[i]! }) as LiveUpdate);
 const n = updates.length;
 // Many rounds each: pack and unpack are JavaScript, and must be measured once optimised.
 const ROUNDS = 100;
@@ -66,7 +67,7 @@ time("the updates as one JSON string: stringify, clone, parse, per update", n * 
   for (let i = 0; i < ROUNDS; i++) JSON.parse(structuredClone(JSON.stringify(updates)));
 });
 time("the updates packed as columns (the service's packLiveUpdates), cloned, unpacked, per update", n * ROUNDS, () => {
-  for (let i = 0; i < ROUNDS; i++) unpackLiveUpdates(structuredClone(packLiveUpdates(updates)), now);
+  for (let i = 0; i < ROUNDS; i++) unpackLiveUpdates(structuredClone(packLiveUpdates(updates)), now, batchReadings);
 });
 
 // The same crossing over a MessagePort, as between the worker and the main thread, split by side:
@@ -89,7 +90,7 @@ time("the updates packed as columns (the service's packLiveUpdates), cloned, unp
     started = performance.now();
     port1.postMessage(packLiveUpdates(updates));
     posted = performance.now();
-    unpackLiveUpdates(receiveMessageOnPort(port2)!.message as ReturnType<typeof packLiveUpdates>, now);
+    unpackLiveUpdates(receiveMessageOnPort(port2)!.message as ReturnType<typeof packLiveUpdates>, now, batchReadings);
     received = performance.now();
     if (warm) {
       sides.packed.worker += posted - started;

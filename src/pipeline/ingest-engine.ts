@@ -368,7 +368,7 @@ export class IngestEngine {
         log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
       });
       await liveStore
-        .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs))
+        .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs, readings))
         .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
       return finish();
     } finally {

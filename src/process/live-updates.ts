@@ -1,13 +1,18 @@
 // The worker's live-state updates on their way to the main thread: one per device per batch, so
 // about one per reading. As objects, the structured clone writes and reads every property name of
 // every update and of its values and trend: 1.0–1.3 µs per update to receive on the main thread,
-// where the service is shortest of time. Packed as columns (ids, kinds, times, every value in one
-// flat list, and each distinct key list once) receiving and unpacking costs 0.5–0.7 µs there, and
-// packing in the worker about what posting objects did (bench/main-thread-costs.ts).
+// where the service is shortest of time. Packed as columns (kinds, times, every value in one flat
+// list, and each distinct key list once) receiving and unpacking costs 0.5–0.7 µs there, and
+// packing in the worker about what posting objects did (bench/main-thread-costs.ts). The reading's
+// own ids do not cross at all: the main thread holds them already (and its device ids from the
+// scan's cache), so each update names its reading by position in the batch, and the clone makes
+// no new string per update for the device id, the event id or the kind.
 import type { DeviceKind } from "./history-rows.js";
 import type { BatteryTrend } from "./scoring/battery-health.js";
 
 export interface LiveUpdate {
+  /** The position in the batch of the reading the update is of. */
+  readonly offset: number;
   readonly deviceId: string;
   readonly kind: DeviceKind;
   readonly observedAtMs: number;
@@ -16,9 +21,14 @@ export interface LiveUpdate {
   readonly trend?: BatteryTrend | undefined;
 }
 
+/** What the main thread holds of each reading of the batch: its ids, by position. */
+export type BatchIds = readonly { readonly deviceId: string; readonly eventId: string }[];
+
 export interface PackedLiveUpdates {
-  readonly deviceIds: string[];
-  readonly kinds: DeviceKind[];
+  /** Per update, the position of its reading in the batch. */
+  readonly offsets: Uint32Array;
+  /** Per update, its kind's index in KINDS. */
+  readonly kinds: Uint8Array;
   readonly observedAtMs: Float64Array;
   /** The distinct key lists of the updates' values and trends, each once. */
   readonly shapes: string[][];
@@ -26,11 +36,14 @@ export interface PackedLiveUpdates {
   readonly valueShapes: Uint16Array;
   /** Per update, the index in `shapes` of its trend's keys, or NO_TREND. */
   readonly trendShapes: Uint16Array;
-  /** Each update's values, then its trend's, in the order of their shapes' keys. */
+  /** Each update's values but event_id (the reading's own), then its trend's, in the order of their shapes' keys. */
   readonly cells: unknown[];
 }
 
 const NO_TREND = 0xffff;
+const KINDS: readonly DeviceKind[] = ["meter", "vehicle", "battery"];
+/** The values' key that holds the reading's event id, which the main thread has. */
+const EVENT_ID = "event_id";
 
 export function packLiveUpdates(updates: readonly LiveUpdate[]): PackedLiveUpdates {
   const shapes: string[][] = [];
@@ -55,8 +68,8 @@ export function packLiveUpdates(updates: readonly LiveUpdate[]): PackedLiveUpdat
   };
   const count = updates.length;
   const packed: PackedLiveUpdates = {
-    deviceIds: new Array<string>(count),
-    kinds: new Array<DeviceKind>(count),
+    offsets: new Uint32Array(count),
+    kinds: new Uint8Array(count),
     observedAtMs: new Float64Array(count),
     shapes,
     valueShapes: new Uint16Array(count),
@@ -64,12 +77,12 @@ export function packLiveUpdates(updates: readonly LiveUpdate[]): PackedLiveUpdat
     cells: [],
   };
   updates.forEach((update, i) => {
-    packed.deviceIds[i] = update.deviceId;
-    packed.kinds[i] = update.kind;
+    packed.offsets[i] = update.offset;
+    packed.kinds[i] = KINDS.indexOf(update.kind);
     packed.observedAtMs[i] = update.observedAtMs;
     const valueShape = shapeOf(update.values, update.kind);
     packed.valueShapes[i] = valueShape;
-    for (const key of shapes[valueShape]!) packed.cells.push(update.values[key]);
+    for (const key of shapes[valueShape]!) if (key !== EVENT_ID) packed.cells.push(update.values[key]);
     if (update.trend === undefined) {
       packed.trendShapes[i] = NO_TREND;
     } else {
@@ -91,22 +104,33 @@ function hasKeys(object: object, keys: readonly string[]): boolean {
   return i === keys.length;
 }
 
-/** The updates as the live store takes them, each stamped with when its batch was received. */
+/**
+ * The updates as the live store takes them, each stamped with when its batch was received; `batch`
+ * is what the main thread holds of the batch's readings (the worker's were the same: it checks
+ * each reading's ids against the main thread's scan).
+ */
 export function unpackLiveUpdates(
   packed: PackedLiveUpdates,
   receivedAtMs: number,
+  batch: BatchIds,
 ): { deviceId: string; kind: DeviceKind; observedAtMs: number; receivedAtMs: number; values: Record<string, unknown>; trend: Record<string, number> | undefined }[] {
-  const { deviceIds, kinds, observedAtMs, shapes, valueShapes, trendShapes, cells } = packed;
+  const { offsets, kinds, observedAtMs, shapes, valueShapes, trendShapes, cells } = packed;
   let cell = 0;
-  const take = (shape: readonly string[]): Record<string, unknown> => {
+  const take = (shape: readonly string[], eventId: string | undefined): Record<string, unknown> => {
     const object: Record<string, unknown> = {};
-    for (const key of shape) object[key] = cells[cell++];
+    for (let k = 0; k < shape.length; k++) {
+      const key = shape[k]!;
+      object[key] = key === EVENT_ID && eventId !== undefined ? eventId : cells[cell++];
+    }
     return object;
   };
-  return deviceIds.map((deviceId, i) => {
-    const values = take(shapes[valueShapes[i]!]!);
+  const updates = new Array<ReturnType<typeof unpackLiveUpdates>[number]>(offsets.length);
+  for (let i = 0; i < offsets.length; i++) {
+    const reading = batch[offsets[i]!]!;
+    const values = take(shapes[valueShapes[i]!]!, reading.eventId);
     const trendShape = trendShapes[i]!;
-    const trend = trendShape === NO_TREND ? undefined : (take(shapes[trendShape]!) as Record<string, number>);
-    return { deviceId, kind: kinds[i]!, observedAtMs: observedAtMs[i]!, receivedAtMs, values, trend };
-  });
+    const trend = trendShape === NO_TREND ? undefined : (take(shapes[trendShape]!, undefined) as Record<string, number>);
+    updates[i] = { deviceId: reading.deviceId, kind: KINDS[kinds[i]!]!, observedAtMs: observedAtMs[i]!, receivedAtMs, values, trend };
+  }
+  return updates;
 }

@@ -40,7 +40,7 @@ describe("processBatch", () => {
     expect(batch.undecodable).toEqual([{ offset: 0, message: "it is not a valid Reading: meter is malformed: its last field overruns its length" }]);
     expect(batch.rejected).toEqual([]);
     expect([...batch.tables.meter!.offsets]).toEqual([1]);
-    expect(batch.live.deviceIds).toEqual(["meter-good"]);
+    expect(unpackLiveUpdates(batch.live, NOW, readings).map((u) => u.deviceId)).toEqual(["meter-good"]);
   });
 
   it("refuses a reading it decodes otherwise than the main thread read it, which authorised it by those fields", () => {
@@ -88,7 +88,8 @@ describe("processBatch", () => {
       meterReading("meter-1", "m-1", at(5), 0.4),
     ];
     const frame = toBinary(StreamReadingsRequestSchema, create(StreamReadingsRequestSchema, { readings: sent }));
-    const batch = processBatch({ ...toProcessInput(scanReadings(frame).readings), window: WINDOW, receivedAtMs: NOW, batteryTrends: packBatteryTrends([], []) });
+    const scanned = scanReadings(frame).readings;
+    const batch = processBatch({ ...toProcessInput(scanned), window: WINDOW, receivedAtMs: NOW, batteryTrends: packBatteryTrends([], []) });
     expect(batch.rejected).toEqual([]);
 
     // The scorer fed the unit's readings oldest first, by hand.
@@ -96,7 +97,7 @@ describe("processBatch", () => {
     for (const [minute, voltage, temperature, errorCodes] of [...unit].sort((a, b) => a[0] - b[0])) {
       expected = scoreBattery({ voltage, temperature, errorCodes, observedAtMs: at(minute) }, expected?.trend);
     }
-    const live = new Map(unpackLiveUpdates(batch.live, NOW).map((u) => [u.deviceId, u]));
+    const live = new Map(unpackLiveUpdates(batch.live, NOW, scanned).map((u) => [u.deviceId, u]));
     expect(live.get("bbu-1")).toMatchObject({ observedAtMs: at(40), values: { health_score: expected!.score }, trend: expected!.trend });
     expect(live.get("meter-1")).toMatchObject({ observedAtMs: at(25), values: { event_id: "m-2" } });
     expect([...batch.tables.battery!.offsets].sort()).toEqual([1, 2, 3, 4]);

@@ -100,6 +100,7 @@ export function processBatch(task: ProcessTask): ProcessedBatch {
     if (current === undefined || value.row.observed_at >= current.observedAtMs) {
       const { device_id, observed_at } = scored.row;
       live.set(device_id, {
+        offset,
         deviceId: device_id,
         kind: value.kind,
         observedAtMs: observed_at,
