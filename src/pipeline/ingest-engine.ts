@@ -18,6 +18,7 @@ import { unpackLiveUpdates } from "../process/live-updates.js";
 import type { ProcessedBatch, ProcessTask, TablePayload } from "../process/process-batch.js";
 import type { StoredEventFinder } from "../store/history/stored-events.js";
 import { InsertFailedError, type TableBatcher } from "../store/history/table-batcher.js";
+import { hashEvent } from "../store/live/ledger-shard.js";
 import type { EventKey, LiveStore } from "../store/live/live-store.js";
 import type { IngestMetrics } from "../observe/metrics.js";
 import { InFlightLimit } from "./in-flight-limit.js";
@@ -119,34 +120,67 @@ interface Candidate extends EventKey {
   readonly observedAtMs: number;
 }
 
+/** A copy of a (device, event) that is not the first in its batch, and the first copy it follows. */
+interface Repeat {
+  readonly offset: number;
+  readonly first: Candidate;
+}
+
 /**
- * The first copy in a batch of each (device, event), found by event id. Keyed by an identity string
- * built per reading, it cost that string, which the batch held until it settled; event ids of two
- * devices rarely match, and those that do are told apart by device.
+ * The table pickFirstCopies finds copies in: candidate number + 1 per slot, 0 for empty. One for
+ * the process, as picking runs synchronously, one batch at a time; it only grows.
  */
-class FirstCopies {
-  private readonly byEventId = new Map<string, Candidate>();
-  /** Copies whose event id a copy of another device in byEventId has, by eventIdentity. */
-  private shared: Map<string, Candidate> | undefined;
+let firstCopySlots = new Int32Array(1 << 12);
 
-  get(deviceId: string, eventId: string): Candidate | undefined {
-    const held = this.byEventId.get(eventId);
-    if (held === undefined || held.deviceId === deviceId) return held;
-    return this.shared?.get(eventIdentity(deviceId, eventId));
+/**
+ * The first copy in the batch of each (device, event) of its valid rows, by position in the
+ * batch, and the copies that repeat one. The tables' rows are not in the batch's order (battery
+ * rows are sorted by time), so a copy earlier in the batch than the one taken so far takes its
+ * place. Kept in a Map by an identity string, then by event id, this cost each reading a string or
+ * a Map entry that the batch held until it settled; an open-addressing table over the candidates,
+ * hashed as the in-process ledger hashes, costs neither.
+ */
+function pickFirstCopies(
+  readings: readonly ReceivedReading[],
+  tables: ProcessedBatch["tables"],
+): { readonly candidates: Candidate[]; readonly repeats: Repeat[] } {
+  let rows = 0;
+  for (const table of Object.values(tables)) rows += table.offsets.length;
+  const size = 2 ** Math.ceil(Math.log2(Math.max(16, 2 * rows)));
+  if (firstCopySlots.length < size) firstCopySlots = new Int32Array(size);
+  const slots = firstCopySlots;
+  const mask = size - 1;
+  const candidates: Candidate[] = [];
+  const repeatsOf: { readonly offset: number; readonly candidate: number }[] = [];
+  try {
+    for (const [kind, table] of Object.entries(tables) as [DeviceKind, TablePayload][]) {
+      table.offsets.forEach((offset, row) => {
+        const { deviceId, eventId, observedAtMs } = readings[offset]!;
+        // observedAtMs: converted as the validator converts it for the stored row (the worker
+        // checked they agree), so a history lookup matches it; a valid row always has one.
+        const candidate: Candidate = { kind, offset, row, deviceId, eventId, observedAtMs: observedAtMs! };
+        for (let slot = hashEvent(deviceId, eventId) & mask; ; slot = (slot + 1) & mask) {
+          const held = slots[slot]!;
+          if (held === 0) {
+            slots[slot] = candidates.push(candidate);
+            return;
+          }
+          const first = candidates[held - 1]!;
+          if (first.eventId !== eventId || first.deviceId !== deviceId) continue;
+          if (first.offset < offset) {
+            repeatsOf.push({ offset, candidate: held - 1 });
+          } else {
+            repeatsOf.push({ offset: first.offset, candidate: held - 1 });
+            candidates[held - 1] = candidate;
+          }
+          return;
+        }
+      });
+    }
+  } finally {
+    slots.fill(0, 0, size);
   }
-
-  /** Makes the candidate its (device, event)'s first copy, in place of any before it. */
-  set(candidate: Candidate): void {
-    const held = this.byEventId.get(candidate.eventId);
-    if (held === undefined || held.deviceId === candidate.deviceId) this.byEventId.set(candidate.eventId, candidate);
-    else (this.shared ??= new Map()).set(eventIdentity(candidate.deviceId, candidate.eventId), candidate);
-  }
-
-  values(): Candidate[] {
-    const values = [...this.byEventId.values()];
-    if (this.shared !== undefined) values.push(...this.shared.values());
-    return values;
-  }
+  return { candidates, repeats: repeatsOf.map(({ offset, candidate }) => ({ offset, first: candidates[candidate]! })) };
 }
 
 export class IngestEngine {
@@ -252,14 +286,11 @@ export class IngestEngine {
     // A reading repeated within the batch follows its first copy: a duplicate once that copy is
     // stored or found stored, in flight while another call holds it. Counted a duplicate at once,
     // a repeat would be answered settled while its first copy may yet fail to store.
-    // The copy of each (device, event) that comes first in the batch, by index in the calls.
-    const firstCopies = new FirstCopies();
-    /** Offsets of the copies that are not first. */
-    const repeats: number[] = [];
+    // The copies of each (device, event) after the first in the batch, by index in the calls.
+    let repeats: readonly Repeat[] = [];
     const inFlight = new Set<Candidate>();
     const finish = () => {
-      for (const offset of repeats) {
-        const first = firstCopies.get(readings[offset]!.deviceId, readings[offset]!.eventId)!;
+      for (const { offset, first } of repeats) {
         if (inFlight.has(first)) outcomeOf(offset).rejected.push(inFlightRejection(indexOf(offset), first.eventId));
         else outcomeOf(offset).duplicates++;
       }
@@ -278,24 +309,10 @@ export class IngestEngine {
       });
     }
 
-    // Valid rows, the first copy of each (device, event) in the batch; later ones are repeats. The
-    // tables' rows are not in the batch's order (battery rows are sorted by time), so a copy that
-    // comes earlier in the batch than the one taken so far takes its place.
-    for (const [kind, table] of Object.entries(processed.tables) as [DeviceKind, TablePayload][]) {
-      table.offsets.forEach((offset, row) => {
-        const { deviceId, eventId, observedAtMs } = readings[offset]!;
-        const first = firstCopies.get(deviceId, eventId);
-        if (first !== undefined && first.offset < offset) {
-          repeats.push(offset);
-          return;
-        }
-        if (first !== undefined) repeats.push(first.offset);
-        // observedAtMs: converted as the validator converts it for the stored row (the worker
-        // checked they agree), so a history lookup matches it; a valid row always has one.
-        firstCopies.set({ kind, offset, row, deviceId, eventId, observedAtMs: observedAtMs! });
-      });
-    }
-    const candidates = [...firstCopies.values()];
+    // Valid rows, the first copy of each (device, event) in the batch; later ones are repeats.
+    const picked = pickFirstCopies(readings, processed.tables);
+    const candidates = picked.candidates;
+    repeats = picked.repeats;
     if (candidates.length === 0) return finish();
 
     // Unique per batch; short, since Redis keeps it in each claimed event's key for the window.
