@@ -185,18 +185,12 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         }
       });
     }
-    let charged: Map<string, number> | undefined;
+    let charged: readonly ReceivedReading[] | undefined;
     if (rateLimit.enabled && (own.length > 0 || refused.length > 0)) {
-      const counts = new Map<string, number>();
-      for (const reading of own) counts.set(reading.deviceId, (counts.get(reading.deviceId) ?? 0) + 1);
       // Readings refused as another device's are the caller's too: checking them is work done for
       // it, and free they would let a device past its limit. Not refunded if the batch fails.
-      let taken = counts;
-      if (principal.kind === "device" && refused.length > 0) {
-        taken = new Map(counts);
-        taken.set(principal.deviceId, (taken.get(principal.deviceId) ?? 0) + refused.length);
-      }
-      const waitMs = rateLimit.take(taken);
+      const refusedOwn = principal.kind === "device" && refused.length > 0 ? { deviceId: principal.deviceId, count: refused.length } : undefined;
+      const waitMs = rateLimit.take(own, refusedOwn);
       if (waitMs > 0) {
         this.metrics.refusedCalls.inc({ reason: "device_rate" });
         throw new ConnectError(
@@ -205,7 +199,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
           { "grpc-retry-pushback-ms": String(waitMs), "retry-after": String(Math.ceil(waitMs / 1000)) },
         );
       }
-      charged = counts;
+      charged = own;
     }
     return { own, positions, refused, charged };
   }
@@ -362,7 +356,7 @@ interface Admitted {
   /** Readings refused before storing, at their call-wide indexes. */
   readonly refused: ReadingRejection[];
   /** What was taken from the devices' rate buckets. */
-  readonly charged: ReadonlyMap<string, number> | undefined;
+  readonly charged: readonly ReceivedReading[] | undefined;
 }
 
 /** A batch's outcome with the readings refused before storing put back in, at call-wide indexes. */
