@@ -78,6 +78,28 @@ describe("LedgerShard", () => {
     );
   });
 
+  it("finds every entry after compactions around removed ones, whatever their ids' lengths", () => {
+    const shard = new LedgerShard();
+    const ids = (n: number) => [`d-${n % 7}`, `e-${"x".repeat(n % 13)}-${n}`] as const;
+    const kept = new Set<number>();
+    // Thousands of appends, every third entry removed soon after: each compaction copies many
+    // runs of ids between gaps, of varying lengths.
+    for (let n = 0; n < 5_000; n++) {
+      const [deviceId, eventId] = ids(n);
+      shard.append(deviceId, eventId, hashEvent(deviceId, eventId), 1);
+      kept.add(n);
+      if (n % 3 === 0 && n >= 2) {
+        const [d, e] = ids(n - 2);
+        shard.remove(shard.find(d, e, hashEvent(d, e)));
+        kept.delete(n - 2);
+      }
+    }
+    for (let n = 0; n < 5_000; n++) {
+      const [deviceId, eventId] = ids(n);
+      expect(shard.find(deviceId, eventId, hashEvent(deviceId, eventId)) >= 0).toBe(kept.has(n));
+    }
+  });
+
   it("keeps an expiry past 2106 and one before 1970 as they are", () => {
     const shard = new LedgerShard();
     for (const seconds of [2 ** 32 + 5, -10, 1_764_000_000]) {

@@ -184,6 +184,14 @@ export class LedgerShard {
     const bytes = new Uint8Array(byteRoom);
     let to = 0;
     let byteAt = 0;
+    // Ids lie in claim order, back to back but for the removed entries' gaps: each run of them
+    // between gaps is copied at once (a view per entry was most of what compaction allocated).
+    let runStart = 0;
+    let runEnd = 0;
+    let runAt = 0;
+    const copyRun = () => {
+      if (runEnd > runStart) bytes.set(this.bytes.subarray(runStart, runEnd), runAt);
+    };
     for (let from = this.head; from < this.tail; from++) {
       if (this.holder[from] === GONE) continue;
       holder[to] = this.holder[from]!;
@@ -193,12 +201,17 @@ export class LedgerShard {
       eventLength[to] = this.eventLength[from]!;
       wide[to] = this.wide[from]!;
       const start = this.byteStart[from]!;
-      const length = this.storedBytes(from);
-      bytes.set(this.bytes.subarray(start, start + length), byteAt);
+      if (start !== runEnd) {
+        copyRun();
+        runStart = start;
+        runAt = byteAt;
+      }
+      runEnd = start + this.storedBytes(from);
       byteStart[to] = byteAt;
-      byteAt += length;
+      byteAt += runEnd - start;
       to++;
     }
+    copyRun();
     this.holder = holder;
     this.expirySeconds = expirySeconds;
     this.hashes = hashes;
