@@ -5,7 +5,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import type { DeviceKind } from "../process/history-rows.js";
 import { TABLE_COLUMNS } from "../process/insert-encoding.js";
 import { HISTORY_TABLES } from "../store/history/history-sink.js";
-import { newestPerDevice, type LiveStateUpdate } from "../store/live/live-store.js";
+import type { LiveStateUpdate } from "../store/live/live-store.js";
 
 /** Columns every table has that live state keeps apart from a reading's values. */
 const IDENTITY_COLUMNS = new Set(["device_id", "observed_at", "received_at"]);
@@ -55,9 +55,7 @@ export async function restoreNewestReadings(
     // takes only a later last_seen from this one.
     const updates = (await newestReadingsBetween(client, fromMs, toMs)).filter((u) => u.receivedAtMs > (found.get(u.deviceId) ?? -Infinity));
     for (const update of updates) found.set(update.deviceId, update.receivedAtMs);
-    // One per device: an id with rows in two kinds' tables would otherwise be applied twice (the
-    // in-process store then counts two revisions, where Redis keeps the newest once).
-    if (updates.length > 0) await apply([...newestPerDevice(updates)]);
+    if (updates.length > 0) await apply(updates);
   }
   return found.size;
 }

@@ -310,6 +310,31 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       expect(seen).toHaveLength(5);
     });
 
+    it("applies only the newest of a device's updates in one call, whatever their order: one change, one notice", async () => {
+      const d = device();
+      const seen: LiveState[] = [];
+      const unsubscribe = await store.subscribe((state) => {
+        if (state.deviceId === d) seen.push(state);
+      });
+      const update = (observedAtMs: number, voltage: number): LiveStateUpdate => ({
+        deviceId: d,
+        kind: "battery",
+        observedAtMs,
+        receivedAtMs: 20_000,
+        values: { voltage, event_id: `e-${observedAtMs}` },
+      });
+      await store.applyLiveState([update(1_000, 48), update(2_000, 49)]);
+      await waitFor(() => seen.length >= 1);
+      // A later notice would have arrived with this one's: the store notifies as it applies.
+      await store.applyLiveState([update(3_000, 50)]);
+      await waitFor(() => seen.length >= 2);
+      unsubscribe();
+      expect(seen.map((s) => [s.observedAtMs, s.values.voltage, s.revision])).toEqual([
+        [2_000, 49, 1],
+        [3_000, 50, 2],
+      ]);
+    });
+
     it("answers undefined for a device never seen", async () => {
       expect(await store.getLiveState([device()])).toEqual([undefined]);
     });

@@ -14,7 +14,7 @@ import type {
   SurveyOptions,
 } from "./live-store.js";
 import { hashEvent, LedgerShard, STORED_ALONE } from "./ledger-shard.js";
-import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf } from "./live-store.js";
+import { BATCH_COMMIT_MIN_EVENTS, compareDeviceIds, healthLevelOf, newestPerDevice } from "./live-store.js";
 
 /**
  * The events one batch claimed: every entry of the batch holds this claim's number, so that
@@ -213,11 +213,11 @@ export class MemoryLiveStore implements LiveStore {
   }
 
   async applyLiveState(updates: readonly LiveStateUpdate[]): Promise<void> {
-    // Each update against the state before it, in order: a device's repeated updates then end
-    // newest-wins as newestPerDevice would leave them, without a Set of every device of the batch
-    // to find repeats first (the worker sends none). An indexed loop: this runs once per reading.
-    for (let i = 0; i < updates.length; i++) {
-      const update = updates[i]!;
+    // Only the newest of a device's updates in one call is applied, as in Redis: one change and one
+    // notice per device. An indexed loop: this runs once per reading.
+    const newest = newestPerDevice(updates);
+    for (let i = 0; i < newest.length; i++) {
+      const update = newest[i]!;
       const current = this.live.get(update.deviceId);
       const lastSeenMs = Math.max(update.receivedAtMs, current?.lastSeenMs ?? 0);
       const revision = (current?.revision ?? 0) + 1;
