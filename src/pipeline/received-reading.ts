@@ -9,8 +9,8 @@ import { toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ReadingSchema, type Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
-import type { DeviceKind } from "../process/history-rows.js";
-import { KIND_CODES, type ProcessTask } from "../process/process-batch.js";
+import { KIND_CODES, type DeviceKind } from "../process/history-rows.js";
+import type { ProcessTask } from "../process/process-batch.js";
 
 export interface ReceivedReading {
   readonly deviceId: string;

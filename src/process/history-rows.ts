@@ -3,6 +3,11 @@
 
 export type DeviceKind = "meter" | "vehicle" | "battery";
 
+/** A kind as a byte, where a batch's columns carry it (0: no kind). */
+export const KIND_CODES: Readonly<Record<DeviceKind, number>> = { meter: 1, vehicle: 2, battery: 3 };
+/** KIND_CODES read back. */
+export const KINDS_BY_CODE: readonly (DeviceKind | undefined)[] = [undefined, "meter", "vehicle", "battery"];
+
 export interface RowIdentity {
   readonly device_id: string;
   readonly event_id: string;

@@ -7,7 +7,7 @@
 // own ids do not cross at all: the main thread holds them already (and its device ids from the
 // scan's cache), so each update names its reading by position in the batch, and the clone makes
 // no new string per update for the device id, the event id or the kind.
-import type { DeviceKind } from "./history-rows.js";
+import { KIND_CODES, KINDS_BY_CODE, type DeviceKind } from "./history-rows.js";
 import type { BatteryTrend } from "./scoring/battery-health.js";
 
 export interface LiveUpdate {
@@ -27,7 +27,7 @@ export type BatchIds = readonly { readonly deviceId: string; readonly eventId: s
 export interface PackedLiveUpdates {
   /** Per update, the position of its reading in the batch. */
   readonly offsets: Uint32Array;
-  /** Per update, its kind's index in KINDS. */
+  /** Per update, its kind's KIND_CODES. */
   readonly kinds: Uint8Array;
   readonly observedAtMs: Float64Array;
   /** The distinct key lists of the updates' values and trends, each once. */
@@ -41,7 +41,6 @@ export interface PackedLiveUpdates {
 }
 
 const NO_TREND = 0xffff;
-const KINDS: readonly DeviceKind[] = ["meter", "vehicle", "battery"];
 /** The values' key that holds the reading's event id, which the main thread has. */
 const EVENT_ID = "event_id";
 
@@ -78,7 +77,7 @@ export function packLiveUpdates(updates: readonly LiveUpdate[]): PackedLiveUpdat
   };
   updates.forEach((update, i) => {
     packed.offsets[i] = update.offset;
-    packed.kinds[i] = KINDS.indexOf(update.kind);
+    packed.kinds[i] = KIND_CODES[update.kind];
     packed.observedAtMs[i] = update.observedAtMs;
     const valueShape = shapeOf(update.values, update.kind);
     packed.valueShapes[i] = valueShape;
@@ -130,7 +129,7 @@ export function unpackLiveUpdates(
     const values = take(shapes[valueShapes[i]!]!, reading.eventId);
     const trendShape = trendShapes[i]!;
     const trend = trendShape === NO_TREND ? undefined : (take(shapes[trendShape]!, undefined) as Record<string, number>);
-    updates[i] = { deviceId: reading.deviceId, kind: KINDS[kinds[i]!]!, observedAtMs: observedAtMs[i]!, receivedAtMs, values, trend };
+    updates[i] = { deviceId: reading.deviceId, kind: KINDS_BY_CODE[kinds[i]!]!, observedAtMs: observedAtMs[i]!, receivedAtMs, values, trend };
   }
   return updates;
 }

@@ -6,7 +6,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Reading } from "../../gen/wattstream/telemetry/v1/reading_pb.js";
 import { unpackBatteryTrends, type PackedBatteryTrends } from "./battery-trends.js";
 import { decodeReadingEntry } from "./decode-reading.js";
-import type { DeviceKind, HistoryRow } from "./history-rows.js";
+import { KIND_CODES, type DeviceKind, type HistoryRow } from "./history-rows.js";
 import { encodeRow, RowBinaryWriter } from "./insert-encoding.js";
 import { packLiveUpdates, type LiveUpdate, type PackedLiveUpdates } from "./live-updates.js";
 import { scoreBattery, type BatteryTrend } from "./scoring/battery-health.js";
@@ -36,8 +36,6 @@ export interface ScannedFields {
   readonly kinds: Uint8Array;
 }
 
-/** A sample's kind as a byte, for ScannedFields. */
-export const KIND_CODES: Readonly<Record<DeviceKind, number>> = { meter: 1, vehicle: 2, battery: 3 };
 
 /** A reading that cannot be decoded, or that decodes differently from what the main thread read. */
 export interface Undecodable {
