@@ -79,50 +79,18 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const tls = readTlsMaterial(config.tls, config.auth.clientCaFile);
   const authenticator = openAuthenticator(config, log);
   const stuckStatementMs = faults.stuckStatementMs ?? STUCK_STATEMENT_MS;
-  const history = await openHistoryClient(config.clickhouse, {
-    stuckAfterMs: stuckStatementMs,
-    onStatementStuck: (runningMs) =>
-      log.warn({ runningMs: Math.round(runningMs) }, "a statement on the engine's main connection is still running; later statements use a new connection"),
-  }).catch((error: unknown) => {
-    const { url, dataDir } = config.clickhouse;
-    throw url === undefined
-      ? new StartupError("DATA_DIR", `cannot open the embedded ClickHouse in ${dataDir} (${(error as Error).message})`, { cause: error })
-      : new StartupError("CLICKHOUSE_URL", `cannot reach ClickHouse at ${redactUrl(url)} (${(error as Error).message})`, { cause: error });
+  // The worker threads load their module (1–2 s from TypeScript sources on a busy machine) while
+  // the stores open; the listener opens once they have, so the first batch does not wait for it.
+  const pool = new ProcessPool(config.ingest.workers);
+  const workersReady = pool.warmUp();
+  workersReady.catch(() => undefined);
+  const { history, liveStore, stopRestore, realSink } = await openStores(config, log, faults, stuckStatementMs).catch(async (error: unknown) => {
+    await pool.close();
+    throw error;
   });
-  faults.onHistoryClient?.(history);
-  const applied = await applyMigrations(history.client, await loadMigrations());
-  log.info(
-    {
-      embedded: history.embedded,
-      database: history.database,
-      dataDir: history.embedded ? config.clickhouse.dataDir : undefined,
-      applied,
-      // Inserts a killed process left unfinished, sent again so the rollups are whole.
-      recoveredInserts: history.recoveredInserts,
-    },
-    "history store ready",
-  );
-  // Each statement on the embedded engine holds one of libuv's threads until it returns (measured:
-  // six 1 s statements on six connections took 2 s with the default 4 threads, 1 s with 8). The
-  // service keeps an insert per table and its reads going at once, and the threads also serve
-  // the spool's file writes: with 4, an acknowledgement could wait for a slow fleet query.
-  // libuv reads the size once, before this code runs, so it can only be set outside the process.
-  const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
-  if (history.embedded && threadpoolSize < MIN_THREADPOOL_SIZE) {
-    log.warn(
-      { UV_THREADPOOL_SIZE: threadpoolSize },
-      `UV_THREADPOOL_SIZE is below ${MIN_THREADPOOL_SIZE}: the embedded engine's statements will queue for libuv's threads; start with UV_THREADPOOL_SIZE=16 (npm start and the Docker image do)`,
-    );
-  }
-
-  const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
   const metrics = new IngestMetrics();
-  const realSink = await createHistorySink(history, {
-    onLaneReplaced: (kind) =>
-      log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
-  });
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
-  const { inserts, workers } = config.ingest;
+  const { inserts } = config.ingest;
   const batcherOptions = {
     maxRowsPerInsert: inserts.maxRowsPerInsert,
     minRowsPerInsert: inserts.minRowsPerInsert,
@@ -136,7 +104,6 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
       log.debug(record, "insert attempt");
     });
   const batchers = { meter: batcher("meter"), vehicle: batcher("vehicle"), battery: batcher("battery") };
-  const pool = new ProcessPool(workers);
   const performanceSnapshot = config.fleet.performanceSnapshot
     ? new PerformanceSnapshot({
         windowMs: DEFAULT_WINDOW_HOURS * 3_600_000,
@@ -294,6 +261,10 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     authenticator?.stop();
   };
 
+  await workersReady.catch(async (error: unknown) => {
+    await closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
+    throw new Error(`the worker threads cannot start (${(error as Error).message})`, { cause: error });
+  });
   const port = await listener.listen(config.port, config.host).catch(async (error: unknown) => {
     await closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
     throw new StartupError("HOST and PORT", `cannot listen on ${config.host} port ${config.port} (${(error as Error).message})`, { cause: error });
@@ -347,6 +318,52 @@ function openAuthenticator(config: Config, log: Logger): Authenticator | undefin
     log.warn({ credentialsFile: auth.credentialsFile }, "no credentials issued yet: every call will be refused until `npm run devices -- add` issues some");
   }
   return authenticator;
+}
+
+/** Opens the history store (migrated) and the live store, and the sink that writes history. */
+async function openStores(config: Config, log: Logger, faults: ServiceFaults, stuckStatementMs: number) {
+  const history = await openHistoryClient(config.clickhouse, {
+    stuckAfterMs: stuckStatementMs,
+    onStatementStuck: (runningMs) =>
+      log.warn({ runningMs: Math.round(runningMs) }, "a statement on the engine's main connection is still running; later statements use a new connection"),
+  }).catch((error: unknown) => {
+    const { url, dataDir } = config.clickhouse;
+    throw url === undefined
+      ? new StartupError("DATA_DIR", `cannot open the embedded ClickHouse in ${dataDir} (${(error as Error).message})`, { cause: error })
+      : new StartupError("CLICKHOUSE_URL", `cannot reach ClickHouse at ${redactUrl(url)} (${(error as Error).message})`, { cause: error });
+  });
+  faults.onHistoryClient?.(history);
+  const applied = await applyMigrations(history.client, await loadMigrations());
+  log.info(
+    {
+      embedded: history.embedded,
+      database: history.database,
+      dataDir: history.embedded ? config.clickhouse.dataDir : undefined,
+      applied,
+      // Inserts a killed process left unfinished, sent again so the rollups are whole.
+      recoveredInserts: history.recoveredInserts,
+    },
+    "history store ready",
+  );
+  // Each statement on the embedded engine holds one of libuv's threads until it returns (measured:
+  // six 1 s statements on six connections took 2 s with the default 4 threads, 1 s with 8). The
+  // service keeps an insert per table and its reads going at once, and the threads also serve
+  // the spool's file writes: with 4, an acknowledgement could wait for a slow fleet query.
+  // libuv reads the size once, before this code runs, so it can only be set outside the process.
+  const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  if (history.embedded && threadpoolSize < MIN_THREADPOOL_SIZE) {
+    log.warn(
+      { UV_THREADPOOL_SIZE: threadpoolSize },
+      `UV_THREADPOOL_SIZE is below ${MIN_THREADPOOL_SIZE}: the embedded engine's statements will queue for libuv's threads; start with UV_THREADPOOL_SIZE=16 (npm start and the Docker image do)`,
+    );
+  }
+
+  const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
+  const realSink = await createHistorySink(history, {
+    onLaneReplaced: (kind) =>
+      log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
+  });
+  return { history, liveStore, stopRestore, realSink };
 }
 
 async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<{ store: LiveStore; stopRestore: () => Promise<void> }> {

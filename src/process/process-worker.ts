@@ -11,3 +11,9 @@ export default function processInWorker(task: ProcessTask) {
   // Piscina's Transferable shape: the value is structured-cloned, the listed buffers moved.
   return move({ [transferableSymbol]: transfer, [valueSymbol]: batch });
 }
+
+/**
+ * Does nothing: ProcessPool.warmUp runs it so that a worker has loaded this module (and, from
+ * TypeScript sources, compiled it) before the service takes readings, not during the first batch.
+ */
+export function warmUp(): void {}
