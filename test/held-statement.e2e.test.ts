@@ -18,7 +18,9 @@ import { meterReading, vehicleReading } from "./support/readings.js";
 import { settledWithin } from "./support/settled-within.js";
 import { startTestService, type TestService } from "./support/test-service.js";
 
-const STUCK_MS = 500;
+// Well above how long the service's own bound statements wait for each other on two busy cores:
+// at 500 ms the service once reported itself not serving before the test held anything.
+const STUCK_MS = 2_000;
 const MINUTE = 60_000;
 
 let app: TestService;
@@ -100,6 +102,8 @@ describe("a statement binding parameters that the engine does not answer", () =>
     expect(typeof answer === "object" && answer.totalKwhConsumedAc).toBeCloseTo(30, 9);
     expect((await health.check({})).status).toBe(ServingStatus.SERVING);
     expect((await readiness()).status).toBe(200);
-    expect(await boundStatementWaitSeconds()).toBe(0);
+    // Nothing is held; a bound statement of the service's own (a background refresh) may be
+    // running at this moment, for milliseconds.
+    expect(await boundStatementWaitSeconds()).toBeLessThan(STUCK_MS / 1000);
   });
 });
