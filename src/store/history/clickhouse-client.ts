@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from "@clickhouse/client";
 import type { ClickHouseConfig } from "../../config.js";
+import { keepEngineOffBlockingStandardInput } from "./engine-stdin.js";
 import { recoverSpool } from "./history-sink.js";
 import { MovingConnection, type EngineConnection, type MovingConnectionOptions } from "./moving-connection.js";
 
@@ -96,6 +97,7 @@ export async function openEmbeddedConnection(dataDir: string, moving?: MovingCon
 
 /** Opens connections to the embedded engine in dataDir. */
 async function embeddedConnections(dataDir: string): Promise<() => EngineConnection> {
+  keepEngineOffBlockingStandardInput();
   // Loaded only here: the engine's native library is large, and a server deployment never needs it.
   const { createChdbConnection } = await import("chdb/connection");
   // chdb declares the Connection type from @clickhouse/client-common, which the client re-declares
