@@ -261,12 +261,14 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
     authenticator?.stop();
   };
 
+  const closeAfterFailedStart = () =>
+    closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
   await workersReady.catch(async (error: unknown) => {
-    await closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
+    await closeAfterFailedStart();
     throw new Error(`the worker threads cannot start (${(error as Error).message})`, { cause: error });
   });
   const port = await listener.listen(config.port, config.host).catch(async (error: unknown) => {
-    await closeBehindListener((_name, step) => step()).catch((closeError: unknown) => log.warn({ err: closeError }, "closing after a failed start failed"));
+    await closeAfterFailedStart();
     throw new StartupError("HOST and PORT", `cannot listen on ${config.host} port ${config.port} (${(error as Error).message})`, { cause: error });
   });
   // The console's address as a browser on this host reaches it.

@@ -42,7 +42,8 @@ function silenceSuite(env: () => Record<string, string>) {
 function silence(env: () => Record<string, string>) {
   // Long enough that the device is still online when the watch's first message comes: from the
   // reading's arrival to that message (its insert, the acknowledgement, a new connection, the
-  // watch's first answer) once took over 1.5 s, the previous value, on two busy cores.
+  // watch's first answer) once took over 1.5 s, the previous value, on two busy cores — most of it
+  // the first batch waiting for a worker to load, which the service now does before it listens.
   const OFFLINE_AFTER_MS = 4_000;
   let app: TestService;
   beforeAll(async () => {
