@@ -47,9 +47,10 @@ const { values } = parseArgs({
     compress: { type: "string", default: "10" },
     // fleet: the load generator's gRPC client, grpc-js or http2 (bench/fleet-load.ts).
     client: { type: "string", default: "grpc-js" },
-    // connections: how many SyncReadings streams to open ("max": until a step fails or the
-    // service's RSS reaches --max-rss-gb), and how long to hold them all open.
-    streams: { type: "string", default: "20000" },
+    // throughput: concurrent StreamReadings calls (default 128). connections: how many
+    // SyncReadings streams to open (default 20000; "max": until a step fails or the service's RSS
+    // reaches --max-rss-gb), and how long to hold them all open.
+    streams: { type: "string" },
     "max-rss-gb": { type: "string", default: "1.5" },
     hold: { type: "string", default: "20" },
     // fleet: how long the load runs against a server that answers at once (0: not at all).
@@ -57,6 +58,10 @@ const { values } = parseArgs({
   },
 });
 const scenario = values.scenario as Scenario;
+// 128 throughput calls in flight (2,000 readings each, within MAX_ROWS_IN_FLIGHT's 200,000): with
+// 64, each waiting ~1.2 s for its answer, the load's own window set the rate and the service's
+// cores were ~30 % idle (+15–35 % readings/s at 128, alternated runs, docs/benchmarks.md).
+const streams = values.streams ?? (scenario === "connections" ? "20000" : "128");
 process.on("uncaughtException", (error) => {
   console.error(`bench: ${error instanceof BenchError ? error.message : error.stack}`);
   process.exit(2);
@@ -98,12 +103,12 @@ try {
   const seconds = Number(values.seconds ?? (scenario === "throughput" ? 20 : 20));
   const loadArgs =
     scenario === "throughput"
-      ? ["bench/load-generator.ts", "--streams", "64", "--frames-per-call", "20", "--frame", "100"]
+      ? ["bench/load-generator.ts", "--streams", streams, "--frames-per-call", "20", "--frame", "100"]
       : scenario === "fleet"
         ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8", "--client", values.client!]
         : [
-            ...["bench/connections-load.ts", "--streams", values.streams!, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
-            ...(values.streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
+            ...["bench/connections-load.ts", "--streams", streams, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
+            ...(streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
           ];
 
   let load: LoadResult;
