@@ -20,6 +20,7 @@ import type { StoredEventFinder } from "../store/history/stored-events.js";
 import { InsertFailedError, type TableBatcher } from "../store/history/table-batcher.js";
 import { hashEvent } from "../store/live/ledger-shard.js";
 import type { EventKey, LiveStore } from "../store/live/live-store.js";
+import { LiveStateWriter } from "../store/live/live-state-writer.js";
 import type { IngestMetrics } from "../observe/metrics.js";
 import { InFlightLimit } from "./in-flight-limit.js";
 import { toProcessInput, type ReceivedReading } from "./received-reading.js";
@@ -192,10 +193,13 @@ export class IngestEngine {
   private ledgerHorizon: { readonly sinceMs: number; readonly newestBeforeMs: Promise<number> } | undefined;
   /** Batches past their claim and not yet settled, each with the ledger start its claim saw. */
   private readonly claimedBatches = new Set<ClaimedBatch>();
+  /** Batches settling together write their live state as one. */
+  private readonly liveStateWriter: LiveStateWriter;
 
   constructor(private readonly deps: IngestEngineDeps) {
     this.now = deps.now ?? Date.now;
     this.inFlight = new InFlightLimit(deps.limits.maxRowsInFlight);
+    this.liveStateWriter = new LiveStateWriter(deps.liveStore);
   }
 
   /**
@@ -384,8 +388,8 @@ export class IngestEngine {
       await liveStore.commitClaims(token, claimed, limits.dedupeWindowMs).catch((error: unknown) => {
         log.warn({ err: error, rows: claimed.length }, "could not commit event ids after a durable insert");
       });
-      await liveStore
-        .applyLiveState(unpackLiveUpdates(processed.live, receivedAtMs, readings))
+      await this.liveStateWriter
+        .write(unpackLiveUpdates(processed.live, receivedAtMs, readings))
         .catch((error: unknown) => log.warn({ err: error }, "could not update live state"));
       return finish();
     } finally {

@@ -335,6 +335,21 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       ]);
     });
 
+
+    it("in one call, keeps the newest reading and the latest arrival of a device's updates, whichever carries which", async () => {
+      const d = device();
+      const update = (observedAtMs: number, receivedAtMs: number): LiveStateUpdate => ({
+        deviceId: d,
+        kind: "meter",
+        observedAtMs,
+        receivedAtMs,
+        values: { voltage: observedAtMs / 10, event_id: `e-${observedAtMs}` },
+      });
+      // The newest reading arrived before a backlog reading; then a newer one arrives, earlier still.
+      await store.applyLiveState([update(2_000, 30_000), update(1_000, 40_000), update(3_000, 35_000)]);
+      const [state] = await store.getLiveState([d]);
+      expect([state!.observedAtMs, state!.values.voltage, state!.lastSeenMs]).toEqual([3_000, 300, 40_000]);
+    });
     it("answers undefined for a device never seen", async () => {
       expect(await store.getLiveState([device()])).toEqual([undefined]);
     });

@@ -186,9 +186,10 @@ export interface LiveStore {
 }
 
 /**
- * Keeps only the newest update per device (ties: the later one), as the store would. The worker
- * already sends one update per device per batch, so the usual answer is `updates` itself: no copy
- * per update on the main thread, where this runs for every reading.
+ * Keeps only the newest update per device (ties: the later one), with the latest received time of
+ * any, as the store would. The worker sends one update per device per batch, so for a batch
+ * written alone the usual answer is `updates` itself: no copy per update on the main thread, where
+ * this runs for every reading. Batches written together (LiveStateWriter) repeat busy devices.
  */
 export function newestPerDevice(updates: readonly LiveStateUpdate[]): readonly LiveStateUpdate[] {
   const devices = new Set<string>();
@@ -203,11 +204,12 @@ function newestOfRepeated(updates: readonly LiveStateUpdate[]): LiveStateUpdate[
   const newest = new Map<string, LiveStateUpdate>();
   for (const update of updates) {
     const current = newest.get(update.deviceId);
-    if (current === undefined || update.observedAtMs >= current.observedAtMs) {
-      newest.set(update.deviceId, {
-        ...update,
-        receivedAtMs: Math.max(update.receivedAtMs, current?.receivedAtMs ?? 0),
-      });
+    // A copy only where the received time must be carried over: the usual newer update is kept as
+    // it is (this runs for every reading of batches written together).
+    if (current === undefined || (update.observedAtMs >= current.observedAtMs && update.receivedAtMs >= current.receivedAtMs)) {
+      newest.set(update.deviceId, update);
+    } else if (update.observedAtMs >= current.observedAtMs) {
+      newest.set(update.deviceId, { ...update, receivedAtMs: current.receivedAtMs });
     } else if (update.receivedAtMs > current.receivedAtMs) {
       newest.set(update.deviceId, { ...current, receivedAtMs: update.receivedAtMs });
     }
