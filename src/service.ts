@@ -335,37 +335,48 @@ async function openStores(config: Config, log: Logger, faults: ServiceFaults, st
       : new StartupError("CLICKHOUSE_URL", `cannot reach ClickHouse at ${redactUrl(url)} (${(error as Error).message})`, { cause: error });
   });
   faults.onHistoryClient?.(history);
-  const applied = await applyMigrations(history.client, await loadMigrations());
-  log.info(
-    {
-      embedded: history.embedded,
-      database: history.database,
-      dataDir: history.embedded ? config.clickhouse.dataDir : undefined,
-      applied,
-      // Inserts a killed process left unfinished, sent again so the rollups are whole.
-      recoveredInserts: history.recoveredInserts,
-    },
-    "history store ready",
-  );
-  // Each statement on the embedded engine holds one of libuv's threads until it returns (measured:
-  // six 1 s statements on six connections took 2 s with the default 4 threads, 1 s with 8). The
-  // service keeps an insert per table and its reads going at once, and the threads also serve
-  // the spool's file writes: with 4, an acknowledgement could wait for a slow fleet query.
-  // libuv reads the size once, before this code runs, so it can only be set outside the process.
-  const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
-  if (history.embedded && threadpoolSize < MIN_THREADPOOL_SIZE) {
-    log.warn(
-      { UV_THREADPOOL_SIZE: threadpoolSize },
-      `UV_THREADPOOL_SIZE is below ${MIN_THREADPOOL_SIZE}: the embedded engine's statements will queue for libuv's threads; start with UV_THREADPOOL_SIZE=16 (npm start and the Docker image do)`,
+  let live: { store: LiveStore; stopRestore: () => Promise<void> } | undefined;
+  try {
+    const applied = await applyMigrations(history.client, await loadMigrations());
+    log.info(
+      {
+        embedded: history.embedded,
+        database: history.database,
+        dataDir: history.embedded ? config.clickhouse.dataDir : undefined,
+        applied,
+        // Inserts a killed process left unfinished, sent again so the rollups are whole.
+        recoveredInserts: history.recoveredInserts,
+      },
+      "history store ready",
     );
-  }
+    // Each statement on the embedded engine holds one of libuv's threads until it returns
+    // (measured: six 1 s statements on six connections took 2 s with the default 4 threads, 1 s
+    // with 8). The service keeps an insert per table and its reads going at once, and the threads
+    // also serve the spool's file writes: with 4, an acknowledgement could wait for a slow fleet
+    // query. libuv reads the size once, before this code runs, so it can only be set outside the
+    // process.
+    const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+    if (history.embedded && threadpoolSize < MIN_THREADPOOL_SIZE) {
+      log.warn(
+        { UV_THREADPOOL_SIZE: threadpoolSize },
+        `UV_THREADPOOL_SIZE is below ${MIN_THREADPOOL_SIZE}: the embedded engine's statements will queue for libuv's threads; start with UV_THREADPOOL_SIZE=16 (npm start and the Docker image do)`,
+      );
+    }
 
-  const { store: liveStore, stopRestore } = await openLiveStore(config, log, history.client);
-  const realSink = await createHistorySink(history, {
-    onLaneReplaced: (kind) =>
-      log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
-  });
-  return { history, liveStore, stopRestore, realSink };
+    live = await openLiveStore(config, log, history.client);
+    const realSink = await createHistorySink(history, {
+      onLaneReplaced: (kind) =>
+        log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
+    });
+    return { history, liveStore: live.store, stopRestore: live.stopRestore, realSink };
+  } catch (error) {
+    // What opened is closed before the error goes on: a process exiting with the engine's threads
+    // still at work can crash, and an embedding that carries on would keep the engine open.
+    await live?.stopRestore().catch(() => undefined);
+    await live?.store.close().catch(() => undefined);
+    await history.client.close().catch(() => undefined);
+    throw error;
+  }
 }
 
 async function openLiveStore(config: Config, log: Logger, history: ClickHouseClient): Promise<{ store: LiveStore; stopRestore: () => Promise<void> }> {

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "./support/redis-server.js";
 import { restartablePort } from "./support/restartable-port.js";
 import { selfSignedCertificate } from "./support/self-signed.js";
+import { startTestService, testEnv } from "./support/test-service.js";
+import type { HistoryClient } from "../src/store/history/clickhouse-client.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const scratch = mkdtempSync(path.join(tmpdir(), "wattstream-startup-"));
@@ -72,6 +74,18 @@ describe("a setting naming something the service cannot use", () => {
     // Four at once: exiting with the engine's threads still at work crashed one exit in four.
     const results = await Promise.all(Array.from({ length: 4 }, () => start({ HOST: "999.1.1.1" })));
     for (const result of results) expectStopped(result, /^wattstream: could not start: HOST and PORT: cannot listen on 999\.1\.1\.1/);
+  });
+});
+
+describe("a start that fails after the engine opened, in this process", () => {
+  it("closes the engine again before the error reaches the caller", async () => {
+    // An embedding that carries on after a failed start must not be left holding the engine, and
+    // a process exiting with the engine's threads at work can crash (the HOST case above).
+    const port = await restartablePort();
+    let history: HistoryClient | undefined;
+    const start = startTestService(testEnv({ REDIS_URL: `redis://127.0.0.1:${port}` }), { onHistoryClient: (opened) => (history = opened) });
+    await expect(start).rejects.toThrow(/^REDIS_URL: cannot use Redis at .*ECONNREFUSED/);
+    await expect(history!.client.query({ query: "SELECT 1" })).rejects.toThrow(/closed/);
   });
 });
 
