@@ -6,7 +6,7 @@
 //   npm run bench -- --scenario throughput --json out.json
 //   npm run bench -- --scenario query --rows 50000000 --json out.json   (bench/query-bench.ts)
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -42,6 +42,8 @@ const { values } = parseArgs({
     json: { type: "string" },
     seconds: { type: "string" },
     redis: { type: "string", default: "auto" },
+    // Redis with an append-only file, as docker-compose.yml runs it (fsync every second).
+    "redis-appendonly": { type: "boolean", default: false },
     "limit-rows": { type: "string", default: "300000" },
     // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
     compress: { type: "string", default: "10" },
@@ -76,7 +78,11 @@ let service: ServiceProcess | undefined;
 
 try {
   const useRedis = values.redis === "on" || (values.redis === "auto" && redisServerAvailable());
-  if (useRedis) redis = await startRedisServer();
+  if (useRedis) {
+    const appendOnlyDir = values["redis-appendonly"] ? path.join(dataDir, "redis") : undefined;
+    if (appendOnlyDir !== undefined) mkdirSync(appendOnlyDir);
+    redis = await startRedisServer({ appendOnlyDir });
+  }
 
   const env: Record<string, string> = {
     PORT: "0",
@@ -170,7 +176,7 @@ try {
             ? "per reading (one call each)"
             : "per reading, from its write on the open SyncReadings stream to the cumulative acknowledgement covering it",
       ...connections,
-      live_store: redis ? "redis-server" : "embedded",
+      live_store: redis ? (values["redis-appendonly"] ? "redis-server, appendonly everysec" : "redis-server, no persistence") : "embedded",
       // The service reads LEAN_GRPC_STREAMS from the environment the bench was started with.
       lean_grpc_streams: process.env.LEAN_GRPC_STREAMS ?? "on",
       inserts: { linger: env.INSERT_LINGER, min_rows: Number(env.MIN_ROWS_PER_INSERT) },

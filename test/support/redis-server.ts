@@ -35,16 +35,26 @@ export interface RedisServerOptions {
    * with its default persistence does after a crash. Snapshots are taken only when asked (SAVE).
    */
   readonly snapshotDir?: string;
+  /**
+   * A directory for an append-only file written as the compose file's Redis writes it
+   * (`appendonly yes`, fsync every second, rewritten as it grows); instead of snapshots.
+   */
+  readonly appendOnlyDir?: string;
 }
 
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   const chosenPort = options.port ?? (await restartablePort());
   const url = `redis://127.0.0.1:${chosenPort}`;
-  const persistence = options.snapshotDir === undefined ? [] : ["--dir", options.snapshotDir, "--dbfilename", "dump.rdb"];
+  const persistence =
+    options.appendOnlyDir !== undefined
+      ? ["--dir", options.appendOnlyDir, "--appendonly", "yes"]
+      : options.snapshotDir === undefined
+        ? ["--appendonly", "no"]
+        : ["--appendonly", "no", "--dir", options.snapshotDir, "--dbfilename", "dump.rdb"];
   const spawnServer = async () => {
     const server = spawn(
       "redis-server",
-      ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...persistence],
+      ["--port", String(chosenPort), "--bind", "127.0.0.1", "--save", "", ...persistence],
       { stdio: "ignore" },
     );
     await waitUntilAnswering(url, server);
