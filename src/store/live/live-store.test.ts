@@ -335,7 +335,6 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       ]);
     });
 
-
     it("in one call, keeps the newest reading and the latest arrival of a device's updates, whichever carries which", async () => {
       const d = device();
       const update = (observedAtMs: number, receivedAtMs: number): LiveStateUpdate => ({
@@ -350,6 +349,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const [state] = await store.getLiveState([d]);
       expect([state!.observedAtMs, state!.values.voltage, state!.lastSeenMs]).toEqual([3_000, 300, 40_000]);
     });
+
     it("answers undefined for a device never seen", async () => {
       expect(await store.getLiveState([device()])).toEqual([undefined]);
     });
