@@ -335,7 +335,7 @@ async function openStores(config: Config, log: Logger, faults: ServiceFaults, st
       : new StartupError("CLICKHOUSE_URL", `cannot reach ClickHouse at ${redactUrl(url)} (${(error as Error).message})`, { cause: error });
   });
   faults.onHistoryClient?.(history);
-  let live: { store: LiveStore; stopRestore: () => Promise<void> } | undefined;
+  let live: Awaited<ReturnType<typeof openLiveStore>> | undefined;
   try {
     const applied = await applyMigrations(history.client, await loadMigrations());
     log.info(

@@ -45,12 +45,9 @@ export interface RedisServerOptions {
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   const chosenPort = options.port ?? (await restartablePort());
   const url = `redis://127.0.0.1:${chosenPort}`;
+  const snapshots = options.snapshotDir === undefined ? [] : ["--dir", options.snapshotDir, "--dbfilename", "dump.rdb"];
   const persistence =
-    options.appendOnlyDir !== undefined
-      ? ["--dir", options.appendOnlyDir, "--appendonly", "yes"]
-      : options.snapshotDir === undefined
-        ? ["--appendonly", "no"]
-        : ["--appendonly", "no", "--dir", options.snapshotDir, "--dbfilename", "dump.rdb"];
+    options.appendOnlyDir === undefined ? ["--appendonly", "no", ...snapshots] : ["--dir", options.appendOnlyDir, "--appendonly", "yes"];
   const spawnServer = async () => {
     const server = spawn(
       "redis-server",

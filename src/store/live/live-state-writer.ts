@@ -4,14 +4,19 @@
 // one write of the newest per device does the same (newest-wins and last_seen are order-free).
 import type { LiveStateUpdate, LiveStore } from "./live-store.js";
 
-interface Waiter {
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
+/** The batches gathered for the next write, and the promise every one of them waits on. */
+class Gathered {
+  readonly batches: (readonly LiveStateUpdate[])[] = [];
+  resolve!: () => void;
+  reject!: (error: unknown) => void;
+  readonly written = new Promise<void>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
 }
 
 export class LiveStateWriter {
-  private pending: (readonly LiveStateUpdate[])[] = [];
-  private waiters: Waiter[] = [];
+  private gathering: Gathered | undefined;
   private writing = false;
 
   constructor(private readonly store: Pick<LiveStore, "applyLiveState">) {}
@@ -23,27 +28,26 @@ export class LiveStateWriter {
    */
   write(updates: readonly LiveStateUpdate[]): Promise<void> {
     if (updates.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push(updates);
-      this.waiters.push({ resolve, reject });
-      if (this.writing) return;
+    this.gathering ??= new Gathered();
+    this.gathering.batches.push(updates);
+    if (!this.writing) {
       this.writing = true;
       setImmediate(() => void this.drain());
-    });
+    }
+    return this.gathering.written;
   }
 
-  /** One write at a time: what arrives meanwhile waits for it and goes in the next. */
+  /** One write at a time: what arrives meanwhile is gathered for the next. */
   private async drain(): Promise<void> {
-    while (this.pending.length > 0) {
-      const updates = this.pending.length === 1 ? this.pending[0]! : this.pending.flat();
-      const waiters = this.waiters;
-      this.pending = [];
-      this.waiters = [];
+    while (this.gathering !== undefined) {
+      const gathered = this.gathering;
+      this.gathering = undefined;
+      const { batches } = gathered;
       try {
-        await this.store.applyLiveState(updates);
-        for (const waiter of waiters) waiter.resolve();
+        await this.store.applyLiveState(batches.length === 1 ? batches[0]! : batches.flat());
+        gathered.resolve();
       } catch (error) {
-        for (const waiter of waiters) waiter.reject(error);
+        gathered.reject(error);
       }
     }
     this.writing = false;
