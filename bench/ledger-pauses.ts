@@ -23,6 +23,7 @@ for (let batch = 0; batch * BATCH < Number(values.ids); batch++) {
   const keys = Array.from({ length: BATCH }, (_, i) => ({
     deviceId: `meter-${i % 6667}`,
     eventId: `3f2a9c1e-0000-4000-8000-${String(batch * BATCH + i).padStart(12, "0")}`,
+    observedAtMs: Date.now(),
   }));
   const started = performance.now();
   await store.claimEvents(keys, `batch-${batch}`, 60_000, WINDOW_MS);

@@ -3,18 +3,20 @@
 // over 20,000 devices, as the throughput bench sends them: claim; commit, both in one step for the
 // batch (under the claim's token) and event by event (as batches under BATCH_COMMIT_MIN_EVENTS
 // and every batch before 2026-11-26 did); a resend's claim (every id a duplicate); the
-// live-state update of each device; the trends read.
-// Run: node --import tsx bench/live-store-costs.ts [--readings 200000]
+// live-state update of each device; the trends read. Then what the ledger holds per reading in
+// Redis's memory (INFO memory's used_memory, before and after the claims and their commits).
+// Run: node --import tsx bench/live-store-costs.ts [--readings 200000] [--devices 20000]
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
 import { startRedisServer } from "../test/support/redis-server.js";
 import type { EventKey } from "../src/store/live/live-store.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 
-const { values } = parseArgs({ options: { readings: { type: "string", default: "200000" } } });
+const { values } = parseArgs({ options: { readings: { type: "string", default: "200000" }, devices: { type: "string", default: "20000" } } });
 const READINGS = Number(values.readings);
 const BATCH = 2_000;
-const DEVICES = 20_000;
+const DEVICES = Number(values.devices);
 const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
 
@@ -26,10 +28,16 @@ const serverCpuSeconds = () => {
 };
 const store = new RedisLiveStore({ url: server.url });
 await store.connect();
+const admin = new Redis(server.url);
+const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await admin.info("memory"))![1]);
 
 const batches = (run: string): EventKey[][] =>
   Array.from({ length: READINGS / BATCH }, (_, b) =>
-    Array.from({ length: BATCH }, (_, i) => ({ deviceId: `meter-${(b * BATCH + i) % DEVICES}`, eventId: `${run}-${b * BATCH + i}` })),
+    Array.from({ length: BATCH }, (_, i) => ({
+      deviceId: `meter-${(b * BATCH + i) % DEVICES}`,
+      eventId: `${run}-${b * BATCH + i}`,
+      observedAtMs: Date.now(),
+    })),
   );
 
 async function measure(name: string, steps: readonly (() => Promise<unknown>)[]): Promise<void> {
@@ -43,10 +51,14 @@ async function measure(name: string, steps: readonly (() => Promise<unknown>)[])
 
 const byBatch = batches("a");
 const perEvent = batches("b");
+let memoryBefore = await usedMemory();
 await measure("claim (new ids)", byBatch.map((keys, b) => () => store.claimEvents(keys, `a${b}`, LEASE_MS, WINDOW_MS)));
 await measure("commit, once per batch", byBatch.map((keys, b) => () => store.commitClaims(`a${b}`, keys, WINDOW_MS)));
+const batchCommittedBytes = (await usedMemory()) - memoryBefore;
+memoryBefore = await usedMemory();
 for (const [b, keys] of perEvent.entries()) await store.claimEvents(keys, `b${b}`, LEASE_MS, WINDOW_MS);
 await measure("commit, event by event", perEvent.map((keys, b) => () => store.commitEvents(keys, `b${b}`, WINDOW_MS)));
+const eventCommittedBytes = (await usedMemory()) - memoryBefore;
 await measure("claim of a resend (all duplicates)", byBatch.map((keys, b) => () => store.claimEvents(keys, `r${b}`, LEASE_MS, WINDOW_MS)));
 let observedAtMs = Date.now();
 await measure(
@@ -64,5 +76,9 @@ await measure(
   ),
 );
 await measure("trends read, one per reading", byBatch.map((keys) => () => store.getTrends(keys.map((k) => k.deviceId))));
+const perReadingBytes = (bytes: number) => `${(bytes / READINGS).toFixed(1)} B per reading`;
+console.log(`ledger memory, batches committed at once      ${perReadingBytes(batchCommittedBytes)} (${READINGS / DEVICES} per device)`);
+console.log(`ledger memory, batches committed id by id     ${perReadingBytes(eventCommittedBytes)}`);
+admin.disconnect();
 await store.close();
 await server.stop();

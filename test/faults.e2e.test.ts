@@ -197,7 +197,7 @@ describe.skipIf(!haveRedis)(`the fault suite (${SCALE.name})`, () => {
         const admin = new Redis(redis!.url, { lazyConnect: true });
         try {
           await admin.connect();
-          return Number(await admin.get("ws:ledger-since"));
+          return Number(await admin.get("ws:ledger-by-hour-since"));
         } finally {
           admin.disconnect();
         }

@@ -14,6 +14,9 @@ import { RedisLiveStore } from "./redis-live-store.js";
 
 const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
+/** When the test readings were observed: now, as for a live fleet. */
+const OBSERVED_MS = Date.now();
+const HOUR_MS = 3_600_000;
 
 async function waitFor(done: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -37,14 +40,14 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
     it("claims new events once; a second claimer sees them in flight", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }, { deviceId: d, eventId: "e2" }];
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS }, { deviceId: d, eventId: "e2", observedAtMs: OBSERVED_MS }];
       expect((await store.claimEvents(keys, "batch-a", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed"]);
       expect((await store.claimEvents(keys, "batch-b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight", "in_flight"]);
     });
 
     it("counts committed events as duplicates", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }];
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS }];
       await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.commitEvents(keys, "a", WINDOW_MS);
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
@@ -55,7 +58,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       ["a small batch", 3],
       ["a batch committed in one step", BATCH_COMMIT_MIN_EVENTS + 1],
     ])("committing %s", (_, size) => {
-      const eventsOf = (d: string) => Array.from({ length: size }, (_, i) => ({ deviceId: d, eventId: `e${i}` }));
+      const eventsOf = (d: string) => Array.from({ length: size }, (_, i) => ({ deviceId: d, eventId: `e${i}`, observedAtMs: OBSERVED_MS }));
       const statuses = (first: ClaimStatus, next: ClaimStatus, rest: ClaimStatus) => [first, next, ...Array<ClaimStatus>(size - 2).fill(rest)];
 
       it("marks stored every event the batch's token still holds, and none it released", async () => {
@@ -88,7 +91,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
     it("lets a resend claim released events at once", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }];
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS }];
       await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.releaseEvents(keys, "a");
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
@@ -96,7 +99,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
     it("does not release another batch's claim", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }];
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS }];
       await store.claimEvents(keys, "a", LEASE_MS, WINDOW_MS);
       await store.releaseEvents(keys, "someone-else");
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
@@ -104,7 +107,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
     it("hands a claim whose lease ran out to the next claimer as reclaimed, which then holds it", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }];
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS }];
       await store.claimEvents(keys, "a", 50, WINDOW_MS);
       await new Promise((resolve) => setTimeout(resolve, 120));
       // "a" may have stored the reading and died before committing: not a plain "claimed".
@@ -122,7 +125,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       const [held, committed, lapsed] = ["held", "committed", "lapsed"].map((t) => `${t}-${randomUUID()}`) as [string, string, string];
       // The committed batch large enough to commit in one step, as a batch whose insert landed late
       // may have been.
-      const keys = (t: string) => Array.from({ length: t === committed ? BATCH_COMMIT_MIN_EVENTS : 1 }, (_, i) => ({ deviceId: d, eventId: `${t}-${i}` }));
+      const keys = (t: string) => Array.from({ length: t === committed ? BATCH_COMMIT_MIN_EVENTS : 1 }, (_, i) => ({ deviceId: d, eventId: `${t}-${i}`, observedAtMs: OBSERVED_MS }));
       for (const t of [held, committed, lapsed]) await store.claimEvents(keys(t), t, t === lapsed ? 30 : 300, WINDOW_MS);
       await store.commitClaims(committed, keys(committed), WINDOW_MS);
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -139,26 +142,53 @@ function contract(name: string, open: () => Promise<LiveStore>) {
 
     it("forgets a lapsed claim once the remember time is over", async () => {
       const d = device();
-      const keys = [{ deviceId: d, eventId: "e1" }];
+      // Observed in an hour already over: Redis's ledger counts the remember time from the end of
+      // the hour the reading was observed in, or from the claim when that hour is over.
+      const keys = [{ deviceId: d, eventId: "e1", observedAtMs: OBSERVED_MS - 2 * HOUR_MS }];
       await store.claimEvents(keys, "a", 50, 100);
       await new Promise((resolve) => setTimeout(resolve, 180));
       expect((await store.claimEvents(keys, "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
+    it("finds a resend by its original observed_at among a device's ids of many hours, in any order", async () => {
+      const d = device();
+      // Interleaved hours, so that ids of one hour are not neighbours in the batch.
+      const hours = [0, 1, 0, 5, 1, 0, 30 * 24];
+      const keys = hours.map((h, i) => ({ deviceId: d, eventId: `e${i}`, observedAtMs: OBSERVED_MS - h * HOUR_MS }));
+      const some = [keys[1]!, keys[3]!, keys[5]!];
+      expect((await store.claimEvents(some, "first", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed", "claimed", "claimed"]);
+      const whole = await store.claimEvents(keys, "second", LEASE_MS, WINDOW_MS);
+      expect(whole.statuses).toEqual(["claimed", "in_flight", "claimed", "in_flight", "claimed", "in_flight", "claimed"]);
+      await store.commitEvents(some, "first", WINDOW_MS);
+      await store.commitEvents(keys, "second", WINDOW_MS);
+      const resent = [...keys].reverse();
+      expect((await store.claimEvents(resent, "third", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "duplicate")).toBe(true);
+    });
+
+    it("remembers a reading observed long before the window, claimed or stored, from its claim", async () => {
+      const d = device();
+      const old = [{ deviceId: d, eventId: "backlog", observedAtMs: OBSERVED_MS - 30 * 24 * HOUR_MS }];
+      await store.claimEvents(old, "uploader", LEASE_MS, WINDOW_MS);
+      // A second sender of the same backlog must wait, not store it beside the first.
+      expect((await store.claimEvents(old, "other", LEASE_MS, WINDOW_MS)).statuses).toEqual(["in_flight"]);
+      await store.commitEvents(old, "uploader", WINDOW_MS);
+      expect((await store.claimEvents(old, "resend", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
+    });
+
     it("keeps event ids apart per device", async () => {
       const [d1, d2] = [device(), device()];
-      await store.claimEvents([{ deviceId: d1, eventId: "1" }], "a", LEASE_MS, WINDOW_MS);
-      await store.commitEvents([{ deviceId: d1, eventId: "1" }], "a", WINDOW_MS);
-      expect((await store.claimEvents([{ deviceId: d2, eventId: "1" }], "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+      await store.claimEvents([{ deviceId: d1, eventId: "1", observedAtMs: OBSERVED_MS }], "a", LEASE_MS, WINDOW_MS);
+      await store.commitEvents([{ deviceId: d1, eventId: "1", observedAtMs: OBSERVED_MS }], "a", WINDOW_MS);
+      expect((await store.claimEvents([{ deviceId: d2, eventId: "1", observedAtMs: OBSERVED_MS }], "b", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     });
 
     it("keeps devices and their events apart whatever characters their ids hold", async () => {
       const d = device();
       // Ids are any text: written into keys as they are, these pairs would name one event…
       const twins = [
-        { deviceId: d, eventId: "b}:e:c" },
-        { deviceId: `${d}}:e:b`, eventId: "c" },
-        { deviceId: `${d}%7D:e:b`, eventId: "c" },
+        { deviceId: d, eventId: "b}:e:c", observedAtMs: OBSERVED_MS },
+        { deviceId: `${d}}:e:b`, eventId: "c", observedAtMs: OBSERVED_MS },
+        { deviceId: `${d}%7D:e:b`, eventId: "c", observedAtMs: OBSERVED_MS },
       ];
       expect((await store.claimEvents([twins[0]!], "a", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
       await store.commitEvents([twins[0]!], "a", WINDOW_MS);
@@ -166,10 +196,10 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       // …and an event one device's live state.
       const stateOf = `${d}}:e:y`;
       await store.applyLiveState([{ deviceId: stateOf, kind: "meter", observedAtMs: 1_000, receivedAtMs: 2_000, values: { voltage: 230 } }]);
-      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live" }], "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
-      await store.commitEvents([{ deviceId: d, eventId: "y}:live" }], "c", WINDOW_MS);
+      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live", observedAtMs: OBSERVED_MS }], "c", LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
+      await store.commitEvents([{ deviceId: d, eventId: "y}:live", observedAtMs: OBSERVED_MS }], "c", WINDOW_MS);
       expect((await store.getLiveState([stateOf]))[0]).toMatchObject({ deviceId: stateOf, observedAtMs: 1_000 });
-      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live" }], "d", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
+      expect((await store.claimEvents([{ deviceId: d, eventId: "y}:live", observedAtMs: OBSERVED_MS }], "d", LEASE_MS, WINDOW_MS)).statuses).toEqual(["duplicate"]);
     });
 
     it("keeps the newest reading by observed_at, while last_seen follows arrival", async () => {
@@ -198,8 +228,8 @@ function contract(name: string, open: () => Promise<LiveStore>) {
     it("says since when its ledger is complete, and keeps saying the same", async () => {
       const before = Date.now();
       const d = device();
-      const first = await store.claimEvents([{ deviceId: d, eventId: "x" }], "a", LEASE_MS, WINDOW_MS);
-      const second = await store.claimEvents([{ deviceId: d, eventId: "y" }], "a", LEASE_MS, WINDOW_MS);
+      const first = await store.claimEvents([{ deviceId: d, eventId: "x", observedAtMs: OBSERVED_MS }], "a", LEASE_MS, WINDOW_MS);
+      const second = await store.claimEvents([{ deviceId: d, eventId: "y", observedAtMs: OBSERVED_MS }], "a", LEASE_MS, WINDOW_MS);
       expect(first.ledgerSinceMs).toBeLessThanOrEqual(before);
       expect(second.ledgerSinceMs).toBe(first.ledgerSinceMs);
     });
@@ -382,7 +412,7 @@ function contract(name: string, open: () => Promise<LiveStore>) {
       // 60,000 devices' live state with seven script arguments each overflowed the stack when
       // passed to one call; every operation now splits a batch, and must answer as one.
       const d = device();
-      const keys = Array.from({ length: 60_000 }, (_, i) => ({ deviceId: d, eventId: `e${i}` }));
+      const keys = Array.from({ length: 60_000 }, (_, i) => ({ deviceId: d, eventId: `e${i}`, observedAtMs: OBSERVED_MS }));
       const first = await store.claimEvents(keys.slice(0, 30_000), "a", LEASE_MS, WINDOW_MS);
       expect(first.statuses.every((s) => s === "claimed")).toBe(true);
       await store.commitEvents(keys.slice(0, 20_000), "a", WINDOW_MS);
@@ -501,7 +531,7 @@ describe("the embedded store's dedupe window", () => {
     let now = 1_764_000_000_250;
     const store = new MemoryLiveStore({ now: () => now });
     try {
-      const key = { deviceId: "meter-1", eventId: "e-1" };
+      const key = { deviceId: "meter-1", eventId: "e-1", observedAtMs: OBSERVED_MS };
       expect((await store.claimEvents([key], "t1", LEASE_MS, 10_000)).statuses).toEqual(["claimed"]);
       await store.commitEvents([key], "t1", 10_000);
       now += 10_000;
@@ -521,7 +551,7 @@ describe("the embedded store's dedupe window, far ahead", () => {
     const windowMs = 3650 * 86_400_000;
     const store = new MemoryLiveStore({ now: () => now });
     try {
-      const key = { deviceId: "meter-1", eventId: "e-1" };
+      const key = { deviceId: "meter-1", eventId: "e-1", observedAtMs: OBSERVED_MS };
       await store.claimEvents([key], "t1", LEASE_MS, windowMs);
       await store.commitEvents([key], "t1", windowMs);
       now += 86_400_000;
@@ -536,7 +566,7 @@ describe("the embedded store's batch commit", () => {
   it("commits event by event a batch whose claim the sweep dropped after its lease", async () => {
     const store = new MemoryLiveStore({ sweepIntervalMs: 10 });
     try {
-      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `e${i}` }));
+      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `e${i}`, observedAtMs: OBSERVED_MS }));
       await store.claimEvents(keys, "slow", 20, WINDOW_MS);
       await new Promise((resolve) => setTimeout(resolve, 100));
       await store.commitClaims("slow", keys, WINDOW_MS);
@@ -550,12 +580,12 @@ describe("the embedded store's batch commit", () => {
     let now = 1_764_000_000_000;
     const store = new MemoryLiveStore({ maxEvents: BATCH_COMMIT_MIN_EVENTS, shards: 1, now: () => now });
     try {
-      const first = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `a${i}` }));
+      const first = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-1", eventId: `a${i}`, observedAtMs: OBSERVED_MS }));
       const { ledgerSinceMs: startedMs } = await store.claimEvents(first, "a", LEASE_MS, WINDOW_MS);
       now += 1_000;
       await store.commitClaims("a", first, WINDOW_MS);
       now += 1_000;
-      const next = await store.claimEvents([{ deviceId: "meter-1", eventId: "b0" }], "b", LEASE_MS, WINDOW_MS);
+      const next = await store.claimEvents([{ deviceId: "meter-1", eventId: "b0", observedAtMs: OBSERVED_MS }], "b", LEASE_MS, WINDOW_MS);
       expect(next.statuses).toEqual(["claimed"]);
       // The forgotten ids were committed at startedMs + 1 s: a reading the ledger may have dropped
       // is one committed no later than its new start.
@@ -569,7 +599,7 @@ describe("the embedded store's batch commit", () => {
 
 describe("the embedded store's capacity", () => {
   const keysOf = (from: number, count: number) =>
-    Array.from({ length: count }, (_, i) => ({ deviceId: `meter-${(from + i) % 7}`, eventId: `e-${from + i}` }));
+    Array.from({ length: count }, (_, i) => ({ deviceId: `meter-${(from + i) % 7}`, eventId: `e-${from + i}`, observedAtMs: OBSERVED_MS }));
 
   it("forgets its oldest stored ids beyond maxEvents and moves its start past them; claims in flight stay", async () => {
     let now = 1_764_000_000_000;
@@ -646,7 +676,7 @@ describe("the embedded store's capacity", () => {
     try {
       for (const id of ["a", "b", "c", "d"]) {
         now += 1;
-        const key = { deviceId: "meter-1", eventId: id };
+        const key = { deviceId: "meter-1", eventId: id, observedAtMs: OBSERVED_MS };
         const claim = await store.claimEvents([key], id, LEASE_MS, WINDOW_MS);
         expect(claim.statuses).toEqual(["claimed"]);
         expect(claim.ledgerSinceMs).toBeLessThanOrEqual(now + 1);
@@ -704,7 +734,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     try {
       await store.connect();
       // Large enough to be committed in one step, the way that lost the ids at first.
-      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-restart", eventId: `e${i}` }));
+      const keys = Array.from({ length: BATCH_COMMIT_MIN_EVENTS }, (_, i) => ({ deviceId: "meter-restart", eventId: `e${i}`, observedAtMs: OBSERVED_MS }));
       expect((await store.claimEvents(keys, "in-flight", LEASE_MS, WINDOW_MS)).statuses.every((s) => s === "claimed")).toBe(true);
       await server!.restart();
       await waitFor(() => store.ping().then(() => true, () => false));
@@ -724,12 +754,12 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     admin.on("error", () => {});
     try {
       await store.connect();
-      const before = [{ deviceId: "meter-snap", eventId: "before" }];
+      const before = [{ deviceId: "meter-snap", eventId: "before", observedAtMs: OBSERVED_MS }];
       const { ledgerSinceMs: startedMs } = await store.claimEvents(before, "a", LEASE_MS, WINDOW_MS);
       await store.commitClaims("a", before, WINDOW_MS);
       await admin.save();
       await new Promise((resolve) => setTimeout(resolve, 5));
-      const after = [{ deviceId: "meter-snap", eventId: "after" }];
+      const after = [{ deviceId: "meter-snap", eventId: "after", observedAtMs: OBSERVED_MS }];
       expect((await store.claimEvents(after, "b", LEASE_MS, WINDOW_MS)).ledgerSinceMs).toBe(startedMs);
       await store.commitClaims("b", after, WINDOW_MS);
 
@@ -762,7 +792,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       await full.connect();
       expect(await limited.recognisesRestarts()).toBe(false);
       expect(await full.recognisesRestarts()).toBe(true);
-      const keys = [{ deviceId: "meter-acl", eventId: "e1" }];
+      const keys = [{ deviceId: "meter-acl", eventId: "e1", observedAtMs: OBSERVED_MS }];
       expect((await limited.claimEvents(keys, `acl-${randomUUID()}`, LEASE_MS, WINDOW_MS)).statuses).toEqual(["claimed"]);
     } finally {
       await limited.close();
@@ -785,7 +815,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
         return Promise.all(keys.map((key) => admin.pttl(key)));
       };
       for (const [token, size] of [["small", 3], ["large", BATCH_COMMIT_MIN_EVENTS]] as const) {
-        const keys = Array.from({ length: size }, (_, i) => ({ deviceId: "meter-records", eventId: `${token}-${i}` }));
+        const keys = Array.from({ length: size }, (_, i) => ({ deviceId: "meter-records", eventId: `${token}-${i}`, observedAtMs: OBSERVED_MS }));
         await store.claimEvents(keys, token, 200, WINDOW_MS);
         await store.commitClaims(token, keys, WINDOW_MS);
       }
@@ -793,6 +823,39 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       const left = await records();
       expect(left).toHaveLength(1);
       expect(left[0]).toBeGreaterThan(WINDOW_MS - 60_000);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("keeps a device's ids in one hash per hour of observed time, each expiring a window after its hour", async () => {
+    // Every ledger key must expire, or the ledger grows for good; a key per id cost ~150 B more per
+    // reading than a field in an hour's hash.
+    const prefix = `test-${randomUUID()}:`;
+    const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
+    const admin = new Redis(server!.url);
+    try {
+      await store.connect();
+      const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
+      const now = Date.now();
+      const observed = [now, now - 1, now - 3 * HOUR_MS, now - 30 * 24 * HOUR_MS];
+      const keys = observed.map((observedAtMs, i) => ({ deviceId: "meter-hours", eventId: `e${i}`, observedAtMs }));
+      await store.claimEvents(keys, "hours", LEASE_MS, WINDOW_MS);
+      await store.commitEvents(keys, "hours", WINDOW_MS);
+      const buckets = (await admin.keys(`${prefix}{meter-hours}:*`)).sort();
+      const expected = [...new Set(observed.map(hourOf))].map((hour) => `${prefix}{meter-hours}:ids:${hour}`).sort();
+      // The first two share the current hour (unless the test runs across its end).
+      expect(buckets).toEqual(expected);
+      for (const bucket of buckets) {
+        const hour = Number(bucket.split(":").pop());
+        const hourEndMs = (hour + 1) * HOUR_MS;
+        const expiresAtMs = Date.now() + (await admin.pttl(bucket));
+        // An hour not yet over is kept the window past its end; an hour over, the window past now.
+        const due = Math.max(hourEndMs, now) + WINDOW_MS;
+        expect(Math.abs(expiresAtMs - due)).toBeLessThan(5_000);
+      }
+      expect(await admin.hlen(`${prefix}{meter-hours}:ids:${hourOf(now - 3 * HOUR_MS)}`)).toBe(1);
     } finally {
       admin.disconnect();
       await store.close();

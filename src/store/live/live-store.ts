@@ -8,6 +8,11 @@ import type { DeviceKind } from "../../process/history-rows.js";
 export interface EventKey {
   readonly deviceId: string;
   readonly eventId: string;
+  /**
+   * When the device observed the reading, epoch ms: a resend carries its original observed_at.
+   * The Redis ledger files ids by the hour they were observed in (see redis-live-store.ts).
+   */
+  readonly observedAtMs: number;
 }
 
 /**

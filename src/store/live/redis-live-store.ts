@@ -17,35 +17,68 @@ import type {
 } from "./live-store.js";
 import { BATCH_COMMIT_MIN_EVENTS, healthLevelOf, newestPerDevice } from "./live-store.js";
 
+/** How much observed time one ledger bucket of a device spans. */
+const LEDGER_BUCKET_MS = 3_600_000;
+
 /**
- * The value of an event key once its reading is stored on its own (found in history, or part of a
- * batch only some of whose tables were stored), and of a claim token's key once every event it
- * still holds is stored. A claimed event key holds its claimer's token.
+ * The value of an event id in the ledger once its reading is stored on its own (found in history,
+ * or part of a batch only some of whose tables were stored), and of a claim token's key once every
+ * event it still holds is stored. A claimed id holds its claimer's token.
  */
 const COMMITTED = "=";
 /** The value of a claim token's key while its lease runs (the key's TTL is the lease). */
 const HELD = "+";
 
-// KEYS: the ledger-since key, the ledger-run key, the token's key, then event keys. ARGV: token,
-// lease ms, now ms, remember ms, the prefix of token keys. Answers the ledger's start, then per
-// event 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed. The ledger starts again (now) whenever
-// this Redis is not the one that answered the last claim — by its run_id, which every start of
-// redis-server draws anew: an empty Redis holds no ids, and one that loaded a snapshot or an
-// append-only file after a crash, or a replica promoted in a failover, may lack the ids committed
-// last, with nothing in it saying which (the ledger's start itself came back with the snapshot).
-// A server that gives no run_id (some Redis-compatible ones, or an ACL user denied INFO, which is
-// in @dangerous) only has the ledger restart when its start is gone; the service warns of it when
-// it starts (recognisesRestarts). An event key holds its
-// claimer's token for the remember time, and the token's key says what became of the claim: held
-// while the lease runs, committed once the claimer stored every event it holds (one write per
-// batch, where a write per event was ~45 % of the ledger's cost in Redis; smaller batches than
+// The ledger keeps a device's event ids in one hash per hour of observed time (a bucket), each id
+// a field holding its claimer's token or COMMITTED. A key per event cost ~180 B per reading (the
+// key, its expiry entry and the keyspace's overhead); a field in a small hash, ~16-byte id and
+// token as its value, costs ~40 B, and the bucket's TTL stands for all of its ids. Bucketing by
+// observed time keeps the window's meaning: a bucket lives until the window has passed since its
+// hour ended (or, for an hour already over when it is written, since then), so the ledger holds
+// every id observed within the window, and one observed before it is checked against history
+// anyway. A resend carries its reading's original observed_at (as the history check relies on
+// too), so it finds its bucket.
+//
+// Each script takes the buckets' keys in KEYS, ending in their hour (hours since 1970), and in
+// ARGV how many of the call's ids each bucket has, joined by commas, then the ids bucket by
+// bucket (an argument per id and bucket: arguments are most of what a call costs the client).
+// keep() sets a bucket's expiry: once, for an hour not yet over (its end is fixed); moved on, for
+// an hour over (from now).
+const BUCKETS = `
+local function sizes(joined)
+  local out = {}
+  for n in string.gmatch(joined, '%d+') do out[#out + 1] = tonumber(n) end
+  return out
+end
+local function keep(bucket, now, ms)
+  local ends = (tonumber(string.match(bucket, '(%-?%d+)$')) + 1) * ${LEDGER_BUCKET_MS}
+  if ends > now then
+    redis.call('PEXPIREAT', bucket, string.format('%.0f', ends + ms), 'NX')
+  else
+    redis.call('PEXPIREAT', bucket, string.format('%.0f', now + ms))
+  end
+end`;
+
+// KEYS: the ledger-since key, the ledger-run key, the token's key, then buckets. ARGV: token,
+// lease ms, now ms, remember ms, the prefix of token keys, the buckets' sizes, then their ids. Answers the
+// ledger's start, then per id, bucket by bucket, 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed.
+// The ledger starts again (now) whenever this Redis is not the one that answered the last claim —
+// by its run_id, which every start of redis-server draws anew: an empty Redis holds no ids, and
+// one that loaded a snapshot or an append-only file after a crash, or a replica promoted in a
+// failover, may lack the ids committed last, with nothing in it saying which (the ledger's start
+// itself came back with the snapshot). A server that gives no run_id (some Redis-compatible ones,
+// or an ACL user denied INFO, which is in @dangerous) only has the ledger restart when its start
+// is gone; the service warns of it when it starts (recognisesRestarts). An id holds its claimer's
+// token until its bucket expires, and the token's key says what became of the claim: held while
+// the lease runs, committed once the claimer stored every event it holds (one write per batch,
+// where a write per event was ~45 % of the ledger's cost in Redis; smaller batches than
 // BATCH_COMMIT_MIN_EVENTS still commit event by event), and gone once the lease ran out without a
-// commit. An event whose claim lapsed (its holder died after storing the rows,
-// perhaps) is then taken over as "reclaimed", which sends the reading to the history check instead
-// of looking like an event never seen. Leases run on Redis's clock, the one every claimer shares.
-// (The token keys are read without being declared in KEYS, like the several devices' slots of one
-// call: on Redis Cluster this script would have to change.)
-const CLAIM_EVENTS = `
+// commit. An event whose claim lapsed (its holder died after storing the rows, perhaps) is then
+// taken over as "reclaimed", which sends the reading to the history check instead of looking like
+// an event never seen. Leases run on Redis's clock, the one every claimer shares. (The token keys
+// are read without being declared in KEYS, like the several devices' slots of one call: on Redis
+// Cluster this script would have to change.)
+const CLAIM_EVENTS = `${BUCKETS}
 local info = redis.pcall('INFO', 'server')
 local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or nil
 local restarted = run and redis.call('GET', KEYS[2]) ~= run
@@ -57,64 +90,90 @@ if not since or (restarted and since < tonumber(ARGV[3])) then
 end
 local out = { since }
 redis.call('SET', KEYS[3], '${HELD}', 'PX', ARGV[2])
-for i = 4, #KEYS do
-  local key = KEYS[i]
-  -- Most ids are new: one SET NX claims them; only a taken key is read.
-  local holder = nil
-  if not redis.call('SET', key, ARGV[1], 'PX', ARGV[4], 'NX') then holder = redis.call('GET', key) end
-  local status = 0
-  if holder == '${COMMITTED}' then
-    status = 1
-  elseif holder then
-    -- A key written before claims named their token's key (token@lease) finds none: reclaimed,
-    -- which the history check settles.
-    local claim = redis.call('GET', ARGV[5] .. holder)
-    if claim == '${COMMITTED}' then
+local token, now, remember = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local size = sizes(ARGV[6])
+local at = 7
+for b = 4, #KEYS do
+  local bucket, n = KEYS[b], size[b - 3]
+  -- Whether this call wrote to the bucket: one it only read has its expiry from the write before.
+  local wrote = false
+  for i = at, at + n - 1 do
+    local id = ARGV[i]
+    -- Most ids are new: one HSETNX claims them; only a taken id is read.
+    local holder = nil
+    if redis.call('HSETNX', bucket, id, token) == 0 then holder = redis.call('HGET', bucket, id) else wrote = true end
+    local status = 0
+    if holder == '${COMMITTED}' then
       status = 1
-    elseif claim then
-      status = 2
-    else
-      redis.call('SET', key, ARGV[1], 'PX', ARGV[4])
-      status = 3
+    elseif holder then
+      local claim = redis.call('GET', ARGV[5] .. holder)
+      if claim == '${COMMITTED}' then
+        status = 1
+      elseif claim then
+        status = 2
+      else
+        redis.call('HSET', bucket, id, token)
+        wrote = true
+        status = 3
+      end
     end
+    out[#out + 1] = status
   end
-  out[i - 2] = status
+  if wrote then keep(bucket, now, remember) end
+  at = at + n
 end
 return out`;
 
 // KEYS: the token's key. ARGV: window ms. Commits the token's claims at once while its key is
-// still held: then Redis kept every event key the claim wrote. Answers 0 when the key is gone —
-// the lease ran out, or Redis lost its data (a restart without persistence) — and the caller
-// commits event by event instead (COMMIT_EVENTS), which writes back the event keys Redis lost:
-// otherwise a resend of a reading stored by a batch in flight across the restart would find no
-// key, be claimed afresh and be stored twice (the fault suite caught this).
+// still held: then Redis kept every id the claim wrote. Answers 0 when the key is gone — the lease
+// ran out, or Redis lost its data (a restart without persistence) — and the caller commits event
+// by event instead (COMMIT_EVENTS), which writes back the ids Redis lost: otherwise a resend of a
+// reading stored by a batch in flight across the restart would find no id, be claimed afresh and
+// be stored twice (the fault suite caught this).
 const COMMIT_CLAIMS = `
 if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
 redis.call('SET', KEYS[1], '${COMMITTED}', 'PX', ARGV[1])
 return 1`;
 
-// KEYS: event keys. ARGV: token, window ms. Commits the events the token still holds and those
-// Redis lost; not one another batch has claimed since.
-const COMMIT_EVENTS = `
-for _, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if not holder or holder == ARGV[1] then redis.call('SET', key, '${COMMITTED}', 'PX', ARGV[2]) end
+// KEYS: buckets. ARGV: token, now ms, window ms, the buckets' sizes, then their ids. Commits the ids the token
+// still holds and those Redis lost; not one another batch has claimed since.
+const COMMIT_EVENTS = `${BUCKETS}
+local token, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local size = sizes(ARGV[4])
+local at = 5
+for b = 1, #KEYS do
+  local bucket, n = KEYS[b], size[b]
+  -- An id still held has its bucket's expiry from the claim; one Redis lost is written back.
+  local lost = false
+  for i = at, at + n - 1 do
+    local holder = redis.call('HGET', bucket, ARGV[i])
+    if not holder then lost = true end
+    if not holder or holder == token then redis.call('HSET', bucket, ARGV[i], '${COMMITTED}') end
+  end
+  if lost then keep(bucket, now, window) end
+  at = at + n
 end
 return #KEYS`;
 
-// KEYS: the token's key. ARGV: lease ms. Extends the lease while it runs: an event key holds the
-// token for the whole remember time, so the token's key alone says whether the claim is held.
+// KEYS: the token's key. ARGV: lease ms. Extends the lease while it runs: an id holds the token
+// until its bucket expires, so the token's key alone says whether the claim is held.
 const RENEW_CLAIMS = `
 if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
-// KEYS: the token's key, then event keys. ARGV: token. Deletes only claims this token still
-// holds, and none once it committed them.
-const RELEASE_EVENTS = `
+// KEYS: the token's key, then buckets. ARGV: token, the buckets' sizes, then their ids. Deletes only claims
+// this token still holds, and none once it committed them.
+const RELEASE_EVENTS = `${BUCKETS}
 if redis.call('GET', KEYS[1]) == '${COMMITTED}' then return 0 end
-for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+local size = sizes(ARGV[2])
+local at = 3
+for b = 2, #KEYS do
+  local bucket, n = KEYS[b], size[b - 1]
+  for i = at, at + n - 1 do
+    if redis.call('HGET', bucket, ARGV[i]) == ARGV[1] then redis.call('HDEL', bucket, ARGV[i]) end
+  end
+  at = at + n
 end
 return #KEYS - 1`;
 
@@ -248,16 +307,31 @@ const CALLS_IN_FLIGHT = 4;
 async function inChunks<T, A>(items: readonly T[], call: (chunk: T[]) => Promise<A[]>): Promise<A[]> {
   const chunks: T[][] = [];
   for (let start = 0; start < items.length; start += KEYS_PER_CALL) chunks.push(items.slice(start, start + KEYS_PER_CALL));
-  const answers: A[][] = new Array(chunks.length);
+  return (await inFlight(chunks, call)).flat();
+}
+
+/** `call` for each task, CALLS_IN_FLIGHT at once; its answers in the tasks' order. */
+async function inFlight<T, A>(tasks: readonly T[], call: (task: T) => Promise<A>): Promise<A[]> {
+  const answers: A[] = new Array(tasks.length);
   let next = 0;
   const lane = async () => {
-    while (next < chunks.length) {
+    while (next < tasks.length) {
       const index = next++;
-      answers[index] = await call(chunks[index]!);
+      answers[index] = await call(tasks[index]!);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(CALLS_IN_FLIGHT, chunks.length) }, lane));
-  return answers.flat();
+  await Promise.all(Array.from({ length: Math.min(CALLS_IN_FLIGHT, tasks.length) }, lane));
+  return answers;
+}
+
+/** A run of a batch's ids, grouped by ledger bucket, as one script call takes them. */
+interface LedgerCall {
+  /** The buckets' keys. */
+  readonly buckets: string[];
+  /** How many ids each bucket has. */
+  readonly sizes: number[];
+  /** The ids, bucket by bucket. */
+  readonly ids: string[];
 }
 
 /** CLAIM_EVENTS's answers, by number. */
@@ -366,22 +440,27 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async claimEvents(keys: readonly EventKey[], token: string, leaseMs: number, rememberMs: number): Promise<ClaimResult> {
-    const ledgerSince = `${this.prefix}ledger-since`;
+    const ledgerSince = `${this.prefix}ledger-by-hour-since`;
     const remember = Math.max(leaseMs, rememberMs);
-    const claim = (chunk: readonly EventKey[]) =>
+    const now = Date.now();
+    const claim = ({ buckets, sizes, ids }: LedgerCall) =>
       this.commands.claimEvents(
-        chunk.length + 3,
+        buckets.length + 3,
         ledgerSince,
         `${this.prefix}ledger-run`,
         this.claimKey(token),
-        ...chunk.map((k) => this.eventKey(k)),
+        ...buckets,
         token,
         leaseMs,
-        Date.now(),
+        now,
         remember,
         this.claimKey(""),
+        sizes.join(","),
+        ...ids,
       );
-    const answers = keys.length === 0 ? [await claim([])] : await inChunks(keys, async (chunk) => [await claim(chunk)]);
+    const calls = this.ledgerCalls(keys);
+    // With no ids, one call still answers the ledger's start.
+    const answers = calls.length === 0 ? [await claim({ buckets: [], sizes: [], ids: [] })] : await inFlight(calls, claim);
     // Every call answers the ledger's start; a later one differs only if Redis lost its data in
     // between, and the later start is the safe one (more readings are checked against history).
     const ledgerSinceMs = Math.max(...answers.map(([since]) => since!));
@@ -389,7 +468,9 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async commitEvents(keys: readonly EventKey[], token: string, windowMs: number): Promise<void> {
-    await inChunks(keys, async (chunk) => [await this.commands.commitEvents(chunk.length, ...chunk.map((k) => this.eventKey(k)), token, windowMs)]);
+    await inFlight(this.ledgerCalls(keys), ({ buckets, sizes, ids }) =>
+      this.commands.commitEvents(buckets.length, ...buckets, token, Date.now(), windowMs, sizes.join(","), ...ids),
+    );
   }
 
   async commitClaims(token: string, keys: readonly EventKey[], windowMs: number): Promise<void> {
@@ -398,9 +479,9 @@ export class RedisLiveStore implements LiveStore {
   }
 
   async releaseEvents(keys: readonly EventKey[], token: string): Promise<void> {
-    await inChunks(keys, async (chunk) => [
-      await this.commands.releaseEvents(chunk.length + 1, this.claimKey(token), ...chunk.map((k) => this.eventKey(k)), token),
-    ]);
+    await inFlight(this.ledgerCalls(keys), ({ buckets, sizes, ids }) =>
+      this.commands.releaseEvents(buckets.length + 1, this.claimKey(token), ...buckets, token, sizes.join(","), ...ids),
+    );
   }
 
   async renewClaims(token: string, leaseMs: number): Promise<boolean> {
@@ -540,8 +621,35 @@ export class RedisLiveStore implements LiveStore {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
-  private eventKey(key: EventKey): string {
-    return `${deviceKeys(this.prefix, key.deviceId)}e:${key.eventId}`;
+  /**
+   * The batch's ids in order, in calls of at most KEYS_PER_CALL, each run of ids of one bucket —
+   * the device's hour of observed time — passed under one key. Only neighbours are grouped: a
+   * device's readings come together in a call, and a table keyed by bucket cost the client more
+   * than it saved Redis where, as under the throughput load, most buckets have one id per batch.
+   */
+  private ledgerCalls(keys: readonly EventKey[]): LedgerCall[] {
+    const calls: LedgerCall[] = [];
+    let call: LedgerCall = { buckets: [], sizes: [], ids: [] };
+    let deviceId: string | undefined;
+    let hour = NaN;
+    for (const key of keys) {
+      if (call.ids.length === KEYS_PER_CALL) {
+        calls.push(call);
+        call = { buckets: [], sizes: [], ids: [] };
+        deviceId = undefined;
+      }
+      const keyHour = Math.floor(key.observedAtMs / LEDGER_BUCKET_MS);
+      if (key.deviceId !== deviceId || keyHour !== hour) {
+        deviceId = key.deviceId;
+        hour = keyHour;
+        call.buckets.push(`${deviceKeys(this.prefix, deviceId)}ids:${hour}`);
+        call.sizes.push(0);
+      }
+      call.ids.push(key.eventId);
+      call.sizes[call.sizes.length - 1]!++;
+    }
+    if (call.ids.length > 0) calls.push(call);
+    return calls;
   }
 
   /** What became of the claims a token made; its event keys hold the token. */
@@ -564,14 +672,15 @@ export class RedisLiveStore implements LiveStore {
 }
 
 /**
- * How a device's keys begin: `PREFIX{DEVICE}:`, then `e:EVENT` for each event id and `live` for
- * its state, the device id a hash tag so that they share a Cluster slot. Ids are any text, and
- * written as they are a device id holding `}` would let keys meet — device `a` with event
- * `b}:e:c` and device `a}:e:b` with event `c` (one would be answered a duplicate of the other and
- * never stored), or an event key another device's live state. Such an id is written with `%` and
- * `}` escaped, its tag then followed by `~` where no other key has it; every other id keeps the
- * keys it always had. (The tag ends at the first `}`, so the marker after it tells the two forms
- * apart, and the rest of the key after that cannot reach back into the tag.)
+ * How a device's keys begin: `PREFIX{DEVICE}:`, then `ids:HOUR` for each ledger bucket (HOUR: hours
+ * since 1970 of observed time) and `live` for its state, the device id a hash tag so that they
+ * share a Cluster slot. Ids are any text. While event ids were part of keys (`e:EVENT`, before
+ * 2026-11-28), a device id holding `}` written as it is would let keys meet — device `a` with
+ * event `b}:e:c` and device `a}:e:b` with event `c` — so such an id is written with `%` and `}`
+ * escaped, its tag then followed by `~` where no other key has it; every other id keeps the keys
+ * it always had. Kept so that such devices keep their live state. (The tag ends at the first `}`,
+ * so the marker after it tells the two forms apart, and the rest of the key after that cannot
+ * reach back into the tag.)
  */
 function deviceKeys(prefix: string, deviceId: string): string {
   if (!deviceId.includes("}")) return `${prefix}{${deviceId}}:`;
