@@ -6,6 +6,8 @@
 // live-state update of each device; the trends read. Then what the ledger holds per reading in
 // Redis's memory (INFO memory's used_memory, before and after the claims and their commits).
 // Run: node --import tsx bench/live-store-costs.ts [--readings 200000] [--devices 20000]
+//   [--listpack-entries N]   (redis-server's hash-max-listpack-entries: a ledger bucket with more ids
+//                             than this, 128 by default, takes Redis's larger hash table encoding)
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -13,7 +15,13 @@ import { startRedisServer } from "../test/support/redis-server.js";
 import type { EventKey } from "../src/store/live/live-store.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 
-const { values } = parseArgs({ options: { readings: { type: "string", default: "200000" }, devices: { type: "string", default: "20000" } } });
+const { values } = parseArgs({
+  options: {
+    readings: { type: "string", default: "200000" },
+    devices: { type: "string", default: "20000" },
+    "listpack-entries": { type: "string" },
+  },
+});
 const READINGS = Number(values.readings);
 const BATCH = 2_000;
 const DEVICES = Number(values.devices);
@@ -29,6 +37,7 @@ const serverCpuSeconds = () => {
 const store = new RedisLiveStore({ url: server.url });
 await store.connect();
 const admin = new Redis(server.url);
+if (values["listpack-entries"] !== undefined) await admin.config("SET", "hash-max-listpack-entries", values["listpack-entries"]);
 const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await admin.info("memory"))![1]);
 
 const batches = (run: string): EventKey[][] =>

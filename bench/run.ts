@@ -12,6 +12,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
 import { startInstantIngestServer } from "./instant-ingest-server.js";
 import { measureLimit, median } from "./limit.js";
 import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
@@ -118,6 +119,7 @@ try {
           ];
 
   let load: LoadResult;
+  let warmup: LoadResult | undefined;
   let cpuBefore: number;
   let redisCpuBefore: number | undefined;
   let threadsBefore = new Map<string, number>();
@@ -130,7 +132,7 @@ try {
     ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
-    await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
+    warmup = await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
     cpuBefore = cpuSeconds(pid);
     threadsBefore = threadCpuSeconds(pid);
     redisCpuBefore = redis?.pid === undefined ? undefined : cpuSeconds(redis.pid);
@@ -143,6 +145,9 @@ try {
   const exit = await service.stop();
   service = undefined;
   if (exit !== 0) fail(`the service exited with ${exit}`);
+  // What Redis holds after the run: the dedupe ledger of every reading stored (warm-up included)
+  // and each device's live state.
+  const redisMemory = redis === undefined ? undefined : await redisMemoryUse(redis.url);
 
   // The limit, measured now on the same machine with the service stopped.
   const limit = await measureLimit(path.join(dataDir, "limit"), Number(values["limit-rows"]));
@@ -194,6 +199,9 @@ try {
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
       load_generator_floor: floor,
       redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
+      redis_used_memory_bytes: redisMemory?.usedBytes,
+      redis_keys: redisMemory?.keys,
+      readings_accepted_with_warmup: load.accepted + (warmup?.accepted ?? 0),
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
       load_generator: loadArgs.join(" "),
@@ -344,3 +352,13 @@ function fail(message: string): never {
   throw new BenchError(message);
 }
 
+/** Redis's used_memory (INFO memory) and how many keys it holds. */
+async function redisMemoryUse(url: string): Promise<{ usedBytes: number; keys: number }> {
+  const admin = new Redis(url);
+  try {
+    const usedBytes = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))?.[1]);
+    return { usedBytes, keys: await admin.dbsize() };
+  } finally {
+    admin.disconnect();
+  }
+}
