@@ -43,8 +43,9 @@ const HELD = "+";
 // Each script takes the buckets' keys in KEYS, ending in their hour (hours since 1970), and in
 // ARGV how many of the call's ids each bucket has, joined by commas, then the ids bucket by
 // bucket (an argument per id and bucket: arguments are most of what a call costs the client).
-// keep() sets a bucket's expiry: once, for an hour not yet over (its end is fixed); moved on, for
-// an hour over (from now).
+// keep() sets a bucket's expiry: once, for an hour not yet over (its end is fixed; read with PTTL
+// rather than set with PEXPIREAT's NX, which Redis before 7.0 lacks); moved on, for an hour over
+// (from now).
 const BUCKETS = `
 local function sizes(joined)
   local out = {}
@@ -54,7 +55,7 @@ end
 local function keep(bucket, now, ms)
   local ends = (tonumber(string.match(bucket, '(%-?%d+)$')) + 1) * ${LEDGER_BUCKET_MS}
   if ends > now then
-    redis.call('PEXPIREAT', bucket, string.format('%.0f', ends + ms), 'NX')
+    if redis.call('PTTL', bucket) == -1 then redis.call('PEXPIREAT', bucket, string.format('%.0f', ends + ms)) end
   else
     redis.call('PEXPIREAT', bucket, string.format('%.0f', now + ms))
   end
