@@ -23,7 +23,9 @@ export type Reading = Message<"wattstream.telemetry.v1.Reading"> & {
   /**
    * event_id is chosen by the device (UUID, ULID or any unique string of 1 to 64 bytes) and is the
    * idempotency key: a reading resent with the same device_id and event_id within the dedupe window
-   * is counted as a duplicate and stored once.
+   * is counted as a duplicate and stored once. A resend repeats the reading as first sent,
+   * observed_at included: the service finds an earlier copy by its observed_at, so one resent with
+   * another observed_at may be stored a second time.
    *
    * @generated from field: string event_id = 1;
    */
