@@ -62,8 +62,9 @@ local function keep(bucket, now, ms)
 end`;
 
 // KEYS: the ledger-since key, the ledger-run key, the token's key, then buckets. ARGV: token,
-// lease ms, now ms, remember ms, the prefix of token keys, the buckets' sizes, then their ids. Answers the
-// ledger's start, then per id, bucket by bucket, 0 claimed, 1 duplicate, 2 in flight, 3 reclaimed.
+// lease ms, now ms, remember ms, the prefix of token keys, the buckets' sizes, then their ids.
+// Answers the ledger's start, then per id, bucket by bucket, 0 claimed, 1 duplicate, 2 in flight,
+// 3 reclaimed.
 // The ledger starts again (now) whenever this Redis is not the one that answered the last claim —
 // by its run_id, which every start of redis-server draws anew: an empty Redis holds no ids, and
 // one that loaded a snapshot or an append-only file after a crash, or a replica promoted in a
@@ -137,8 +138,8 @@ if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
 redis.call('SET', KEYS[1], '${COMMITTED}', 'PX', ARGV[1])
 return 1`;
 
-// KEYS: buckets. ARGV: token, now ms, window ms, the buckets' sizes, then their ids. Commits the ids the token
-// still holds and those Redis lost; not one another batch has claimed since.
+// KEYS: buckets. ARGV: token, now ms, window ms, the buckets' sizes, then their ids. Commits the
+// ids the token still holds and those Redis lost; not one another batch has claimed since.
 const COMMIT_EVENTS = `${BUCKETS}
 local token, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local size = sizes(ARGV[4])
@@ -164,8 +165,8 @@ if redis.call('GET', KEYS[1]) ~= '${HELD}' then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
-// KEYS: the token's key, then buckets. ARGV: token, the buckets' sizes, then their ids. Deletes only claims
-// this token still holds, and none once it committed them.
+// KEYS: the token's key, then buckets. ARGV: token, the buckets' sizes, then their ids. Deletes
+// only claims this token still holds, and none once it committed them.
 const RELEASE_EVENTS = `${BUCKETS}
 if redis.call('GET', KEYS[1]) == '${COMMITTED}' then return 0 end
 local size = sizes(ARGV[2])
@@ -654,7 +655,7 @@ export class RedisLiveStore implements LiveStore {
     return calls;
   }
 
-  /** What became of the claims a token made; its event keys hold the token. */
+  /** What became of the claims a token made; the ids it claimed hold the token. */
   private claimKey(token: string): string {
     return `${this.prefix}claim:${token}`;
   }
