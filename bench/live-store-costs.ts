@@ -5,9 +5,12 @@
 // and every batch before 2026-11-26 did); a resend's claim (every id a duplicate); the
 // live-state update of each device; the trends read. Then what the ledger holds per reading in
 // Redis's memory (INFO memory's used_memory, before and after the claims and their commits).
-// Run: node --import tsx bench/live-store-costs.ts [--readings 200000] [--devices 20000]
+// Claim tokens are made as the ingest engine makes them (16 characters); event ids are
+// `--id-length` characters long (26 by default, a ULID's length).
+// Run: node --import tsx bench/live-store-costs.ts [--readings 200000] [--devices 20000] [--id-length 26]
 //   [--listpack-entries N]   (redis-server's hash-max-listpack-entries: a ledger bucket with more ids
-//                             than this, 128 by default, takes Redis's larger hash table encoding)
+//                             than this, 512 by default, takes Redis's larger hash table encoding)
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -19,12 +22,17 @@ const { values } = parseArgs({
   options: {
     readings: { type: "string", default: "200000" },
     devices: { type: "string", default: "20000" },
+    "id-length": { type: "string", default: "26" },
     "listpack-entries": { type: "string" },
   },
 });
 const READINGS = Number(values.readings);
 const BATCH = 2_000;
 const DEVICES = Number(values.devices);
+const ID_LENGTH = Number(values["id-length"]);
+/** One claim token per batch, as the ingest engine makes them. */
+const tokens = new Map<string, string>();
+const tokenOf = (name: string) => tokens.get(name) ?? tokens.set(name, randomBytes(12).toString("base64url")).get(name)!;
 const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
 
@@ -43,8 +51,9 @@ const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await admin.info(
 const batches = (run: string): EventKey[][] =>
   Array.from({ length: READINGS / BATCH }, (_, b) =>
     Array.from({ length: BATCH }, (_, i) => ({
-      deviceId: `meter-${(b * BATCH + i) % DEVICES}`,
-      eventId: `${run}-${b * BATCH + i}`,
+      // Each run its own devices, so that each run's ledger memory includes its own hashes.
+      deviceId: `${run}-meter-${(b * BATCH + i) % DEVICES}`,
+      eventId: `${run}-${b * BATCH + i}-`.padEnd(ID_LENGTH, "0"),
       observedAtMs: Date.now(),
     })),
   );
@@ -61,14 +70,14 @@ async function measure(name: string, steps: readonly (() => Promise<unknown>)[])
 const byBatch = batches("a");
 const perEvent = batches("b");
 let memoryBefore = await usedMemory();
-await measure("claim (new ids)", byBatch.map((keys, b) => () => store.claimEvents(keys, `a${b}`, LEASE_MS, WINDOW_MS)));
-await measure("commit, once per batch", byBatch.map((keys, b) => () => store.commitClaims(`a${b}`, keys, WINDOW_MS)));
+await measure("claim (new ids)", byBatch.map((keys, b) => () => store.claimEvents(keys, tokenOf(`a${b}`), LEASE_MS, WINDOW_MS)));
+await measure("commit, once per batch", byBatch.map((keys, b) => () => store.commitClaims(tokenOf(`a${b}`), keys, WINDOW_MS)));
 const batchCommittedBytes = (await usedMemory()) - memoryBefore;
 memoryBefore = await usedMemory();
-for (const [b, keys] of perEvent.entries()) await store.claimEvents(keys, `b${b}`, LEASE_MS, WINDOW_MS);
-await measure("commit, event by event", perEvent.map((keys, b) => () => store.commitEvents(keys, `b${b}`, WINDOW_MS)));
+for (const [b, keys] of perEvent.entries()) await store.claimEvents(keys, tokenOf(`b${b}`), LEASE_MS, WINDOW_MS);
+await measure("commit, event by event", perEvent.map((keys, b) => () => store.commitEvents(keys, tokenOf(`b${b}`), WINDOW_MS)));
 const eventCommittedBytes = (await usedMemory()) - memoryBefore;
-await measure("claim of a resend (all duplicates)", byBatch.map((keys, b) => () => store.claimEvents(keys, `r${b}`, LEASE_MS, WINDOW_MS)));
+await measure("claim of a resend (all duplicates)", byBatch.map((keys, b) => () => store.claimEvents(keys, tokenOf(`r${b}`), LEASE_MS, WINDOW_MS)));
 let observedAtMs = Date.now();
 await measure(
   "live state, one update per reading",

@@ -30,10 +30,10 @@ const COMMITTED = "=";
 const HELD = "+";
 
 // The ledger keeps a device's event ids in one hash per hour of observed time (a bucket), each id
-// a field holding its claimer's token or COMMITTED. A key per event cost ~150-170 B per reading
-// (the key, its expiry entry and the keyspace's overhead); a field in an hour's hash costs 13-20 B
-// while the hash stays in Redis's compact encoding (up to 128 ids, by default), ~65 B beyond, and
-// the bucket's TTL stands for all of its ids (docs/capacity.md has the measurements). Bucketing by
+// a field holding its claimer's token or COMMITTED. A key per event cost ~175-220 B per reading
+// (the key, its expiry entry and the keyspace's overhead); a field in an hour's hash costs ~35-55 B
+// while the hash stays in Redis's compact encoding (up to 512 ids, by default), and the bucket's
+// TTL stands for all of its ids (docs/capacity.md has the measurements). Bucketing by
 // observed time keeps the window's meaning: a bucket lives until the window has passed since its
 // hour ended (or, for an hour already over when it is written, since then), so the ledger holds
 // every id observed within the window, and one observed before it is checked against history
