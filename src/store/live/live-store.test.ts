@@ -709,22 +709,29 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
     return store;
   });
 
-  it("surveys a battery unit whose state was written before its level had a field of its own", async () => {
+  /** Runs `test` with a store on keys of its own and a plain client to look at what it wrote. */
+  async function withOwnKeys(test: (store: RedisLiveStore, admin: Redis, prefix: string) => Promise<void>): Promise<void> {
     const prefix = `test-${randomUUID()}:`;
     const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
     const admin = new Redis(server!.url);
     try {
       await store.connect();
+      await test(store, admin, prefix);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  }
+
+  it("surveys a battery unit whose state was written before its level had a field of its own", async () => {
+    await withOwnKeys(async (store, admin, prefix) => {
       const values = { health_level: "CRITICAL", health_score: 12 };
       await store.applyLiveState([{ deviceId: "old-unit", kind: "battery", observedAtMs: 5, receivedAtMs: 20, values }]);
       expect(await admin.hdel(`${prefix}{old-unit}:live`, "level")).toBe(1);
       const survey = await store.surveyDevices(["old-unit"], 10);
       expect([...survey.batteryLevels]).toEqual([["CRITICAL", 1]]);
       expect(survey.attention).toEqual([{ deviceId: "old-unit", kind: "battery", observedAtMs: 5, lastSeenMs: 20, level: "CRITICAL" }]);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 
   it("writes back the ids of a batch that was in flight while Redis restarted, once the batch commits", async () => {
@@ -805,11 +812,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
   it("keeps a record of a batch for the dedupe window only when it committed the batch in one step", async () => {
     // The record is a key per batch: kept for a fleet's one-reading calls it would nearly double
     // the ledger's memory, so small batches commit event by event and leave none behind.
-    const prefix = `test-${randomUUID()}:`;
-    const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
-    const admin = new Redis(server!.url);
-    try {
-      await store.connect();
+    await withOwnKeys(async (store, admin, prefix) => {
       const records = async () => {
         const keys = await admin.keys(`${prefix}claim:*`);
         return Promise.all(keys.map((key) => admin.pttl(key)));
@@ -823,20 +826,13 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
       const left = await records();
       expect(left).toHaveLength(1);
       expect(left[0]).toBeGreaterThan(WINDOW_MS - 60_000);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 
   it("keeps a device's ids in one hash per hour of observed time, each expiring a window after its hour", async () => {
     // Every ledger key must expire, or the ledger grows for good; a key per id cost ~150 B more per
     // reading than a field in an hour's hash.
-    const prefix = `test-${randomUUID()}:`;
-    const store = new RedisLiveStore({ url: server!.url, keyPrefix: prefix });
-    const admin = new Redis(server!.url);
-    try {
-      await store.connect();
+    await withOwnKeys(async (store, admin, prefix) => {
       const hourOf = (ms: number) => Math.floor(ms / HOUR_MS);
       const now = Date.now();
       const observed = [now, now - 1, now - 3 * HOUR_MS, now - 30 * 24 * HOUR_MS];
@@ -856,10 +852,7 @@ describe.skipIf(!haveRedis)("with a real redis-server", () => {
         expect(Math.abs(expiresAtMs - due)).toBeLessThan(5_000);
       }
       expect(await admin.hlen(`${prefix}{meter-hours}:ids:${hourOf(now - 3 * HOUR_MS)}`)).toBe(1);
-    } finally {
-      admin.disconnect();
-      await store.close();
-    }
+    });
   });
 
   it("reports Redis's eviction policy, so the service can warn of one that may drop ledger keys", async () => {
