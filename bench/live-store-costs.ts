@@ -11,9 +11,9 @@
 //   [--listpack-entries N]   (redis-server's hash-max-listpack-entries: a ledger bucket with more ids
 //                             than this, 512 by default, takes Redis's larger hash table encoding)
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
+import { cpuSeconds } from "./process-stats.js";
 import { startRedisServer } from "../test/support/redis-server.js";
 import type { EventKey } from "../src/store/live/live-store.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
@@ -37,11 +37,7 @@ const LEASE_MS = 30_000;
 const WINDOW_MS = 7 * 86_400_000;
 
 const server = await startRedisServer();
-const ticksPerSecond = 100;
-const serverCpuSeconds = () => {
-  const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
-};
+const serverCpuSeconds = () => cpuSeconds(server.pid!);
 const store = new RedisLiveStore({ url: server.url });
 await store.connect();
 const admin = new Redis(server.url);
