@@ -136,11 +136,13 @@ try {
     cpuBefore = cpuSeconds(pid);
     threadsBefore = threadCpuSeconds(pid);
     redisCpuBefore = redis?.pid === undefined ? undefined : cpuSeconds(redis.pid);
+    if (redis !== undefined) await resetRedisStats(redis.url);
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
   }
   const cpuAfter = cpuSeconds(pid);
   const redisCpu = redisCpuBefore === undefined || redis?.pid === undefined ? undefined : cpuSeconds(redis.pid) - redisCpuBefore;
   const threadsAfter = threadCpuSeconds(pid);
+  const redisCommands = redis === undefined || scenario === "connections" ? undefined : await redisCommandStats(redis.url);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
@@ -199,6 +201,7 @@ try {
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
       load_generator_floor: floor,
       redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
+      redis_commands: redisCommands,
       redis_used_memory_bytes: redisMemory?.usedBytes,
       redis_keys: redisMemory?.keys,
       readings_accepted_with_warmup: load.accepted + (warmup?.accepted ?? 0),
@@ -350,6 +353,34 @@ function round(value: number, digits = 1): number {
 
 function fail(message: string): never {
   throw new BenchError(message);
+}
+
+/** Zeroes Redis's command counters, so that INFO commandstats covers the measured window alone. */
+async function resetRedisStats(url: string): Promise<void> {
+  const admin = new Redis(url);
+  try {
+    await admin.config("RESETSTAT");
+  } finally {
+    admin.disconnect();
+  }
+}
+
+/**
+ * What Redis ran since its counters were reset, per command (INFO commandstats): calls, and
+ * microseconds of its CPU per call. A script's commands are counted both inside it and in its
+ * EVALSHA, whose time includes theirs.
+ */
+async function redisCommandStats(url: string): Promise<Record<string, { calls: number; usec_per_call: number }>> {
+  const admin = new Redis(url);
+  try {
+    const stats: Record<string, { calls: number; usec_per_call: number }> = {};
+    for (const [, command, calls, perCall] of (await admin.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/g)) {
+      stats[command!] = { calls: Number(calls), usec_per_call: Number(perCall) };
+    }
+    return stats;
+  } finally {
+    admin.disconnect();
+  }
 }
 
 /** Redis's used_memory (INFO memory) and how many keys it holds. */
