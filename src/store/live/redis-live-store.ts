@@ -45,7 +45,9 @@ const HELD = "+";
 // bucket (an argument per id and bucket: arguments are most of what a call costs the client).
 // keep() sets a bucket's expiry: once, for an hour not yet over (its end is fixed; read with PTTL
 // rather than set with PEXPIREAT's NX, which Redis before 7.0 lacks); moved on, for an hour over
-// (from now).
+// (from now). The hour is read from the key's last 12 characters first (up to 8 characters: any year
+// from 830 to 13377): matched from the start of the key, the pattern is tried at every position, which
+// was ~0.7 µs per bucket, a fifth of a claimed id's cost in redis-server.
 const BUCKETS = `
 local function sizes(joined)
   local out = {}
@@ -53,7 +55,7 @@ local function sizes(joined)
   return out
 end
 local function keep(bucket, now, ms)
-  local ends = (tonumber(string.match(bucket, '(%-?%d+)$')) + 1) * ${LEDGER_BUCKET_MS}
+  local ends = (tonumber(string.match(bucket, 'ids:(%-?%d+)$', -12) or string.match(bucket, 'ids:(%-?%d+)$')) + 1) * ${LEDGER_BUCKET_MS}
   if ends > now then
     if redis.call('PTTL', bucket) == -1 then redis.call('PEXPIREAT', bucket, string.format('%.0f', ends + ms)) end
   else
