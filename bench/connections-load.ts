@@ -8,7 +8,12 @@
 //
 // stdout carries one JSON line per event — {"event":"step",...}, {"event":"hold_start",...},
 // {"event":"hold_end",...} (bench/run.ts samples the service's RSS between the last two) — and
-// the result as the last line.
+// the result as the last line. The result's `hold` covers the readings written during the hold
+// alone (the `fleet` scenario's streams, run.ts, measure that window): how many, their
+// acknowledgement latency, and this process's CPU.
+// `--phase random` has each stream's second reading fall at a random point of its first interval
+// (and every interval after it), so that the streams of one step do not all write at once, as
+// independent devices would not; by default they follow the first reading at each interval.
 //   node --import tsx bench/connections-load.ts --target 127.0.0.1:8080 --streams 20000 --hold 20
 import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -42,8 +47,10 @@ const { values } = parseArgs({
     // With --streams max: the service's process, and the resident memory at which the ramp stops.
     "service-pid": { type: "string" },
     "max-rss": { type: "string", default: String(1.5e9) },
+    phase: { type: "string", default: "open" },
   },
 });
+if (values.phase !== "open" && values.phase !== "random") throw new Error("--phase must be open or random");
 /** The most streams `--streams max` opens, whatever the memory: far past any two-core host's. */
 const MAX_STREAMS = 200_000;
 const findMax = values.streams === "max";
@@ -79,6 +86,8 @@ interface Stream {
   readonly call: grpc.ClientDuplexStream<Buffer, SyncReadingsResponse>;
   /** Send times of the readings not yet acknowledged, oldest first. */
   readonly unacknowledged: number[];
+  /** Of those, how many were written during the hold (they are the newest ones). */
+  unacknowledgedFromHold: number;
   sent: number;
   acknowledged: number;
   /** The stream's readings stored so far, as its last answer says (acknowledged counts duplicates and rejections too). */
@@ -90,6 +99,9 @@ interface Stream {
 }
 
 const latencies: number[] = [];
+/** The readings written during the hold: the steady state, after every stream has opened. */
+const hold = { startedAt: Infinity, endedAt: Infinity, sent: 0, latencies: [] as number[] };
+const inHold = (at: number) => at >= hold.startedAt && at < hold.endedAt;
 const failures: Record<string, number> = {};
 let opened = 0;
 let openNow = 0;
@@ -113,6 +125,7 @@ function openStream(index: number): Stream {
       new grpc.Metadata(),
     ),
     unacknowledged: [],
+    unacknowledgedFromHold: 0,
     sent: 0,
     acknowledged: 0,
     accepted: 0,
@@ -123,16 +136,26 @@ function openStream(index: number): Stream {
   openNow++;
   const send = () => {
     if (!stream.open) return;
-    stream.unacknowledged.push(performance.now());
+    const now = performance.now();
+    stream.unacknowledged.push(now);
     stream.call.write(message(index, stream.sent++));
     sent++;
+    if (inHold(now)) {
+      hold.sent++;
+      stream.unacknowledgedFromHold++;
+    }
   };
   stream.call.on("data", (response: SyncReadingsResponse) => {
     const now = performance.now();
     const upTo = Number(response.acknowledged);
     for (; stream.acknowledged < upTo; stream.acknowledged++) {
-      latencies.push(now - stream.unacknowledged.shift()!);
+      const sentAt = stream.unacknowledged.shift()!;
+      latencies.push(now - sentAt);
       acks++;
+      if (inHold(sentAt)) {
+        hold.latencies.push(now - sentAt);
+        stream.unacknowledgedFromHold--;
+      }
     }
     rejected += response.rejected.length;
     stream.accepted = Number(response.accepted);
@@ -142,7 +165,7 @@ function openStream(index: number): Stream {
     if (!stream.open) return;
     stream.open = false;
     openNow--;
-    clearInterval(stream.timer);
+    clearTimeout(stream.timer); // in Node, clearTimeout clears an interval too
     markOpened();
   };
   stream.call.on("error", (error: grpc.ServiceError) => {
@@ -155,7 +178,14 @@ function openStream(index: number): Stream {
     closed();
   });
   send();
-  stream.timer = setInterval(send, intervalMs);
+  if (values.phase === "open") stream.timer = setInterval(send, intervalMs);
+  else {
+    stream.timer = setTimeout(() => {
+      if (!stream.open) return;
+      send();
+      stream.timer = setInterval(send, intervalMs);
+    }, Math.random() * intervalMs);
+  }
   return stream;
 }
 
@@ -204,7 +234,11 @@ const rampSeconds = (performance.now() - started) / 1000;
 
 const openAtHold = openNow;
 emit({ event: "hold_start", streams_open: openAtHold });
+hold.startedAt = performance.now();
+const cpuAtHold = process.cpuUsage();
 await new Promise((resolve) => setTimeout(resolve, holdMs));
+hold.endedAt = performance.now();
+const holdCpu = process.cpuUsage(cpuAtHold);
 const openAtEnd = openNow;
 emit({ event: "hold_end", streams_open: openAtEnd });
 const elapsedS = (performance.now() - started) / 1000;
@@ -218,7 +252,7 @@ const acceptedInRun = streams.reduce((n, s) => n + s.accepted, 0);
 // the service stops with nothing in flight.
 endedByClient = true;
 for (const s of streams) {
-  clearInterval(s.timer);
+  clearTimeout(s.timer);
   if (s.open) s.call.end();
 }
 let closeTimer: NodeJS.Timeout | undefined;
@@ -230,8 +264,14 @@ clearTimeout(closeTimer);
 const stillOpenAfterEnd = streams.filter((s) => s.open).length;
 for (const channel of channels) channel.close();
 
-latencies.sort((a, b) => a - b);
-const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+const percentiles = (sample: number[]) => {
+  sample.sort((a, b) => a - b);
+  const pct = (p: number) => sample[Math.min(sample.length - 1, Math.floor(p * sample.length))] ?? 0;
+  return { p50: pct(0.5), p99: pct(0.99), max: sample.at(-1) ?? 0 };
+};
+// A reading written during the hold and never acknowledged (its stream failed, or the service
+// still had it when the streams were ended and closed) counts against the hold.
+const holdUnacknowledged = streams.reduce((n, s) => n + s.unacknowledgedFromHold, 0);
 console.log(
   JSON.stringify({
     streams_requested: findMax ? "max" : streamCount,
@@ -251,7 +291,15 @@ console.log(
     errors: Object.values(failures).reduce((a, b) => a + b, 0),
     elapsed_s: elapsedS,
     readings_per_second: acceptedInRun / elapsedS,
-    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+    call_latency_ms: percentiles(latencies),
+    hold: {
+      seconds: (hold.endedAt - hold.startedAt) / 1000,
+      sent: hold.sent,
+      acknowledged: hold.latencies.length,
+      unacknowledged: holdUnacknowledged,
+      ack_latency_ms: percentiles(hold.latencies),
+      cpu_seconds: (holdCpu.user + holdCpu.system) / 1e6,
+    },
   }),
 );
 process.exit(0);

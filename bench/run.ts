@@ -48,7 +48,12 @@ const { values } = parseArgs({
     "limit-rows": { type: "string", default: "300000" },
     // fleet: how much faster than real time the devices' one-reading-a-minute clock runs.
     compress: { type: "string", default: "10" },
-    // fleet: the load generator's gRPC client, grpc-js or http2 (bench/fleet-load.ts).
+    // fleet: how the devices send. "streams": each keeps a SyncReadings stream open and writes its
+    // readings on it, as firmware does (bench/connections-load.ts); "unary": one IngestReadings
+    // call per reading, as a browser or curl would (bench/fleet-load.ts; the default before
+    // 2026-11-28).
+    calls: { type: "string", default: "streams" },
+    // fleet with unary calls: the load generator's gRPC client, grpc-js or http2.
     client: { type: "string", default: "grpc-js" },
     // throughput: concurrent StreamReadings calls (default 128). connections: how many
     // SyncReadings streams to open (default 20000; "max": until a step fails or the service's RSS
@@ -71,6 +76,9 @@ process.on("uncaughtException", (error) => {
 });
 if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
 if (values.client !== "grpc-js" && values.client !== "http2") fail("--client must be grpc-js or http2");
+if (values.calls !== "streams" && values.calls !== "unary") fail("--calls must be streams or unary");
+const fleetOnStreams = scenario === "fleet" && values.calls === "streams";
+if (fleetOnStreams && values.client !== "grpc-js") fail("--client applies to --calls unary; the streams load uses grpc-js");
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const dataDir = mkdtempSync(path.join(tmpdir(), "wattstream-bench-"));
@@ -108,41 +116,73 @@ try {
   const pid = service.child.pid!;
 
   const seconds = Number(values.seconds ?? (scenario === "throughput" ? 20 : 20));
+  // The fleet on streams: 20,000 devices, each on its own stream, 500 streams per connection, each
+  // writing a reading when its stream opens and then one a minute (compressed) at a random phase;
+  // measured over `hold` seconds once every stream is open.
+  const fleetStreamArgs = (hold: number) => [
+    ...["bench/connections-load.ts", "--streams", "20000", "--interval", String(60 / Number(values.compress)), "--hold", String(hold)],
+    ...["--step", "1000", "--per-connection", "500", "--phase", "random"],
+  ];
   const loadArgs =
     scenario === "throughput"
       ? ["bench/load-generator.ts", "--streams", streams, "--frames-per-call", "20", "--frame", "100"]
-      : scenario === "fleet"
-        ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8", "--client", values.client!]
-        : [
-            ...["bench/connections-load.ts", "--streams", streams, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
-            ...(streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
-          ];
+      : fleetOnStreams
+        ? fleetStreamArgs(seconds)
+        : scenario === "fleet"
+          ? ["bench/fleet-load.ts", "--devices", "20000", "--interval", "60", "--compress", values.compress!, "--channels", "8", "--client", values.client!]
+          : [
+              ...["bench/connections-load.ts", "--streams", streams, "--interval", "30", "--hold", values.hold!, "--step", "1000", "--per-connection", "500"],
+              ...(streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
+            ];
 
+  // The measured window's CPU: the service's, by thread, and redis-server's.
+  const readCpu = () => ({
+    service: cpuSeconds(pid),
+    threads: threadCpuSeconds(pid),
+    redis: redis?.pid === undefined ? undefined : cpuSeconds(redis.pid),
+  });
   let load: LoadResult;
   let warmup: LoadResult | undefined;
-  let cpuBefore: number;
-  let redisCpuBefore: number | undefined;
-  let threadsBefore = new Map<string, number>();
+  // Every reading the run stored, warm-up (or the streams' ramp) included: what Redis holds after.
+  let storedInRun: number | undefined;
+  // Read again where each scenario's window starts (kept if a load never says it has).
+  let windowStart = readCpu();
+  let windowEnd: ReturnType<typeof readCpu> | undefined;
+  let redisCommands: Promise<RedisCommandStats> | undefined;
   let connections: Record<string, unknown> | undefined;
   if (scenario === "connections") {
     // No warm-up: the point is memory per open stream, and the idle RSS is taken before any opens.
     const rssIdle = await idleRssBytes(pid);
-    cpuBefore = cpuSeconds(pid);
-    threadsBefore = threadCpuSeconds(pid);
+    windowStart = readCpu();
     ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
+  } else if (fleetOnStreams) {
+    // No separate warm-up: opening the 20,000 streams, each writing its first reading, is one. The
+    // window is the hold, every stream open.
+    const rssIdle = await idleRssBytes(pid);
+    let redisReset: Promise<void> | undefined;
+    let whole: LoadResult;
+    ({ load: whole, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle, (event) => {
+      if (event === "hold_start") {
+        windowStart = readCpu();
+        redisReset = redis === undefined ? undefined : resetRedisStats(redis.url);
+      } else if (event === "hold_end") {
+        windowEnd = readCpu();
+        redisCommands = redis === undefined ? undefined : redisReset!.then(() => redisCommandStats(redis!.url));
+      }
+    }));
+    load = holdOf(whole as LoadResult & { hold: HoldResult; rejected: number });
+    storedInRun = whole.accepted;
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
     warmup = await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
-    cpuBefore = cpuSeconds(pid);
-    threadsBefore = threadCpuSeconds(pid);
-    redisCpuBefore = redis?.pid === undefined ? undefined : cpuSeconds(redis.pid);
+    windowStart = readCpu();
     if (redis !== undefined) await resetRedisStats(redis.url);
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
   }
-  const cpuAfter = cpuSeconds(pid);
-  const redisCpu = redisCpuBefore === undefined || redis?.pid === undefined ? undefined : cpuSeconds(redis.pid) - redisCpuBefore;
-  const threadsAfter = threadCpuSeconds(pid);
-  const redisCommands = redis === undefined || scenario === "connections" ? undefined : await redisCommandStats(redis.url);
+  windowEnd ??= readCpu();
+  if (redis !== undefined && scenario !== "connections") redisCommands ??= redisCommandStats(redis.url);
+  const redisCpu = windowStart.redis === undefined || windowEnd.redis === undefined ? undefined : windowEnd.redis - windowStart.redis;
+  const redisCommandsRan = await redisCommands;
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
@@ -155,7 +195,9 @@ try {
   const limit = await measureLimit(path.join(dataDir, "limit"), Number(values["limit-rows"]));
   // And for fleet, what the same load sees from a server that answers at once: the part of the
   // latency that is the load generator's own.
-  const floor = scenario === "fleet" ? await measureLoadFloor(loadArgs, Number(values["floor-seconds"])) : undefined;
+  const floorSeconds = Number(values["floor-seconds"]);
+  const floor =
+    scenario !== "fleet" ? undefined : fleetOnStreams ? await measureStreamsFloor(fleetStreamArgs(floorSeconds), floorSeconds) : await measureLoadFloor(loadArgs, floorSeconds);
 
   const result = {
     scenario,
@@ -165,7 +207,7 @@ try {
       p99: round(load.call_latency_ms.p99),
       max: round(load.call_latency_ms.max),
     },
-    service_cpu_seconds: round(cpuAfter - cpuBefore),
+    service_cpu_seconds: round(windowEnd.service - windowStart.service),
     service_peak_rss_bytes: peakRss,
     limit_readings_per_second: round(limit.insert_rows_per_second),
     limit_protobuf_decode_readings_per_second: round(limit.decode_readings_per_second),
@@ -179,9 +221,11 @@ try {
       ack_latency_is:
         scenario === "throughput"
           ? "per StreamReadings call of 2,000 readings"
-          : scenario === "fleet"
-            ? "per reading (one call each)"
-            : "per reading, from its write on the open SyncReadings stream to the cumulative acknowledgement covering it",
+          : fleetOnStreams
+            ? "per reading written during the hold (every stream open), from its write on its device's SyncReadings stream to the cumulative acknowledgement covering it"
+            : scenario === "fleet"
+              ? "per reading (one call each)"
+              : "per reading, from its write on the open SyncReadings stream to the cumulative acknowledgement covering it",
       ...connections,
       live_store: redis ? (values["redis-appendonly"] ? "redis-server, appendonly everysec" : "redis-server, no persistence") : "embedded",
       // The service reads LEAN_GRPC_STREAMS from the environment the bench was started with.
@@ -191,8 +235,8 @@ try {
       // V8Worker for V8's background threads, MergeMutate for the engine's merges; the engine's
       // query threads are unnamed), over the same window as service_cpu_seconds.
       service_cpu_seconds_by_thread: Object.fromEntries(
-        [...threadsAfter]
-          .map(([name, seconds]) => [name, round(seconds - (threadsBefore.get(name) ?? 0), 2)] as const)
+        [...windowEnd.threads]
+          .map(([name, seconds]) => [name, round(seconds - (windowStart.threads.get(name) ?? 0), 2)] as const)
           .filter(([, seconds]) => seconds >= 0.05)
           .sort((a, b) => b[1] - a[1]),
       ),
@@ -201,10 +245,10 @@ try {
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
       load_generator_floor: floor,
       redis_server_cpu_seconds: redisCpu === undefined ? undefined : round(redisCpu),
-      redis_commands: redisCommands,
+      redis_commands: redisCommandsRan,
       redis_used_memory_bytes: redisMemory?.usedBytes,
       redis_keys: redisMemory?.keys,
-      readings_accepted_with_warmup: load.accepted + (warmup?.accepted ?? 0),
+      readings_accepted_with_warmup: storedInRun ?? load.accepted + (warmup?.accepted ?? 0),
       limit: limit,
       machine: { cpus: (await import("node:os")).availableParallelism(), node: process.version },
       load_generator: loadArgs.join(" "),
@@ -247,8 +291,9 @@ async function idleRssBytes(pid: number): Promise<number> {
 async function runConnectionsLoad(
   args: string[],
   target: string,
-  pid: number,
-  rssIdle: number,
+  pid: number | undefined,
+  rssIdle: number | undefined,
+  onEvent: (event: string) => void = () => {},
 ): Promise<{ load: LoadResult; details: Record<string, unknown> }> {
   const child = spawn(process.execPath, ["--import", "tsx", ...args, "--target", target], {
     cwd: repoRoot,
@@ -267,12 +312,14 @@ async function runConnectionsLoad(
       return;
     }
     lines.push(entry);
+    if (typeof entry.event === "string") onEvent(entry.event);
     if (entry.event === "hold_start") {
       holding = true;
       openAtHold = entry.streams_open as number;
     } else if (entry.event === "hold_end") holding = false;
   });
   const sampler = setInterval(() => {
+    if (pid === undefined) return;
     const rss = rssBytes(pid);
     peakDuringLoad = Math.max(peakDuringLoad, rss);
     if (holding) atHold.push(rss);
@@ -290,7 +337,7 @@ async function runConnectionsLoad(
       streams_open_at_end: load.streams_open_at_end,
       rss_idle_bytes: rssIdle,
       rss_at_hold_bytes: rssAtHold,
-      rss_per_stream_bytes: openAtHold > 0 ? Math.round((rssAtHold - rssIdle) / openAtHold) : null,
+      rss_per_stream_bytes: openAtHold > 0 && rssIdle !== undefined ? Math.round((rssAtHold - rssIdle) / openAtHold) : null,
       rss_at_hold_samples_bytes: atHold,
       rss_max_during_load_bytes: peakDuringLoad,
       streams: {
@@ -326,6 +373,54 @@ async function measureLoadFloor(args: string[], seconds: number): Promise<Record
       readings_per_second: round(load.readings_per_second),
       ack_latency_ms: { p50: round(load.call_latency_ms.p50), p99: round(load.call_latency_ms.p99), max: round(load.call_latency_ms.max) },
       load_generator_cpu_seconds: load.cpu_seconds === undefined ? undefined : round(load.cpu_seconds),
+      errors: load.errors,
+    };
+  } finally {
+    await server.close();
+  }
+}
+
+/** The SyncReadings load's own figures over its hold (bench/connections-load.ts). */
+interface HoldResult {
+  seconds: number;
+  sent: number;
+  acknowledged: number;
+  unacknowledged: number;
+  ack_latency_ms: { p50: number; p99: number; max: number };
+  cpu_seconds: number;
+}
+
+/**
+ * The fleet on streams as a load result over the hold alone: the readings written in it, their
+ * acknowledgement latency, and the load generator's CPU in it. A reading written then and never
+ * acknowledged is an error, as is any rejection of the run (none is expected of fresh readings).
+ */
+function holdOf(load: LoadResult & { hold: HoldResult; rejected: number }): LoadResult {
+  const { hold } = load;
+  return {
+    sent: hold.sent,
+    accepted: hold.acknowledged,
+    errors: load.errors + hold.unacknowledged + load.rejected,
+    elapsed_s: hold.seconds,
+    readings_per_second: hold.acknowledged / hold.seconds,
+    call_latency_ms: hold.ack_latency_ms,
+    cpu_seconds: hold.cpu_seconds,
+  };
+}
+
+/** measureLoadFloor for the fleet on streams: the same streams held against the instant server. */
+async function measureStreamsFloor(args: string[], seconds: number): Promise<Record<string, unknown> | undefined> {
+  if (seconds <= 0) return undefined;
+  const server = await startInstantIngestServer();
+  try {
+    const { load: whole } = await runConnectionsLoad([...args, "--run", "floor"], server.target, undefined, undefined);
+    const load = holdOf(whole as LoadResult & { hold: HoldResult; rejected: number });
+    return {
+      against: "bench/instant-ingest-server.ts, which acknowledges every message at once",
+      measured_seconds: round(load.elapsed_s),
+      readings_per_second: round(load.readings_per_second),
+      ack_latency_ms: { p50: round(load.call_latency_ms.p50), p99: round(load.call_latency_ms.p99), max: round(load.call_latency_ms.max) },
+      load_generator_cpu_seconds: round(load.cpu_seconds!),
       errors: load.errors,
     };
   } finally {
@@ -370,10 +465,12 @@ async function resetRedisStats(url: string): Promise<void> {
  * microseconds of its CPU per call. A script's commands are counted both inside it and in its
  * EVALSHA, whose time includes theirs.
  */
-async function redisCommandStats(url: string): Promise<Record<string, { calls: number; usec_per_call: number }>> {
+type RedisCommandStats = Record<string, { calls: number; usec_per_call: number }>;
+
+async function redisCommandStats(url: string): Promise<RedisCommandStats> {
   const admin = new Redis(url);
   try {
-    const stats: Record<string, { calls: number; usec_per_call: number }> = {};
+    const stats: RedisCommandStats = {};
     for (const [, command, calls, perCall] of (await admin.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/g)) {
       stats[command!] = { calls: Number(calls), usec_per_call: Number(perCall) };
     }
