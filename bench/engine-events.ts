@@ -5,6 +5,10 @@
 //   node --import tsx bench/engine-events.ts insert [--rows 3] [--blocks 200] [--settings "compile_expressions = 0"]
 //     small inserts like the service's (RowBinary FROM INFILE, with a dedupe token, through every
 //     materialized view), into a fresh data directory, a third each per history table;
+//   node --import tsx bench/engine-events.ts capacity [--rows 200] [--seconds 10]
+//     how many such inserts the engine takes a second with this machine to itself, and its CPU
+//     (this process's, merges included) per insert: one connection inserting one block after
+//     another, then one connection per history table inserting at once, as the service does;
 //   node --import tsx bench/engine-events.ts performance --data-dir DIR [--calls 300] [--settings …]
 //     GetVehiclePerformance's totals statement for linked vehicles, on a directory seeded by
 //     `npm run bench:query -- --rows N --data-dir DIR`, over the 24 h before it was seeded.
@@ -29,12 +33,13 @@ const { values, positionals } = parseArgs({
     blocks: { type: "string", default: "200" },
     calls: { type: "string", default: "300" },
     "data-dir": { type: "string" },
+    seconds: { type: "string", default: "10" },
     settings: { type: "string", default: "" },
   },
 });
 const mode = positionals[0];
-if (mode !== "insert" && mode !== "performance") {
-  console.error("usage: engine-events.ts insert|performance [options] (see the header of bench/engine-events.ts)");
+if (mode !== "insert" && mode !== "capacity" && mode !== "performance") {
+  console.error("usage: engine-events.ts insert|capacity|performance [options] (see the header of bench/engine-events.ts)");
   process.exit(2);
 }
 const settings = values.settings.trim();
@@ -42,6 +47,22 @@ const settings = values.settings.trim();
 async function engineEvents(client: ClickHouseClient): Promise<Map<string, number>> {
   const result = await client.query({ query: "SELECT event, value FROM system.events", format: "JSONCompactEachRow" });
   return new Map((await result.json<[string, string]>()).map(([event, value]) => [event, Number(value)]));
+}
+
+/** Inserts for --seconds as `run` makes them; prints how many a second, their latency, and the CPU. */
+async function capacity(label: string, run: (until: number, times: number[]) => Promise<void>): Promise<void> {
+  const seconds = Number(values.seconds);
+  const times: number[] = [];
+  const cpu = process.cpuUsage();
+  await run(performance.now() + seconds * 1000, times);
+  const used = process.cpuUsage(cpu);
+  const cpuSeconds = (used.user + used.system) / 1e6;
+  const sorted = times.sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.floor(q * (sorted.length - 1))]!.toFixed(1);
+  console.log(
+    `${label}: ${(times.length / seconds).toFixed(1)} inserts/s of ${values.rows} rows, ms p50 ${at(0.5)} p99 ${at(0.99)}; ` +
+      `CPU ${(cpuSeconds / seconds).toFixed(2)} cores, ${((cpuSeconds / times.length) * 1000).toFixed(1)} ms per insert`,
+  );
 }
 
 function report(label: string, times: number[], before: Map<string, number>, after: Map<string, number>): void {
@@ -62,13 +83,14 @@ function report(label: string, times: number[], before: Map<string, number>, aft
   }
 }
 
-if (mode === "insert") {
+if (mode === "insert" || mode === "capacity") {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "engine-events-"));
   const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir });
   await applyMigrations(history.client, await loadMigrations());
-  const lane = await openEmbeddedConnection(dataDir);
+  const kinds: DeviceKind[] = ["meter", "vehicle", "battery"];
+  const lanes = await Promise.all(kinds.map(() => openEmbeddedConnection(dataDir)));
   const rowsPerBlock = Number(values.rows);
-  const insert = async (kind: DeviceKind): Promise<number> => {
+  const insert = async (kind: DeviceKind, lane = lanes[0]!): Promise<number> => {
     const file = path.join(dataDir, `block-${randomUUID()}.bin`);
     writeFileSync(file, historyBlock(kind, rowsPerBlock));
     const started = performance.now();
@@ -81,13 +103,26 @@ if (mode === "insert") {
     rmSync(file);
     return ms;
   };
-  const kinds: DeviceKind[] = ["meter", "vehicle", "battery"];
   for (let i = 0; i < 15; i++) await insert(kinds[i % 3]!);
-  const before = await engineEvents(history.client);
-  const times: number[] = [];
-  for (let i = 0; i < Number(values.blocks); i++) times.push(await insert(kinds[i % 3]!));
-  report(`inserts of ${rowsPerBlock} rows`, times, before, await engineEvents(history.client));
-  await lane.close();
+  if (mode === "insert") {
+    const before = await engineEvents(history.client);
+    const times: number[] = [];
+    for (let i = 0; i < Number(values.blocks); i++) times.push(await insert(kinds[i % 3]!));
+    report(`inserts of ${rowsPerBlock} rows`, times, before, await engineEvents(history.client));
+  } else {
+    // Each way twice, alternated: the engine's merges of one run spill into the next.
+    for (let round = 0; round < 2; round++) {
+      await capacity("one connection, one insert after another", async (until, times) => {
+        for (let i = 0; performance.now() < until; i++) times.push(await insert(kinds[i % 3]!));
+      });
+      await capacity("one connection per table, inserting at once", async (until, times) => {
+        await Promise.all(kinds.map(async (kind, i) => {
+          while (performance.now() < until) times.push(await insert(kind, lanes[i]));
+        }));
+      });
+    }
+  }
+  await Promise.all(lanes.map((lane) => lane.close()));
   await history.client.close();
   rmSync(dataDir, { recursive: true, force: true });
 } else {
