@@ -170,7 +170,7 @@ try {
         redisCommands = redis === undefined ? undefined : redisReset!.then(() => redisCommandStats(redis!.url));
       }
     }));
-    load = holdOf(whole as LoadResult & { hold: HoldResult; rejected: number });
+    load = holdOf(whole as SyncLoadResult);
     storedInRun = whole.accepted;
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
@@ -197,7 +197,13 @@ try {
   // latency that is the load generator's own.
   const floorSeconds = Number(values["floor-seconds"]);
   const floor =
-    scenario !== "fleet" ? undefined : fleetOnStreams ? await measureStreamsFloor(fleetStreamArgs(floorSeconds), floorSeconds) : await measureLoadFloor(loadArgs, floorSeconds);
+    scenario !== "fleet"
+      ? undefined
+      : await measureLoadFloor(floorSeconds, async (target) =>
+          fleetOnStreams
+            ? holdOf((await runConnectionsLoad([...fleetStreamArgs(floorSeconds), "--run", "floor"], target, undefined, undefined)).load as SyncLoadResult)
+            : runLoad([...loadArgs, "--run", "floor"], target, floorSeconds),
+        );
 
   const result = {
     scenario,
@@ -358,17 +364,18 @@ async function runConnectionsLoad(
 }
 
 /**
- * The load run against bench/instant-ingest-server.ts, which answers every call at once and stores
- * nothing: its latency is the load generator's own on this machine (its gRPC client, its event
- * loop, the scheduler), the floor under what it measures of the service.
+ * The load run against bench/instant-ingest-server.ts, which answers every call (and acknowledges
+ * every stream message) at once and stores nothing: its latency is the load generator's own on
+ * this machine (its gRPC client, its event loop, the scheduler), the floor under what it measures
+ * of the service. `drive` runs the load against the target it is given.
  */
-async function measureLoadFloor(args: string[], seconds: number): Promise<Record<string, unknown> | undefined> {
+async function measureLoadFloor(seconds: number, drive: (target: string) => Promise<LoadResult>): Promise<Record<string, unknown> | undefined> {
   if (seconds <= 0) return undefined;
   const server = await startInstantIngestServer();
   try {
-    const load = await runLoad([...args, "--run", "floor"], server.target, seconds);
+    const load = await drive(server.target);
     return {
-      against: "bench/instant-ingest-server.ts, which answers every call at once",
+      against: "bench/instant-ingest-server.ts, which answers every call and stream message at once",
       measured_seconds: round(load.elapsed_s),
       readings_per_second: round(load.readings_per_second),
       ack_latency_ms: { p50: round(load.call_latency_ms.p50), p99: round(load.call_latency_ms.p99), max: round(load.call_latency_ms.max) },
@@ -380,14 +387,18 @@ async function measureLoadFloor(args: string[], seconds: number): Promise<Record
   }
 }
 
-/** The SyncReadings load's own figures over its hold (bench/connections-load.ts). */
-interface HoldResult {
-  seconds: number;
-  sent: number;
-  acknowledged: number;
-  unacknowledged: number;
-  ack_latency_ms: { p50: number; p99: number; max: number };
-  cpu_seconds: number;
+/** What the SyncReadings load (bench/connections-load.ts) prints, in part. */
+interface SyncLoadResult extends LoadResult {
+  rejected: number;
+  /** Its figures over the hold alone. */
+  hold: {
+    seconds: number;
+    sent: number;
+    acknowledged: number;
+    unacknowledged: number;
+    ack_latency_ms: { p50: number; p99: number; max: number };
+    cpu_seconds: number;
+  };
 }
 
 /**
@@ -395,7 +406,7 @@ interface HoldResult {
  * acknowledgement latency, and the load generator's CPU in it. A reading written then and never
  * acknowledged is an error, as is any rejection of the run (none is expected of fresh readings).
  */
-function holdOf(load: LoadResult & { hold: HoldResult; rejected: number }): LoadResult {
+function holdOf(load: SyncLoadResult): LoadResult {
   const { hold } = load;
   return {
     sent: hold.sent,
@@ -406,26 +417,6 @@ function holdOf(load: LoadResult & { hold: HoldResult; rejected: number }): Load
     call_latency_ms: hold.ack_latency_ms,
     cpu_seconds: hold.cpu_seconds,
   };
-}
-
-/** measureLoadFloor for the fleet on streams: the same streams held against the instant server. */
-async function measureStreamsFloor(args: string[], seconds: number): Promise<Record<string, unknown> | undefined> {
-  if (seconds <= 0) return undefined;
-  const server = await startInstantIngestServer();
-  try {
-    const { load: whole } = await runConnectionsLoad([...args, "--run", "floor"], server.target, undefined, undefined);
-    const load = holdOf(whole as LoadResult & { hold: HoldResult; rejected: number });
-    return {
-      against: "bench/instant-ingest-server.ts, which acknowledges every message at once",
-      measured_seconds: round(load.elapsed_s),
-      readings_per_second: round(load.readings_per_second),
-      ack_latency_ms: { p50: round(load.call_latency_ms.p50), p99: round(load.call_latency_ms.p99), max: round(load.call_latency_ms.max) },
-      load_generator_cpu_seconds: round(load.cpu_seconds!),
-      errors: load.errors,
-    };
-  } finally {
-    await server.close();
-  }
 }
 
 /** Runs one load generator as its own process and reads the JSON line it prints. */
@@ -460,13 +451,13 @@ async function resetRedisStats(url: string): Promise<void> {
   }
 }
 
+type RedisCommandStats = Record<string, { calls: number; usec_per_call: number }>;
+
 /**
  * What Redis ran since its counters were reset, per command (INFO commandstats): calls, and
  * microseconds of its CPU per call. A script's commands are counted both inside it and in its
  * EVALSHA, whose time includes theirs.
  */
-type RedisCommandStats = Record<string, { calls: number; usec_per_call: number }>;
-
 async function redisCommandStats(url: string): Promise<RedisCommandStats> {
   const admin = new Redis(url);
   try {
