@@ -53,6 +53,20 @@ const { values } = parseArgs({
 if (values.phase !== "open" && values.phase !== "random") throw new Error("--phase must be open or random");
 /** The most streams `--streams max` opens, whatever the memory: far past any two-core host's. */
 const MAX_STREAMS = 200_000;
+
+/** The result's figures over the hold alone. */
+export interface HoldFigures {
+  readonly seconds: number;
+  /** Readings written during the hold. */
+  readonly sent: number;
+  /** Of those, how many were acknowledged (during the hold or while the streams closed after it). */
+  readonly acknowledged: number;
+  /** Of those, how many never were. */
+  readonly unacknowledged: number;
+  readonly ack_latency_ms: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** This process's CPU during the hold. */
+  readonly cpu_seconds: number;
+}
 const findMax = values.streams === "max";
 const streamCount = findMax ? MAX_STREAMS : Number(values.streams);
 const servicePid = values["service-pid"] === undefined ? undefined : Number(values["service-pid"]);
@@ -299,7 +313,7 @@ console.log(
       unacknowledged: holdUnacknowledged,
       ack_latency_ms: percentiles(hold.latencies),
       cpu_seconds: (holdCpu.user + holdCpu.system) / 1e6,
-    },
+    } satisfies HoldFigures,
   }),
 );
 process.exit(0);

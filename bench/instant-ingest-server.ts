@@ -48,10 +48,8 @@ export interface InstantIngestServer {
   close(): Promise<void>;
 }
 
-export async function startInstantIngestServer(): Promise<InstantIngestServer> {
-  const server = http2.createServer();
-  server.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
-  server.on("stream", (stream, headers) => {
+export function startInstantIngestServer(): Promise<InstantIngestServer> {
+  return startGrpcServer((stream, headers) => {
     if (headers[":path"] === SYNC_PATH) return answerSync(stream);
     const chunks: Buffer[] = [];
     stream.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -64,6 +62,19 @@ export async function startInstantIngestServer(): Promise<InstantIngestServer> {
     });
     stream.on("error", () => {});
   });
+}
+
+/**
+ * A plain HTTP/2 server on a free local port that hands every stream to `onStream`, and whose
+ * close ends every connection: what the instant server, and tests' servers that misbehave on
+ * purpose, are built on.
+ */
+export async function startGrpcServer(
+  onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+): Promise<InstantIngestServer> {
+  const server = http2.createServer();
+  server.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
+  server.on("stream", onStream);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);

@@ -13,6 +13,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
+import type { HoldFigures } from "./connections-load.js";
 import { startInstantIngestServer } from "./instant-ingest-server.js";
 import { measureLimit, median } from "./limit.js";
 import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
@@ -390,15 +391,7 @@ async function measureLoadFloor(seconds: number, drive: (target: string) => Prom
 /** What the SyncReadings load (bench/connections-load.ts) prints, in part. */
 interface SyncLoadResult extends LoadResult {
   rejected: number;
-  /** Its figures over the hold alone. */
-  hold: {
-    seconds: number;
-    sent: number;
-    acknowledged: number;
-    unacknowledged: number;
-    ack_latency_ms: { p50: number; p99: number; max: number };
-    cpu_seconds: number;
-  };
+  hold: HoldFigures;
 }
 
 /**
