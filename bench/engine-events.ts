@@ -5,10 +5,12 @@
 //   node --import tsx bench/engine-events.ts insert [--rows 3] [--blocks 200] [--settings "compile_expressions = 0"]
 //     small inserts like the service's (RowBinary FROM INFILE, with a dedupe token, through every
 //     materialized view), into a fresh data directory, a third each per history table;
-//   node --import tsx bench/engine-events.ts capacity [--rows 200] [--seconds 10]
+//   node --import tsx bench/engine-events.ts capacity [--rows 200] [--seconds 10] [--without-views]
 //     how many such inserts the engine takes a second with this machine to itself, and its CPU
 //     (this process's, merges included) per insert: one connection inserting one block after
-//     another, then one connection per history table inserting at once, as the service does;
+//     another, then one connection per history table inserting at once, as the service does
+//     (--without-views: into the history tables alone, their materialized views dropped, to see
+//     what writing the rollups at insert time costs);
 //   node --import tsx bench/engine-events.ts performance --data-dir DIR [--calls 300] [--settings …]
 //     GetVehiclePerformance's totals statement for linked vehicles, on a directory seeded by
 //     `npm run bench:query -- --rows N --data-dir DIR`, over the 24 h before it was seeded.
@@ -34,6 +36,7 @@ const { values, positionals } = parseArgs({
     calls: { type: "string", default: "300" },
     "data-dir": { type: "string" },
     seconds: { type: "string", default: "10" },
+    "without-views": { type: "boolean", default: false },
     settings: { type: "string", default: "" },
   },
 });
@@ -87,6 +90,13 @@ if (mode === "insert" || mode === "capacity") {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "engine-events-"));
   const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir });
   await applyMigrations(history.client, await loadMigrations());
+  if (values["without-views"]) {
+    const views = await history.client.query({
+      query: "SELECT name FROM system.tables WHERE database = 'wattstream' AND engine = 'MaterializedView'",
+      format: "JSONCompactEachRow",
+    });
+    for (const [name] of await views.json<[string]>()) await history.client.command({ query: `DROP VIEW wattstream.${name}` });
+  }
   const kinds: DeviceKind[] = ["meter", "vehicle", "battery"];
   const lanes = await Promise.all(kinds.map(() => openEmbeddedConnection(dataDir)));
   const rowsPerBlock = Number(values.rows);
