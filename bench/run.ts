@@ -136,25 +136,28 @@ try {
               ...(streams === "max" ? ["--service-pid", String(pid), "--max-rss", String(Number(values["max-rss-gb"]) * 1e9)] : []),
             ];
 
-  // The measured window's CPU: the service's, by thread, and redis-server's.
-  const readCpu = () => ({
+  // The measured window's edges: CPU (the service's, by thread, and redis-server's) and the
+  // service's history inserts so far.
+  const target = service.target;
+  const readWindow = () => ({
     service: cpuSeconds(pid),
     threads: threadCpuSeconds(pid),
     redis: redis?.pid === undefined ? undefined : cpuSeconds(redis.pid),
+    inserts: insertTotals(target),
   });
   let load: LoadResult;
   let warmup: LoadResult | undefined;
   // Every reading the run stored, warm-up (or the streams' ramp) included: what Redis holds after.
   let storedInRun: number | undefined;
   // Read again where each scenario's window starts (kept if a load never says it has).
-  let windowStart = readCpu();
-  let windowEnd: ReturnType<typeof readCpu> | undefined;
+  let windowStart = readWindow();
+  let windowEnd: ReturnType<typeof readWindow> | undefined;
   let redisCommands: Promise<RedisCommandStats> | undefined;
   let connections: Record<string, unknown> | undefined;
   if (scenario === "connections") {
     // No warm-up: the point is memory per open stream, and the idle RSS is taken before any opens.
     const rssIdle = await idleRssBytes(pid);
-    windowStart = readCpu();
+    windowStart = readWindow();
     ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
   } else if (fleetOnStreams) {
     // No separate warm-up: opening the 20,000 streams, each writing its first reading, is one. The
@@ -164,10 +167,10 @@ try {
     let whole: LoadResult;
     ({ load: whole, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle, (event) => {
       if (event === "hold_start") {
-        windowStart = readCpu();
+        windowStart = readWindow();
         redisReset = redis === undefined ? undefined : resetRedisStats(redis.url);
       } else if (event === "hold_end") {
-        windowEnd = readCpu();
+        windowEnd = readWindow();
         redisCommands = redis === undefined ? undefined : redisReset!.then(() => redisCommandStats(redis!.url));
       }
     }));
@@ -176,14 +179,15 @@ try {
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
     warmup = await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
-    windowStart = readCpu();
+    windowStart = readWindow();
     if (redis !== undefined) await resetRedisStats(redis.url);
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
   }
-  windowEnd ??= readCpu();
+  windowEnd ??= readWindow();
   if (redis !== undefined && scenario !== "connections") redisCommands ??= redisCommandStats(redis.url);
   const redisCpu = windowStart.redis === undefined || windowEnd.redis === undefined ? undefined : windowEnd.redis - windowStart.redis;
   const redisCommandsRan = await redisCommands;
+  const insertsByTable = insertRates(await windowStart.inserts, await windowEnd.inserts, load.elapsed_s);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
@@ -237,7 +241,9 @@ try {
       live_store: redis ? (values["redis-appendonly"] ? "redis-server, appendonly everysec" : "redis-server, no persistence") : "embedded",
       // The service reads LEAN_GRPC_STREAMS from the environment the bench was started with.
       lean_grpc_streams: process.env.LEAN_GRPC_STREAMS ?? "on",
-      inserts: { linger: env.INSERT_LINGER, min_rows: Number(env.MIN_ROWS_PER_INSERT) },
+      // by_table: each history table's inserts in the window, from the service's /metrics (a
+      // fleet reading's acknowledgement waits for its table's next insert and then for that one).
+      inserts: { linger: env.INSERT_LINGER, min_rows: Number(env.MIN_ROWS_PER_INSERT), by_table: insertsByTable },
       // Where the service's CPU went, by thread name (MainThread, WorkerThread for the worker pool,
       // V8Worker for V8's background threads, MergeMutate for the engine's merges; the engine's
       // query threads are unnamed), over the same window as service_cpu_seconds.
@@ -442,6 +448,48 @@ async function resetRedisStats(url: string): Promise<void> {
   } finally {
     admin.disconnect();
   }
+}
+
+/** A service's stored history inserts so far, by table (from its /metrics): how many, rows, seconds. */
+type InsertTotals = Map<string, { inserts: number; rows: number; seconds: number }>;
+
+/** The service's InsertTotals; undefined when its /metrics does not answer. */
+async function insertTotals(target: string): Promise<InsertTotals | undefined> {
+  try {
+    const text = await (await fetch(`http://${target}/metrics`)).text();
+    const totals: InsertTotals = new Map();
+    // Rows are recorded for stored inserts only, so durations are taken of those alone too.
+    const pattern = /^wattstream_insert_(rows_sum|rows_count|duration_seconds_sum)\{table="([^"]+)"(?:,result="([^"]+)")?\} (\S+)$/gm;
+    for (const [, series, table, result, value] of text.matchAll(pattern)) {
+      const entry = totals.get(table!) ?? { inserts: 0, rows: 0, seconds: 0 };
+      if (series === "rows_sum") entry.rows = Number(value);
+      else if (series === "rows_count") entry.inserts = Number(value);
+      else if (result === "ok") entry.seconds = Number(value);
+      totals.set(table!, entry);
+    }
+    return totals;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Per table, between two InsertTotals: stored inserts a second, rows and ms per insert. */
+function insertRates(start: InsertTotals | undefined, end: InsertTotals | undefined, seconds: number) {
+  if (start === undefined || end === undefined) return undefined;
+  return Object.fromEntries(
+    [...end].map(([table, at]) => {
+      const before = start.get(table) ?? { inserts: 0, rows: 0, seconds: 0 };
+      const inserts = at.inserts - before.inserts;
+      return [
+        table,
+        {
+          per_second: round(inserts / seconds, 2),
+          rows_per_insert: inserts > 0 ? round((at.rows - before.rows) / inserts) : null,
+          ms_per_insert: inserts > 0 ? round(((at.seconds - before.seconds) / inserts) * 1000) : null,
+        },
+      ];
+    }),
+  );
 }
 
 type RedisCommandStats = Record<string, { calls: number; usec_per_call: number }>;
