@@ -45,9 +45,9 @@ const HELD = "+";
 // bucket (an argument per id and bucket: arguments are most of what a call costs the client).
 // keep() sets a bucket's expiry: once, for an hour not yet over (its end is fixed; read with PTTL
 // rather than set with PEXPIREAT's NX, which Redis before 7.0 lacks); moved on, for an hour over
-// (from now). The hour is read from the key's last 12 characters first (up to 8 characters: any year
-// from 830 to 13377): matched from the start of the key, the pattern is tried at every position, which
-// was ~0.7 µs per bucket, a fifth of a claimed id's cost in redis-server.
+// (from now). The hour is read from the key's last 12 characters first (up to 8 characters: any
+// year from 830 to 13377): matched from the start of the key, the pattern is tried at every
+// position, which was ~0.7 µs per bucket, a fifth of a claimed id's cost in redis-server.
 const BUCKETS = `
 local function sizes(joined)
   local out = {}
