@@ -23,6 +23,7 @@ import {
   SyncReadingsResponseSchema,
   type SyncReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { latencySummary, type LatencySummary } from "./latency.js";
 import { deviceReading } from "./limit.js";
 import { rssBytes } from "./process-stats.js";
 
@@ -63,7 +64,7 @@ export interface HoldFigures {
   readonly acknowledged: number;
   /** Of those, how many never were. */
   readonly unacknowledged: number;
-  readonly ack_latency_ms: { readonly p50: number; readonly p99: number; readonly max: number };
+  readonly ack_latency_ms: LatencySummary;
   /** This process's CPU during the hold. */
   readonly cpu_seconds: number;
 }
@@ -100,8 +101,6 @@ interface Stream {
   readonly call: grpc.ClientDuplexStream<Buffer, SyncReadingsResponse>;
   /** Send times of the readings not yet acknowledged, oldest first. */
   readonly unacknowledged: number[];
-  /** Of those, how many were written during the hold (they are the newest ones). */
-  unacknowledgedFromHold: number;
   sent: number;
   acknowledged: number;
   /** The stream's readings stored so far, as its last answer says (acknowledged counts duplicates and rejections too). */
@@ -139,7 +138,6 @@ function openStream(index: number): Stream {
       new grpc.Metadata(),
     ),
     unacknowledged: [],
-    unacknowledgedFromHold: 0,
     sent: 0,
     acknowledged: 0,
     accepted: 0,
@@ -154,10 +152,7 @@ function openStream(index: number): Stream {
     stream.unacknowledged.push(now);
     stream.call.write(message(index, stream.sent++));
     sent++;
-    if (inHold(now)) {
-      hold.sent++;
-      stream.unacknowledgedFromHold++;
-    }
+    if (inHold(now)) hold.sent++;
   };
   stream.call.on("data", (response: SyncReadingsResponse) => {
     const now = performance.now();
@@ -166,10 +161,7 @@ function openStream(index: number): Stream {
       const sentAt = stream.unacknowledged.shift()!;
       latencies.push(now - sentAt);
       acks++;
-      if (inHold(sentAt)) {
-        hold.latencies.push(now - sentAt);
-        stream.unacknowledgedFromHold--;
-      }
+      if (inHold(sentAt)) hold.latencies.push(now - sentAt);
     }
     rejected += response.rejected.length;
     stream.accepted = Number(response.accepted);
@@ -278,14 +270,9 @@ clearTimeout(closeTimer);
 const stillOpenAfterEnd = streams.filter((s) => s.open).length;
 for (const channel of channels) channel.close();
 
-const percentiles = (sample: number[]) => {
-  sample.sort((a, b) => a - b);
-  const pct = (p: number) => sample[Math.min(sample.length - 1, Math.floor(p * sample.length))] ?? 0;
-  return { p50: pct(0.5), p99: pct(0.99), max: sample.at(-1) ?? 0 };
-};
 // A reading written during the hold and never acknowledged (its stream failed, or the service
 // still had it when the streams were ended and closed) counts against the hold.
-const holdUnacknowledged = streams.reduce((n, s) => n + s.unacknowledgedFromHold, 0);
+const holdUnacknowledged = streams.reduce((n, s) => n + s.unacknowledged.filter(inHold).length, 0);
 console.log(
   JSON.stringify({
     streams_requested: findMax ? "max" : streamCount,
@@ -305,13 +292,13 @@ console.log(
     errors: Object.values(failures).reduce((a, b) => a + b, 0),
     elapsed_s: elapsedS,
     readings_per_second: acceptedInRun / elapsedS,
-    call_latency_ms: percentiles(latencies),
+    call_latency_ms: latencySummary(latencies),
     hold: {
       seconds: (hold.endedAt - hold.startedAt) / 1000,
       sent: hold.sent,
       acknowledged: hold.latencies.length,
       unacknowledged: holdUnacknowledged,
-      ack_latency_ms: percentiles(hold.latencies),
+      ack_latency_ms: latencySummary(hold.latencies),
       cpu_seconds: (holdCpu.user + holdCpu.system) / 1e6,
     } satisfies HoldFigures,
   }),

@@ -27,6 +27,7 @@ import { openEmbeddedConnection, openHistoryClient } from "../src/store/history/
 import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
 import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
 import { historyBlock } from "./history-blocks.js";
+import { latencySummary } from "./latency.js";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -60,10 +61,9 @@ async function capacity(label: string, run: (until: number, times: number[]) => 
   await run(performance.now() + seconds * 1000, times);
   const used = process.cpuUsage(cpu);
   const cpuSeconds = (used.user + used.system) / 1e6;
-  const sorted = times.sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.floor(q * (sorted.length - 1))]!.toFixed(1);
+  const { p50, p99 } = latencySummary(times);
   console.log(
-    `${label}: ${(times.length / seconds).toFixed(1)} inserts/s of ${values.rows} rows, ms p50 ${at(0.5)} p99 ${at(0.99)}; ` +
+    `${label}: ${(times.length / seconds).toFixed(1)} inserts/s of ${values.rows} rows, ms p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)}; ` +
       `CPU ${(cpuSeconds / seconds).toFixed(2)} cores, ${((cpuSeconds / times.length) * 1000).toFixed(1)} ms per insert`,
   );
 }

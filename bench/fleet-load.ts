@@ -17,6 +17,7 @@ import {
   type IngestReadingsResponse,
 } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { ENVELOPE_HEADER_BYTES, grpcEnvelope } from "./instant-ingest-server.js";
+import { latencySummary } from "./latency.js";
 import { deviceReading } from "./limit.js";
 
 const { values } = parseArgs({
@@ -162,8 +163,6 @@ while (performance.now() < deadline) {
 await Promise.all(pending);
 const elapsedS = (performance.now() - startAt) / 1000;
 const cpu = process.cpuUsage(cpuAtStart);
-latencies.sort((a, b) => a - b);
-const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
 for (const channel of channels) channel.close();
 for (const session of sessions) session.close();
 console.log(
@@ -173,7 +172,7 @@ console.log(
     errors: failed,
     elapsed_s: elapsedS,
     readings_per_second: acknowledged / elapsedS,
-    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+    call_latency_ms: latencySummary(latencies),
     cpu_seconds: (cpu.user + cpu.system) / 1e6,
   }),
 );

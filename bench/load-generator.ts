@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { StreamReadingsResponseSchema, type StreamReadingsResponse } from "../gen/wattstream/telemetry/v1/ingest_service_pb.js";
+import { latencySummary } from "./latency.js";
 import { benchFrame } from "./limit.js";
 
 const { values } = parseArgs({
@@ -89,8 +90,6 @@ await Promise.all(
 );
 const elapsedS = (performance.now() - started) / 1000;
 const cpu = process.cpuUsage(cpuAtStart);
-latencies.sort((a, b) => a - b);
-const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
 client.close();
 console.log(
   JSON.stringify({
@@ -103,6 +102,6 @@ console.log(
     readings_per_second: accepted / elapsedS,
     // This process's own CPU over the run: it shares the machine with the service.
     cpu_seconds: (cpu.user + cpu.system) / 1e6,
-    call_latency_ms: { p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) ?? 0 },
+    call_latency_ms: latencySummary(latencies),
   }),
 );

@@ -137,64 +137,70 @@ try {
             ];
 
   // The measured window's edges: CPU (the service's, by thread, and redis-server's) and the
-  // service's history inserts so far.
+  // service's history inserts so far; Redis's command counters are zeroed at the start and read
+  // at the end.
   const target = service.target;
-  const readWindow = () => ({
+  const readEdge = () => ({
     service: cpuSeconds(pid),
     threads: threadCpuSeconds(pid),
     redis: redis?.pid === undefined ? undefined : cpuSeconds(redis.pid),
     inserts: insertTotals(target),
   });
+  let windowStart: ReturnType<typeof readEdge> | undefined;
+  let windowEnd: ReturnType<typeof readEdge> | undefined;
+  let redisReset: Promise<unknown> = Promise.resolve();
+  let redisCommands: Promise<RedisCommandStats | undefined> = Promise.resolve(undefined);
+  const startWindow = () => {
+    windowStart = readEdge();
+    if (redis !== undefined) redisReset = withRedisAdmin(redis.url, (admin) => admin.config("RESETSTAT"));
+    return redisReset;
+  };
+  const endWindow = () => {
+    windowEnd = readEdge();
+    if (redis !== undefined) redisCommands = redisReset.then(() => withRedisAdmin(redis!.url, redisCommandStats));
+  };
   let load: LoadResult;
   let warmup: LoadResult | undefined;
   // Every reading the run stored, warm-up (or the streams' ramp) included: what Redis holds after.
   let storedInRun: number | undefined;
-  // Read again where each scenario's window starts (kept if a load never says it has).
-  let windowStart = readWindow();
-  let windowEnd: ReturnType<typeof readWindow> | undefined;
-  let redisCommands: Promise<RedisCommandStats> | undefined;
   let connections: Record<string, unknown> | undefined;
   if (scenario === "connections") {
     // No warm-up: the point is memory per open stream, and the idle RSS is taken before any opens.
     const rssIdle = await idleRssBytes(pid);
-    windowStart = readWindow();
+    await startWindow();
     ({ load, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle));
+    endWindow();
   } else if (fleetOnStreams) {
     // No separate warm-up: opening the 20,000 streams, each writing its first reading, is one. The
     // window is the hold, every stream open.
     const rssIdle = await idleRssBytes(pid);
-    let redisReset: Promise<void> | undefined;
-    let whole: LoadResult;
-    ({ load: whole, details: connections } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle, (event) => {
-      if (event === "hold_start") {
-        windowStart = readWindow();
-        redisReset = redis === undefined ? undefined : resetRedisStats(redis.url);
-      } else if (event === "hold_end") {
-        windowEnd = readWindow();
-        redisCommands = redis === undefined ? undefined : redisReset!.then(() => redisCommandStats(redis!.url));
-      }
-    }));
-    load = holdOf(whole as SyncLoadResult);
+    const onEvent = (event: string) => {
+      if (event === "hold_start") void startWindow();
+      else if (event === "hold_end") endWindow();
+    };
+    const { load: whole, details } = await runConnectionsLoad(loadArgs, service.target, pid, rssIdle, onEvent);
+    connections = details;
+    load = holdOf(whole);
     storedInRun = whole.accepted;
   } else {
     // Warm up (JIT, worker start, first parts), then measure a clean window.
     warmup = await runLoad([...loadArgs, "--run", "warmup"], service.target, 3);
-    windowStart = readWindow();
-    if (redis !== undefined) await resetRedisStats(redis.url);
+    await startWindow();
     load = await runLoad([...loadArgs, "--run", "measured"], service.target, seconds);
+    endWindow();
   }
-  windowEnd ??= readWindow();
-  if (redis !== undefined && scenario !== "connections") redisCommands ??= redisCommandStats(redis.url);
-  const redisCpu = windowStart.redis === undefined || windowEnd.redis === undefined ? undefined : windowEnd.redis - windowStart.redis;
+  if (windowStart === undefined || windowEnd === undefined) fail("the load ended without its measured window");
+  const [start, end] = [windowStart, windowEnd];
+  const redisCpu = start.redis === undefined || end.redis === undefined ? undefined : end.redis - start.redis;
   const redisCommandsRan = await redisCommands;
-  const insertsByTable = insertRates(await windowStart.inserts, await windowEnd.inserts, load.elapsed_s);
+  const insertsByTable = insertRates(await start.inserts, await end.inserts, load.elapsed_s);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
   if (exit !== 0) fail(`the service exited with ${exit}`);
   // What Redis holds after the run: the dedupe ledger of every reading stored (warm-up included)
   // and each device's live state.
-  const redisMemory = redis === undefined ? undefined : await redisMemoryUse(redis.url);
+  const redisMemory = redis === undefined ? undefined : await withRedisAdmin(redis.url, redisMemoryUse);
 
   // The limit, measured now on the same machine with the service stopped.
   const limit = await measureLimit(path.join(dataDir, "limit"), Number(values["limit-rows"]));
@@ -206,7 +212,7 @@ try {
       ? undefined
       : await measureLoadFloor(floorSeconds, async (target) =>
           fleetOnStreams
-            ? holdOf((await runConnectionsLoad([...fleetStreamArgs(floorSeconds), "--run", "floor"], target, undefined, undefined)).load as SyncLoadResult)
+            ? holdOf((await runConnectionsLoad([...fleetStreamArgs(floorSeconds), "--run", "floor"], target, undefined, undefined)).load)
             : runLoad([...loadArgs, "--run", "floor"], target, floorSeconds),
         );
 
@@ -218,7 +224,7 @@ try {
       p99: round(load.call_latency_ms.p99),
       max: round(load.call_latency_ms.max),
     },
-    service_cpu_seconds: round(windowEnd.service - windowStart.service),
+    service_cpu_seconds: round(end.service - start.service),
     service_peak_rss_bytes: peakRss,
     limit_readings_per_second: round(limit.insert_rows_per_second),
     limit_protobuf_decode_readings_per_second: round(limit.decode_readings_per_second),
@@ -248,8 +254,8 @@ try {
       // V8Worker for V8's background threads, MergeMutate for the engine's merges; the engine's
       // query threads are unnamed), over the same window as service_cpu_seconds.
       service_cpu_seconds_by_thread: Object.fromEntries(
-        [...windowEnd.threads]
-          .map(([name, seconds]) => [name, round(seconds - (windowStart.threads.get(name) ?? 0), 2)] as const)
+        [...end.threads]
+          .map(([name, seconds]) => [name, round(seconds - (start.threads.get(name) ?? 0), 2)] as const)
           .filter(([, seconds]) => seconds >= 0.05)
           .sort((a, b) => b[1] - a[1]),
       ),
@@ -307,7 +313,7 @@ async function runConnectionsLoad(
   pid: number | undefined,
   rssIdle: number | undefined,
   onEvent: (event: string) => void = () => {},
-): Promise<{ load: LoadResult; details: Record<string, unknown> }> {
+): Promise<{ load: SyncLoadResult; details: Record<string, unknown> }> {
   const child = spawn(process.execPath, ["--import", "tsx", ...args, "--target", target], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "inherit"],
@@ -340,7 +346,7 @@ async function runConnectionsLoad(
   const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
   clearInterval(sampler);
   if (code !== 0) fail(`connections load exited with ${code}`);
-  const load = lines.at(-1) as unknown as LoadResult & Record<string, unknown>;
+  const load = lines.at(-1) as unknown as SyncLoadResult & Record<string, unknown>;
   // The RSS at full hold is the median of the once-a-second samples (garbage collection moves it).
   const rssAtHold = atHold.length > 0 ? median(atHold) : 0;
   return {
@@ -440,11 +446,11 @@ function fail(message: string): never {
   throw new BenchError(message);
 }
 
-/** Zeroes Redis's command counters, so that INFO commandstats covers the measured window alone. */
-async function resetRedisStats(url: string): Promise<void> {
+/** `use` on a connection of its own to the bench's redis-server, closed after. */
+async function withRedisAdmin<T>(url: string, use: (admin: Redis) => Promise<T>): Promise<T> {
   const admin = new Redis(url);
   try {
-    await admin.config("RESETSTAT");
+    return await use(admin);
   } finally {
     admin.disconnect();
   }
@@ -499,26 +505,16 @@ type RedisCommandStats = Record<string, { calls: number; usec_per_call: number }
  * microseconds of its CPU per call. A script's commands are counted both inside it and in its
  * EVALSHA, whose time includes theirs.
  */
-async function redisCommandStats(url: string): Promise<RedisCommandStats> {
-  const admin = new Redis(url);
-  try {
-    const stats: RedisCommandStats = {};
-    for (const [, command, calls, perCall] of (await admin.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/g)) {
-      stats[command!] = { calls: Number(calls), usec_per_call: Number(perCall) };
-    }
-    return stats;
-  } finally {
-    admin.disconnect();
+async function redisCommandStats(admin: Redis): Promise<RedisCommandStats> {
+  const stats: RedisCommandStats = {};
+  for (const [, command, calls, perCall] of (await admin.info("commandstats")).matchAll(/cmdstat_([^:]+):calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/g)) {
+    stats[command!] = { calls: Number(calls), usec_per_call: Number(perCall) };
   }
+  return stats;
 }
 
 /** Redis's used_memory (INFO memory) and how many keys it holds. */
-async function redisMemoryUse(url: string): Promise<{ usedBytes: number; keys: number }> {
-  const admin = new Redis(url);
-  try {
-    const usedBytes = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))?.[1]);
-    return { usedBytes, keys: await admin.dbsize() };
-  } finally {
-    admin.disconnect();
-  }
+async function redisMemoryUse(admin: Redis): Promise<{ usedBytes: number; keys: number }> {
+  const usedBytes = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))?.[1]);
+  return { usedBytes, keys: await admin.dbsize() };
 }
