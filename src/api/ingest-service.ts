@@ -22,6 +22,7 @@ import type { CallLimits } from "../config.js";
 import type { DeviceRateLimit } from "../pipeline/device-rate-limit.js";
 import { addOutcome, emptyOutcome, type IngestEngine, type IngestOutcome, type ReadingRejection } from "../pipeline/ingest-engine.js";
 import type { IngestMetrics } from "../observe/metrics.js";
+import { WakeUp } from "./wake-up.js";
 
 export interface StreamLimits extends CallLimits {
   /** Most readings per batch; a larger message is split, smaller ones arriving together merge. */
@@ -263,8 +264,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     let failure: unknown;
     // Wakes the read loop when a batch fails, so a device that holds its stream open (waiting for
     // acknowledgements) hears of the failure at once, not with its next message.
-    let wakeOnFailure!: (value: typeof FAILED) => void;
-    const failed = new Promise<typeof FAILED>((resolve) => (wakeOnFailure = resolve));
+    const failed = new WakeUp<typeof FAILED>();
 
     // Reports settled batches from the front, so outcomes (and sync acknowledgements) keep
     // stream order; after a failure nothing later is reported, as nothing later is acknowledged.
@@ -279,7 +279,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         inFlight.shift();
         if (batch.error !== undefined) {
           failure ??= batch.error;
-          wakeOnFailure(FAILED);
+          failed.wake(FAILED);
         } else if (failure === undefined) {
           const outcome = withRepeatsInOtherBatches(batch, waiting, later);
           this.metrics.countOutcome(outcome);
@@ -310,7 +310,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
 
     const timers = new StreamTimers(this.limits, () => inFlight.length > 0, (error) => {
       failure ??= error;
-      wakeOnFailure(FAILED);
+      failed.wake(FAILED);
     });
     try {
       const iterator = requests[Symbol.asyncIterator]();
@@ -318,7 +318,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
       let next = iterator.next();
       while (failure === undefined) {
         // Take every message that has already arrived; once none is waiting, store what we have.
-        const result = await Promise.race(pending.length === 0 ? [next, failed] : [next, failed, nothingQueued()]);
+        const result = await Promise.race(pending.length === 0 ? [next, failed.wait()] : [next, failed.wait(), nothingQueued()]);
         if (result === FAILED) break;
         if (result === NOTHING_QUEUED) {
           await submit(pending);
