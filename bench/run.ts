@@ -144,7 +144,7 @@ try {
     service: cpuSeconds(pid),
     threads: threadCpuSeconds(pid),
     redis: redis?.pid === undefined ? undefined : cpuSeconds(redis.pid),
-    inserts: insertTotals(target),
+    metrics: serviceMetrics(target),
   });
   let windowStart: ReturnType<typeof readEdge> | undefined;
   let windowEnd: ReturnType<typeof readEdge> | undefined;
@@ -193,7 +193,9 @@ try {
   const [start, end] = [windowStart, windowEnd];
   const redisCpu = start.redis === undefined || end.redis === undefined ? undefined : end.redis - start.redis;
   const redisCommandsRan = await redisCommands;
-  const insertsByTable = insertRates(await start.inserts, await end.inserts, load.elapsed_s);
+  const [startMetrics, endMetrics] = [await start.metrics, await end.metrics];
+  const insertsByTable = insertRates(startMetrics?.inserts, endMetrics?.inserts, load.elapsed_s);
+  const pauses = pausesInWindow(startMetrics, endMetrics);
   const peakRss = peakRssBytes(pid);
   const exit = await service.stop();
   service = undefined;
@@ -250,6 +252,11 @@ try {
       // by_table: each history table's inserts in the window, from the service's /metrics (a
       // fleet reading's acknowledgement waits for its table's next insert and then for that one).
       inserts: { linger: env.INSERT_LINGER, min_rows: Number(env.MIN_ROWS_PER_INSERT), by_table: insertsByTable },
+      // What held the service's main thread in the window, from its /metrics: garbage collections
+      // by kind (each one's pause; a major collection's incremental marking runs between its
+      // steps and shows in the event loop's delay instead) and the event loop's delay (sampled
+      // every 10 ms, which the figures include).
+      service_main_thread_pauses: pauses,
       // Where the service's CPU went, by thread name (MainThread, WorkerThread for the worker pool,
       // V8Worker for V8's background threads, MergeMutate for the engine's merges; the engine's
       // query threads are unnamed), over the same window as service_cpu_seconds.
@@ -459,24 +466,61 @@ async function withRedisAdmin<T>(url: string, use: (admin: Redis) => Promise<T>)
 /** A service's stored history inserts so far, by table (from its /metrics): how many, rows, seconds. */
 type InsertTotals = Map<string, { inserts: number; rows: number; seconds: number }>;
 
-/** The service's InsertTotals; undefined when its /metrics does not answer. */
-async function insertTotals(target: string): Promise<InsertTotals | undefined> {
+/** What one read of a service's /metrics tells the bench. */
+interface ServiceMetrics {
+  readonly inserts: InsertTotals;
+  /** Garbage collections so far by kind (major, minor, incremental, weakcb): how many, seconds paused. */
+  readonly gc: Map<string, { count: number; seconds: number }>;
+  /** The event loop's delay since the previous read of /metrics (prom-client resets it on each). */
+  readonly eventLoopDelay: { maxSeconds: number; p99Seconds: number } | undefined;
+}
+
+/** The service's /metrics, read (which also starts its event-loop delay afresh); undefined when it does not answer. */
+async function serviceMetrics(target: string): Promise<ServiceMetrics | undefined> {
   try {
     const text = await (await fetch(`http://${target}/metrics`)).text();
-    const totals: InsertTotals = new Map();
+    const inserts: InsertTotals = new Map();
     // Rows are recorded for stored inserts only, so durations are taken of those alone too.
-    const pattern = /^wattstream_insert_(rows_sum|rows_count|duration_seconds_sum)\{table="([^"]+)"(?:,result="([^"]+)")?\} (\S+)$/gm;
-    for (const [, series, table, result, value] of text.matchAll(pattern)) {
-      const entry = totals.get(table!) ?? { inserts: 0, rows: 0, seconds: 0 };
+    const insertPattern = /^wattstream_insert_(rows_sum|rows_count|duration_seconds_sum)\{table="([^"]+)"(?:,result="([^"]+)")?\} (\S+)$/gm;
+    for (const [, series, table, result, value] of text.matchAll(insertPattern)) {
+      const entry = inserts.get(table!) ?? { inserts: 0, rows: 0, seconds: 0 };
       if (series === "rows_sum") entry.rows = Number(value);
       else if (series === "rows_count") entry.inserts = Number(value);
       else if (result === "ok") entry.seconds = Number(value);
-      totals.set(table!, entry);
+      inserts.set(table!, entry);
     }
-    return totals;
+    const gc = new Map<string, { count: number; seconds: number }>();
+    for (const [, series, kind, value] of text.matchAll(/^wattstream_nodejs_gc_duration_seconds_(sum|count)\{kind="([^"]+)"\} (\S+)$/gm)) {
+      const entry = gc.get(kind!) ?? { count: 0, seconds: 0 };
+      if (series === "sum") entry.seconds = Number(value);
+      else entry.count = Number(value);
+      gc.set(kind!, entry);
+    }
+    const gauge = (name: string) => text.match(new RegExp(`^wattstream_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m"))?.[1];
+    const [max, p99] = [gauge("max"), gauge("p99")];
+    const eventLoopDelay = max === undefined || p99 === undefined ? undefined : { maxSeconds: Number(max), p99Seconds: Number(p99) };
+    return { inserts, gc, eventLoopDelay };
   } catch {
     return undefined;
   }
+}
+
+/** Between two reads of /metrics: each kind of garbage collection's count and pauses, and the event loop's delay. */
+function pausesInWindow(start: ServiceMetrics | undefined, end: ServiceMetrics | undefined) {
+  if (start === undefined || end === undefined) return undefined;
+  const gc = Object.fromEntries(
+    [...end.gc].map(([kind, at]) => {
+      const before = start.gc.get(kind) ?? { count: 0, seconds: 0 };
+      const count = at.count - before.count;
+      const ms = (at.seconds - before.seconds) * 1000;
+      return [kind, { count, ms: round(ms), mean_ms: count > 0 ? round(ms / count) : null }];
+    }),
+  );
+  const delay = end.eventLoopDelay;
+  return {
+    gc,
+    event_loop_delay_ms: delay === undefined ? undefined : { p99: round(delay.p99Seconds * 1000), max: round(delay.maxSeconds * 1000) },
+  };
 }
 
 /** Per table, between two InsertTotals: stored inserts a second, rows and ms per insert. */
