@@ -11,6 +11,12 @@
 //     another, then one connection per history table inserting at once, as the service does
 //     (--without-views: into the history tables alone, their materialized views dropped, to see
 //     what writing the rollups at insert time costs);
+//   node --import tsx bench/engine-events.ts paced [--rate 12] [--rows 90] [--seconds 30] [--without-views]
+//     inserts at a fixed rate, as a fleet's readings arrive (--rate inserts a second into each history
+//     table, on one connection per table): their latency and the CPU per insert, merges included,
+//     and what the engine merged per insert (its MergedRows) and the active parts left;
+//   any of insert, capacity and paced take --table-settings "name = value, …", set on every
+//     MergeTree table of the fresh database first (to try merge or part settings);
 //   node --import tsx bench/engine-events.ts performance --data-dir DIR [--calls 300] [--settings …]
 //     GetVehiclePerformance's totals statement for linked vehicles, on a directory seeded by
 //     `npm run bench:query -- --rows N --data-dir DIR`, over the 24 h before it was seeded.
@@ -18,6 +24,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { queryPerformanceTotals } from "../src/analytics/vehicle-performance.js";
@@ -39,11 +46,13 @@ const { values, positionals } = parseArgs({
     seconds: { type: "string", default: "10" },
     "without-views": { type: "boolean", default: false },
     settings: { type: "string", default: "" },
+    "table-settings": { type: "string", default: "" },
+    rate: { type: "string", default: "12" },
   },
 });
 const mode = positionals[0];
-if (mode !== "insert" && mode !== "capacity" && mode !== "performance") {
-  console.error("usage: engine-events.ts insert|capacity|performance [options] (see the header of bench/engine-events.ts)");
+if (mode !== "insert" && mode !== "capacity" && mode !== "paced" && mode !== "performance") {
+  console.error("usage: engine-events.ts insert|capacity|paced|performance [options] (see the header of bench/engine-events.ts)");
   process.exit(2);
 }
 const settings = values.settings.trim();
@@ -86,7 +95,7 @@ function report(label: string, times: number[], before: Map<string, number>, aft
   }
 }
 
-if (mode === "insert" || mode === "capacity") {
+if (mode === "insert" || mode === "capacity" || mode === "paced") {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "engine-events-"));
   const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir });
   await applyMigrations(history.client, await loadMigrations());
@@ -96,6 +105,15 @@ if (mode === "insert" || mode === "capacity") {
       format: "JSONCompactEachRow",
     });
     for (const [name] of await views.json<[string]>()) await history.client.command({ query: `DROP VIEW wattstream.${name}` });
+  }
+  if (values["table-settings"].trim()) {
+    const tables = await history.client.query({
+      query: "SELECT name FROM system.tables WHERE database = 'wattstream' AND engine LIKE '%MergeTree'",
+      format: "JSONCompactEachRow",
+    });
+    for (const [name] of await tables.json<[string]>()) {
+      await history.client.command({ query: `ALTER TABLE wattstream.${name} MODIFY SETTING ${values["table-settings"]}` });
+    }
   }
   const kinds: DeviceKind[] = ["meter", "vehicle", "battery"];
   const lanes = await Promise.all(kinds.map(() => openEmbeddedConnection(dataDir)));
@@ -114,7 +132,40 @@ if (mode === "insert" || mode === "capacity") {
     return ms;
   };
   for (let i = 0; i < 15; i++) await insert(kinds[i % 3]!);
-  if (mode === "insert") {
+  if (mode === "paced") {
+    const rate = Number(values.rate);
+    const seconds = Number(values.seconds);
+    const before = await engineEvents(history.client);
+    const times: number[] = [];
+    const cpu = process.cpuUsage();
+    const until = performance.now() + seconds * 1000;
+    await Promise.all(
+      kinds.map(async (kind, i) => {
+        // On a schedule, not back to back: an insert that runs late does not move the next one.
+        for (let due = performance.now(); due < until; due += 1000 / rate) {
+          const wait = due - performance.now();
+          if (wait > 0) await sleep(wait);
+          times.push(await insert(kind, lanes[i]));
+        }
+      }),
+    );
+    const used = process.cpuUsage(cpu);
+    const after = await engineEvents(history.client);
+    const cpuSeconds = (used.user + used.system) / 1e6;
+    const { p50, p99, max } = latencySummary(times);
+    const perInsert = (event: string) => (((after.get(event) ?? 0) - (before.get(event) ?? 0)) / times.length).toFixed(1);
+    const parts = await history.client.query({
+      query: "SELECT count() FROM system.parts WHERE active AND database = 'wattstream' AND table != 'schema_migrations'",
+      format: "JSONCompactEachRow",
+    });
+    const [[activeParts]] = await parts.json<[string]>();
+    console.log(
+      `${rate} inserts/s into each table of ${rowsPerBlock} rows${values["without-views"] ? ", without the views" : ""}: ${times.length} inserts, ` +
+        `ms p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} max ${max.toFixed(0)}; CPU ${(cpuSeconds / seconds).toFixed(2)} cores, ` +
+        `${((cpuSeconds / times.length) * 1000).toFixed(1)} ms per insert; per insert merged ${perInsert("MergedRows")} rows in ${perInsert("Merge")} merges; ` +
+        `${activeParts} active parts`,
+    );
+  } else if (mode === "insert") {
     const before = await engineEvents(history.client);
     const times: number[] = [];
     for (let i = 0; i < Number(values.blocks); i++) times.push(await insert(kinds[i % 3]!));
