@@ -216,7 +216,12 @@ class CallContext implements HandlerContext {
   readonly url: string;
   readonly requestHeader: Headers;
   readonly responseHeader = new Headers({ "content-type": "application/grpc+proto" });
-  readonly responseTrailer = new Headers();
+  // Made when first asked for, at the latest as the call ends: a device's stream is open for
+  // hours without one, and a Headers is ~0.5 kB of heap per open stream.
+  private trailer: Headers | undefined;
+  get responseTrailer(): Headers {
+    return (this.trailer ??= new Headers());
+  }
   readonly values: ContextValues;
   readonly signal: AbortSignal;
   private readonly controller = new AbortController();
