@@ -463,8 +463,22 @@ async function withRedisAdmin<T>(url: string, use: (admin: Redis) => Promise<T>)
   }
 }
 
-/** A service's stored history inserts so far, by table (from its /metrics): how many, rows, seconds. */
-type InsertTotals = Map<string, { inserts: number; rows: number; seconds: number }>;
+/**
+ * A service's stored history inserts so far, by table (from its /metrics): how many, rows,
+ * seconds, and how many took at most 0.5 s and at most 1 s (its histogram's buckets).
+ */
+type InsertTotals = Map<string, InsertTotal>;
+interface InsertTotal {
+  inserts: number;
+  rows: number;
+  seconds: number;
+  withinHalfSecond: number;
+  withinSecond: number;
+}
+/** A table's totals before its first insert. (A function: the bench runs before this module's later constants are set.) */
+function noInserts(): InsertTotal {
+  return { inserts: 0, rows: 0, seconds: 0, withinHalfSecond: 0, withinSecond: 0 };
+}
 
 /** What one read of a service's /metrics tells the bench. */
 interface ServiceMetrics {
@@ -483,10 +497,17 @@ async function serviceMetrics(target: string): Promise<ServiceMetrics | undefine
     // Rows are recorded for stored inserts only, so durations are taken of those alone too.
     const insertPattern = /^wattstream_insert_(rows_sum|rows_count|duration_seconds_sum)\{table="([^"]+)"(?:,result="([^"]+)")?\} (\S+)$/gm;
     for (const [, series, table, result, value] of text.matchAll(insertPattern)) {
-      const entry = inserts.get(table!) ?? { inserts: 0, rows: 0, seconds: 0 };
+      const entry = inserts.get(table!) ?? noInserts();
       if (series === "rows_sum") entry.rows = Number(value);
       else if (series === "rows_count") entry.inserts = Number(value);
       else if (result === "ok") entry.seconds = Number(value);
+      inserts.set(table!, entry);
+    }
+    const bucketPattern = /^wattstream_insert_duration_seconds_bucket\{le="(0\.5|1)",table="([^"]+)",result="ok"\} (\S+)$/gm;
+    for (const [, le, table, value] of text.matchAll(bucketPattern)) {
+      const entry = inserts.get(table!) ?? noInserts();
+      if (le === "0.5") entry.withinHalfSecond = Number(value);
+      else entry.withinSecond = Number(value);
       inserts.set(table!, entry);
     }
     const gc = new Map<string, { count: number; seconds: number }>();
@@ -523,12 +544,12 @@ function pausesInWindow(start: ServiceMetrics | undefined, end: ServiceMetrics |
   };
 }
 
-/** Per table, between two InsertTotals: stored inserts a second, rows and ms per insert. */
+/** Per table, between two InsertTotals: stored inserts a second, rows and ms per insert, and how many took over 0.5 s and over 1 s. */
 function insertRates(start: InsertTotals | undefined, end: InsertTotals | undefined, seconds: number) {
   if (start === undefined || end === undefined) return undefined;
   return Object.fromEntries(
     [...end].map(([table, at]) => {
-      const before = start.get(table) ?? { inserts: 0, rows: 0, seconds: 0 };
+      const before = start.get(table) ?? noInserts();
       const inserts = at.inserts - before.inserts;
       return [
         table,
@@ -536,6 +557,9 @@ function insertRates(start: InsertTotals | undefined, end: InsertTotals | undefi
           per_second: round(inserts / seconds, 2),
           rows_per_insert: inserts > 0 ? round((at.rows - before.rows) / inserts) : null,
           ms_per_insert: inserts > 0 ? round(((at.seconds - before.seconds) / inserts) * 1000) : null,
+          // A fleet's tail: one insert this slow holds every reading of its table waiting for it.
+          over_half_second: inserts - (at.withinHalfSecond - before.withinHalfSecond),
+          over_one_second: inserts - (at.withinSecond - before.withinSecond),
         },
       ];
     }),
