@@ -189,10 +189,15 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const requestGate = createRequestGate(ACCESS, authenticator, (code, service) => metrics.deniedCalls.inc({ code, service }));
   // Only where a client certificate can identify a device: otherwise every call would carry a
   // context and a closure it never uses.
-  const contextValues =
-    authenticator !== undefined && config.auth.clientCaFile !== undefined
-      ? (req: http.IncomingMessage | http2.Http2ServerRequest) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(req))
-      : undefined;
+  const withPeerCertificate = authenticator !== undefined && config.auth.clientCaFile !== undefined;
+  const contextValues = withPeerCertificate
+    ? (req: http.IncomingMessage | http2.Http2ServerRequest) =>
+        // Over HTTP/2 the request's socket is a proxy; the session's socket is the TLS socket itself.
+        createContextValues().set(peerCertificateKey, () => peerCertificateOf(("stream" in req ? req.stream.session?.socket : undefined) ?? req.socket))
+    : undefined;
+  const streamContextValues = withPeerCertificate
+    ? (stream: http2.ServerHttp2Stream) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(stream.session?.socket))
+    : undefined;
   // Paths that are not RPCs: the operator console, then the probes and metrics.
   const serveConsole = consoleHandler(log);
   const serveProbe = probeHandler(isReady, metrics.registry);
@@ -229,19 +234,11 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
         readMaxBytes: config.server.maxMessageBytes,
         writeMaxBytes: config.server.maxMessageBytes,
         maxTimeoutMs: config.server.maxTimeoutMs,
-        contextValues,
+        contextValues: streamContextValues,
       })
     : undefined;
-  const handler: RequestHandler =
-    lean === undefined
-      ? connectHandler
-      : (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => {
-          // An HTTP/2 request comes with its HTTP/2 response (connect types the response loosely
-          // as either); HTTP/1.1 requests are all connect's.
-          if ("stream" in req && lean(req, res as unknown as http2.Http2ServerResponse)) return;
-          connectHandler(req, res);
-        };
-  const listener = new Listener(withCors(config.corsOrigins, handler), { limits: config.server, tls });
+  // The lean path is offered each HTTP/2 stream first; what it declines reaches connect as a request.
+  const listener = new Listener(withCors(config.corsOrigins, connectHandler), { limits: config.server, tls, streamRoute: lean });
 
   /**
    * Closes everything behind the listener, in order, once no call is running: on stop, and when the

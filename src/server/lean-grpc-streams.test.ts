@@ -3,7 +3,6 @@
 // — over a real HTTP/2 server, called by a stock grpc-js client, and compares what the client sees.
 import { once } from "node:events";
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
@@ -22,8 +21,10 @@ import {
   type SyncReadingsRequest,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
 import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod } from "./lean-grpc-streams.js";
+import { Listener } from "./listener.js";
 
 const READ_MAX_BYTES = 256 * 1024;
+const LIMITS = { maxMessageBytes: READ_MAX_BYTES, maxConcurrentStreams: 1_000, idleTimeoutMs: 60_000, maxTimeoutMs: 60_000, shutdownGraceMs: 0 };
 const WRITE_MAX_BYTES = 64 * 1024;
 const SYNC = "/wattstream.telemetry.v1.IngestService/SyncReadings";
 const STREAM = "/wattstream.telemetry.v1.IngestService/StreamReadings";
@@ -95,7 +96,11 @@ function ingestReadings(request: IngestReadingsRequest, ctx: HandlerContext) {
   return { accepted: BigInt(request.readings.length) };
 }
 
-function requestGate(ctx: HandlerContext): void {
+/** How long the request gate takes to decide for a call that asks it to be slow (x-slow-gate). */
+const SLOW_GATE_MS = 50;
+
+async function requestGate(ctx: HandlerContext): Promise<void> {
+  if (ctx.requestHeader.has("x-slow-gate")) await new Promise((resolve) => setTimeout(resolve, SLOW_GATE_MS));
   if (ctx.requestHeader.get("authorization") !== "Bearer good") {
     throw new ConnectError("no valid credential", Code.Unauthenticated);
   }
@@ -123,24 +128,16 @@ async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
     maxTimeoutMs: 60_000,
   });
   const server: TestServer = { port: 0, connectCalls: 0, close: async () => {} };
-  const h2 = http2.createServer((req, res) => {
-    if (mode === "lean" && lean(req, res)) return;
-    server.connectCalls++;
-    connect(req, res);
-  });
-  h2.listen(0, "127.0.0.1");
-  await once(h2, "listening");
-  server.port = (h2.address() as AddressInfo).port;
-  const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (s) => {
-    sessions.add(s);
-    s.once("close", () => sessions.delete(s));
-  });
-  server.close = () =>
-    new Promise((resolve) => {
-      for (const s of sessions) s.destroy();
-      h2.close(() => resolve());
-    });
+  // The service's listener, which offers each HTTP/2 stream to the lean route before connect.
+  const listener = new Listener(
+    (req, res) => {
+      server.connectCalls++;
+      connect(req, res);
+    },
+    { limits: LIMITS, streamRoute: mode === "lean" ? lean : undefined },
+  );
+  server.port = await listener.listen(0, "127.0.0.1");
+  server.close = () => listener.close(0);
   return server;
 }
 
@@ -436,6 +433,43 @@ describe("the lean gRPC stream path answers as connect does", () => {
     expect(await serverEnd(`cancel-${plain.port}`)).toHaveLength(1);
   });
 
+  it("ends the handler when the client resets a stream with an error code, and serves the next call", async () => {
+    // A reset other than CANCEL reaches the server's stream as an error event.
+    const run = async (port: number) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      try {
+        const stream = rawGrpcRequest(session, SYNC, { "x-call": `reset-${port}` });
+        stream.on("error", () => {});
+        stream.write(envelope(syncMessage("m-1")));
+        await once(stream, "data");
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return await serverEnd(`reset-${port}`);
+      } finally {
+        session.destroy();
+      }
+    };
+    const [a, b] = await both(run);
+    expect(a).toHaveLength(1);
+    expect(b).toHaveLength(1);
+    expect(await callSync(lean.port, [syncMessage("m-2")])).toMatchObject({ code: grpc.status.OK, responses: [1n] });
+  });
+
+  it("carries on when the client resets a stream while the request gate still decides", async () => {
+    // Before the body is read nothing of the call listens to the stream: its error must not go unheard.
+    const session = http2.connect(`http://127.0.0.1:${lean.port}`);
+    try {
+      const stream = rawGrpcRequest(session, SYNC, { "x-slow-gate": "1" });
+      stream.on("error", () => {});
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      await new Promise((resolve) => stream.once("close", resolve));
+      await new Promise((resolve) => setTimeout(resolve, SLOW_GATE_MS));
+    } finally {
+      session.destroy();
+    }
+    expect(await callSync(lean.port, [syncMessage("m-2")])).toMatchObject({ code: grpc.status.OK, responses: [1n] });
+  });
+
   it("ends the handler at the call's deadline while it waits for a message", async () => {
     const [a, b] = await both((port) => callSync(port, [], { call: `deadline-${port}`, end: false, deadlineMs: 300 }));
     expect(a.code).toBe(grpc.status.DEADLINE_EXCEEDED);
@@ -468,6 +502,13 @@ describe("what the lean path leaves to connect", () => {
     // grpc-js: 2 is gzip.
     const seen = await callSync(lean.port, [syncMessage("m-1")], { channel: { "grpc.default_compression_algorithm": 2 } });
     expect(seen).toMatchObject({ code: grpc.status.OK, responses: [1n] });
+    expect(lean.connectCalls).toBe(before + 1);
+  });
+
+  it("a call from a browser's page (with an Origin), which CORS answers", async () => {
+    const before = lean.connectCalls;
+    const seen = await rawUnary(lean.port, envelope(ingestMessage("d-1")), { origin: "https://dash.example.com" });
+    expect(seen.status).toBe(String(grpc.status.OK));
     expect(lean.connectCalls).toBe(before + 1);
   });
 

@@ -4,13 +4,15 @@
 // compiles to helper-driven state machines (a generator, closures and promises per stage); measured,
 // that was ~47 kB of live objects per waiting stream. This route serves the same methods, with the
 // same implementation and request gate, for the one shape devices use — HTTP/2, `application/grpc`
-// (binary protobuf), requests without message compression — reading envelopes off the request and
-// writing them onto the response directly (answers compressed as connect would, for clients that
-// accept it). Every other request (Connect, gRPC-Web, JSON, compressed messages,
-// HTTP/1.1, other methods) goes to connect unchanged. The protocol's own details — content types,
-// timeouts, status trailers — come from connect's protocol modules, not from here. Unary methods
-// asked back to back (the fleet's questions) are served here too, for the garbage connect's unary
-// path leaves (see unaryMethod).
+// (binary protobuf), requests without message compression — reading envelopes off the HTTP/2
+// stream and writing them onto it directly (answers compressed as connect would, for clients that
+// accept it). It takes the stream before Node's compatibility layer wraps it in a request and a
+// response, which a waiting stream would otherwise keep (~2.7 kB) and every message pass through.
+// Every other request (Connect, gRPC-Web, JSON, compressed messages, HTTP/1.1, other methods,
+// browsers' calls, which carry an Origin for CORS) goes to connect unchanged. The protocol's own
+// details — content types, timeouts, status trailers — come from connect's protocol modules, not
+// from here. Unary methods asked back to back (the fleet's questions) are served here too, for
+// the garbage connect's unary path leaves (see unaryMethod).
 import {
   create,
   fromBinary,
@@ -115,11 +117,11 @@ export interface LeanGrpcStreamsOptions {
   readonly acceptCompression?: readonly Compression[];
   /** Response messages this large or larger are compressed (connect's default 1,024 bytes when unset). */
   readonly compressMinBytes?: number;
-  readonly contextValues?: ((req: http2.Http2ServerRequest) => ContextValues) | undefined;
+  readonly contextValues?: ((stream: http2.ServerHttp2Stream) => ContextValues) | undefined;
 }
 
-/** Answers whether it took the request; a request it does not take is for connect. */
-export type LeanRoute = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean;
+/** Answers whether it took the HTTP/2 stream; a stream it does not take is for connect. */
+export type LeanRoute = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 
 const FLAG_COMPRESSED = 0b0000_0001;
 /** connect's defaults, so both paths answer alike. */
@@ -136,24 +138,30 @@ export function createLeanGrpcStreams(options: LeanGrpcStreamsOptions): LeanRout
     acceptCompression: [...(options.acceptCompression ?? DEFAULT_ACCEPT_COMPRESSION)],
     compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
   };
-  return (req, res) => {
-    if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
-    const route = byPath.get(req.url);
+  return (stream, headers) => {
+    if (headers[":method"] !== "POST" || headers.origin !== undefined) return false;
+    const route = byPath.get(headers[":path"] ?? "");
     if (route === undefined) return false;
-    if (parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
-    const encoding = req.headers["grpc-encoding"];
+    if (parseContentType(headers["content-type"] ?? null)?.binary !== true) return false;
+    const encoding = headers["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
-    void serve(route, req, res, settings);
+    // Without the compatibility layer nothing else listens for the stream's errors (a client's
+    // reset arrives as one), and an error nobody listens for ends the process.
+    stream.on("error", ignoreStreamError);
+    void serve(route, stream, headers, settings);
     return true;
   };
 }
 
+/** A stream's error ends its call through the stream's "close" (and the reader's own listener). */
+function ignoreStreamError(): void {}
+
 /** The options with connect's defaults filled in, once for every call. */
 type ServeSettings = LeanGrpcStreamsOptions & { readonly acceptCompression: Compression[]; readonly compressMinBytes: number };
 
-async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse, options: ServeSettings) {
+async function serve(route: LeanStreamMethod, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, options: ServeSettings) {
   const requestHeader = new Headers();
-  for (const [name, value] of Object.entries(req.headers)) {
+  for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith(":") || value === undefined) continue;
     if (Array.isArray(value)) for (const v of value) requestHeader.append(name, v);
     else requestHeader.set(name, value);
@@ -162,22 +170,22 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
   const context = new CallContext({
     service: route.method.parent,
     method: route.method,
-    url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${req.authority}${req.url}`,
+    url: `${isEncrypted(stream) ? "https" : "http"}://${headers[":authority"] ?? headers.host}${headers[":path"]}`,
     timeoutMs: timeout.timeoutMs,
     requestHeader,
-    values: options.contextValues?.(req) ?? createContextValues(),
+    values: options.contextValues?.(stream) ?? createContextValues(),
   });
   const onClose = () => context.cancel(new ConnectError("the client cancelled the call or went away", Code.Canceled));
-  res.once("close", onClose);
+  stream.once("close", onClose);
   // Requests that name a grpc-encoding go to connect, so only the response's is negotiated here.
   const compression = compressionNegotiate(options.acceptCompression, null, requestHeader.get("grpc-accept-encoding"), "Grpc-Accept-Encoding").response;
   if (compression !== null) context.responseHeader.set("grpc-encoding", compression.name);
-  const response = new ResponseWriter(res, context, { compression, compressMinBytes: options.compressMinBytes, writeMaxBytes: options.writeMaxBytes });
+  const response = new ResponseWriter(stream, context, { compression, compressMinBytes: options.compressMinBytes, writeMaxBytes: options.writeMaxBytes });
   try {
     // As connect: the request gate first, so a refused call is refused whatever else is wrong with it.
     await options.requestGate(context);
     if (timeout.error !== undefined) throw timeout.error;
-    const requests = new RequestReader(req, route.decode, options.readMaxBytes, context.signal);
+    const requests = new RequestReader(stream, route.decode, options.readMaxBytes, context.signal);
     if (route.kind === "bidi") {
       for await (const message of route.impl(requests, context)) await response.message(toBinary(route.method.output, message));
     } else if (route.kind === "unary") {
@@ -192,9 +200,14 @@ async function serve(route: LeanStreamMethod, req: http2.Http2ServerRequest, res
   } catch (error) {
     response.finish(error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
   } finally {
-    res.off("close", onClose);
+    stream.off("close", onClose);
     context.finish();
   }
+}
+
+function isEncrypted(stream: http2.ServerHttp2Stream): boolean {
+  const socket = stream.session?.socket;
+  return socket !== undefined && "encrypted" in socket && socket.encrypted === true;
 }
 
 /** What a call's signal says once its answer is written. One error for every call: ending a call must not cost an error and its stack trace each time. */
@@ -268,7 +281,7 @@ async function onlyRequest<R>(requests: AsyncIterable<R>): Promise<R> {
 /** The response side: headers with the first message (or at the end), then messages, then the status. */
 class ResponseWriter {
   constructor(
-    private readonly res: http2.Http2ServerResponse,
+    private readonly stream: http2.ServerHttp2Stream,
     private readonly context: HandlerContext,
     private readonly limits: { readonly compression: Compression | null; readonly compressMinBytes: number; readonly writeMaxBytes: number },
   ) {}
@@ -280,43 +293,45 @@ class ResponseWriter {
     const { compression, compressMinBytes } = this.limits;
     const compressed = compression !== null && message.byteLength >= compressMinBytes;
     const bytes = compressed ? await compression.compress(message) : message;
-    if (this.res.stream.closed) throw this.context.signal.reason ?? new ConnectError("the stream is closed", Code.Canceled);
+    if (this.stream.closed || this.stream.destroyed) throw this.context.signal.reason ?? new ConnectError("the stream is closed", Code.Canceled);
     this.writeHead();
     const envelope = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + bytes.byteLength);
     envelope[0] = compressed ? FLAG_COMPRESSED : 0;
     envelope.writeUInt32BE(bytes.byteLength, 1);
     envelope.set(bytes, ENVELOPE_HEADER_BYTES);
-    if (!this.res.write(envelope)) await drained(this.res);
+    if (!this.stream.write(envelope)) await drained(this.stream);
   }
 
   finish(error: ConnectError | undefined): void {
-    if (this.res.stream.closed || this.res.writableEnded) return;
+    const stream = this.stream;
+    if (stream.closed || stream.destroyed || stream.writableEnded) return;
     this.writeHead();
     setTrailerStatus(this.context.responseTrailer, error);
-    this.res.addTrailers(plain(this.context.responseTrailer));
-    this.res.end();
+    const trailers = plain(this.context.responseTrailer);
+    // The status goes in trailers once the body is out (asked for with waitForTrailers).
+    stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+    stream.end();
   }
 
   private writeHead(): void {
-    if (!this.res.headersSent) this.res.writeHead(200, plain(this.context.responseHeader));
+    if (!this.stream.headersSent) this.stream.respond(plain(this.context.responseHeader, { ":status": 200 }), { waitForTrailers: true });
   }
 }
 
-function plain(headers: Headers): Record<string, string> {
-  const fields: Record<string, string> = {};
+function plain(headers: Headers, fields: Record<string, string | number> = {}): Record<string, string | number> {
   headers.forEach((value, name) => (fields[name] = value));
   return fields;
 }
 
-function drained(res: http2.Http2ServerResponse): Promise<void> {
+function drained(stream: http2.ServerHttp2Stream): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
+      stream.off("drain", done);
+      stream.off("close", done);
       resolve();
     };
-    res.once("drain", done);
-    res.once("close", done);
+    stream.once("drain", done);
+    stream.once("close", done);
   });
 }
 
@@ -334,18 +349,18 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
   private waiting: { resolve: (r: IteratorResult<R>) => void; reject: (e: unknown) => void } | undefined;
 
   constructor(
-    private readonly req: http2.Http2ServerRequest,
+    private readonly body: http2.ServerHttp2Stream,
     private readonly decode: RequestDecoder<R>,
     private readonly readMaxBytes: number,
     signal: AbortSignal,
   ) {
-    req.on("data", (chunk: Buffer) => this.received(chunk));
-    req.once("end", () => {
+    body.on("data", (chunk: Buffer) => this.received(chunk));
+    body.once("end", () => {
       if (this.buffered > 0) this.fail(new ConnectError(`the body ended inside a message (${this.buffered} bytes left over)`, Code.InvalidArgument));
       this.ended = true;
       this.settle();
     });
-    req.once("error", (error: Error) => this.fail(new ConnectError(`reading the request failed: ${error.message}`, Code.Canceled)));
+    body.once("error", (error: Error) => this.fail(new ConnectError(`reading the request failed: ${error.message}`, Code.Canceled)));
     // A call cancelled by the client (RST_STREAM, connection lost) or past its deadline ends the
     // body without an "end": a handler waiting for the next message must hear of it.
     const onAbort = () => this.fail(ConnectError.from(signal.reason, Code.Canceled));
@@ -367,8 +382,8 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
     // The handler stopped reading (it failed or finished): drop what is left, stop the body.
     this.ended = true;
     this.queue.length = 0;
-    this.req.removeAllListeners("data");
-    this.req.resume();
+    this.body.removeAllListeners("data");
+    this.body.resume();
     return Promise.resolve({ done: true, value: undefined });
   }
 
@@ -399,7 +414,7 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
         return;
       }
     }
-    if (this.queue.length >= MAX_QUEUED_REQUESTS) this.req.pause();
+    if (this.queue.length >= MAX_QUEUED_REQUESTS) this.body.pause();
     this.settle();
   }
 
@@ -426,7 +441,7 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
   private take(): Promise<IteratorResult<R>> | undefined {
     if (this.queue.length > 0) {
       const value = this.queue.shift()!;
-      if (this.queue.length < MAX_QUEUED_REQUESTS && this.req.isPaused()) this.req.resume();
+      if (this.queue.length < MAX_QUEUED_REQUESTS && this.body.isPaused()) this.body.resume();
       return Promise.resolve({ done: false, value });
     }
     if (this.failure !== undefined) return Promise.reject(this.failure);

@@ -14,10 +14,15 @@ import type { TlsMaterial } from "./tls-material.js";
 /** A request handler both HTTP servers accept (connect-node's adapter is one). */
 export type RequestHandler = ReturnType<typeof connectNodeAdapter>;
 
+/** Takes an HTTP/2 stream itself (answering true) or leaves it to the request handler. */
+export type StreamRoute = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+
 export interface ListenerOptions {
   readonly limits: ServerLimits;
   /** With a client CA, clients are asked for a certificate, which the request gate checks. */
   readonly tls?: TlsMaterial | undefined;
+  /** Offered every HTTP/2 stream before the handler gets it as a request (the lean gRPC path). */
+  readonly streamRoute?: StreamRoute | undefined;
 }
 
 /** How often (10 ms apart) a finished response is checked for its trailers being out. */
@@ -35,6 +40,21 @@ function resetOnceAnswered(stream: http2.ServerHttp2Stream, checksLeft: number):
     return;
   }
   if (checksLeft > 0) setTimeout(() => resetOnceAnswered(stream, checksLeft - 1), 10).unref();
+}
+
+/**
+ * Puts `route` in front of Node's HTTP/2 compatibility layer: the server's one "stream" listener,
+ * added with the request handler, makes a request and a response for each stream and emits
+ * "request"; it now runs only for the streams `route` declines.
+ */
+function offerStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, route: StreamRoute): void {
+  const listeners = server.listeners("stream");
+  if (listeners.length !== 1) throw new Error(`expected the HTTP/2 server's compatibility layer as its one stream listener, found ${listeners.length}`);
+  const toRequest = listeners[0] as (...args: unknown[]) => void;
+  server.removeListener("stream", toRequest);
+  server.on("stream", function (this: unknown, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) {
+    if (!route(stream, headers)) toRequest.call(this, stream, headers, ...rest);
+  });
 }
 
 /** The start of every HTTP/2 connection (RFC 9113 §3.4); no HTTP/1 request starts with "PRI". */
@@ -97,6 +117,7 @@ export class Listener {
       this.h1.timeout = limits.idleTimeoutMs;
       this.front = net.createServer((socket) => this.route(socket, limits.idleTimeoutMs));
     }
+    if (options.streamRoute !== undefined) offerStreamsFirst(this.h2, options.streamRoute);
     this.h2.on("session", (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
