@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# wattstream service image. TypeScript runs through tsx at start (no build step), so the image
-# holds the sources, the generated code and the production dependencies.
+# wattstream service image: the service compiled to JavaScript (scripts/build.mjs, as `npm start`
+# does), with the migrations and the console's sources beside it, and the production dependencies.
 #
 # Debian slim, not alpine: chdb's native library (@chdb/lib-linux-<arch>-gnu, ~550 MB) needs
 # glibc, and it is loaded on import even when CLICKHOUSE_URL points at a server.
@@ -12,12 +12,23 @@ ARG NODE_IMAGE=node:24-bookworm-slim
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-# tsx is a runtime dependency, so --omit=dev keeps everything `npm start` needs. No install
-# script is needed (chdb's is a no-op, esbuild's and protobufjs's only check), so none runs.
+# esbuild (the build, and the console's bundle at run time) is a runtime dependency, so --omit=dev
+# keeps everything needed. No install script is needed (chdb's is a no-op, esbuild's and
+# protobufjs's only check), so none runs.
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
-# --- runtime: no npm invocations, no build tools, nothing writable but DATA_DIR and /tmp ---
+# --- build: the TypeScript compiled to dist/, file for file (about a second) ---
+FROM deps AS build
+COPY tsconfig.json ./
+COPY scripts/build.mjs ./scripts/
+COPY src ./src
+COPY gen ./gen
+COPY clickhouse ./clickhouse
+COPY web ./web
+RUN node scripts/build.mjs
+
+# --- runtime: no npm invocations, nothing writable but DATA_DIR and /tmp ---
 FROM ${NODE_IMAGE}
 # UV_THREADPOOL_SIZE: each statement on the embedded engine holds one of libuv's threads for its
 # whole run, and the service keeps several connections busy at once (see docs/engine.md).
@@ -30,13 +41,10 @@ WORKDIR /app
 
 # Owned by root and read-only to the `node` user that runs the service.
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json package-lock.json tsconfig.json ./
-COPY gen ./gen
-# Migrations are read at start from clickhouse/*.sql beside src/.
-COPY clickhouse ./clickhouse
-COPY src ./src
-# The operator console, bundled by the service when first asked for.
-COPY web ./web
+COPY package.json package-lock.json ./
+# The compiled service, with the migrations it reads at start (dist/clickhouse) and the operator
+# console's sources, bundled by the service when first asked for (dist/web).
+COPY --from=build /app/dist ./dist
 
 # The embedded engine's data (used only when CLICKHOUSE_URL is unset). Created and chowned before
 # VOLUME so a fresh volume starts out owned by `node`.
@@ -52,4 +60,4 @@ EXPOSE 8080
 # stop timeout a few seconds more than that.
 # No HEALTHCHECK here: PORT and TLS are configurable, so the probe belongs to the deployment
 # (docker-compose.yml checks GET /readyz; Kubernetes would probe /healthz and /readyz).
-CMD ["node", "--import", "tsx", "src/main.ts"]
+CMD ["node", "--enable-source-maps", "dist/src/main.js"]

@@ -7,6 +7,7 @@
 // snapshot's node type and constructor name). A snapshot counts only what is reachable after a
 // full collection, so garbage does not blur the figure.
 //   node --import tsx bench/stream-heap.ts [--streams 2000] [--top 15] [--json FILE]
+// KEEP_SNAPSHOTS=1 keeps the two .heapsnapshot files (for Chrome's DevTools) and says where.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,7 +15,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { startRedisServer } from "../test/support/redis-server.js";
-import { startServiceProcess } from "../test/support/service-process.js";
+import { BUILT_SERVICE, buildService, startServiceProcess } from "../test/support/service-process.js";
 
 const { values } = parseArgs({
   options: {
@@ -109,6 +110,9 @@ async function snapshotOf(pid: number, dir: string): Promise<string> {
 
 const workDir = mkdtempSync(path.join(tmpdir(), "wattstream-stream-heap-"));
 const redis = await startRedisServer();
+// As `npm start` runs it; STREAM_HEAP_TSX=1 runs the TypeScript through tsx instead, for comparison.
+const entry = process.env.STREAM_HEAP_TSX === "1" ? "src/main.ts" : BUILT_SERVICE;
+if (entry === BUILT_SERVICE) buildService();
 const service = await startServiceProcess(
   {
     PORT: "0",
@@ -121,6 +125,7 @@ const service = await startServiceProcess(
     NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${workDir}`,
   },
   60_000,
+  entry,
 );
 try {
   const pid = service.child.pid!;

@@ -1,7 +1,6 @@
 // The operator console (web/): GET /console/ is its page and /console/console.js its script,
-// bundled from web/console.ts with esbuild when first asked for and kept in memory (no build step
-// and nothing generated in the repository; the service already runs its TypeScript through tsx,
-// which brings esbuild). The page holds no data: every answer it shows comes from FleetService
+// bundled from web/console.ts with esbuild when first asked for and kept in memory (nothing
+// generated in the repository; esbuild is the service's own build tool, scripts/build.mjs). The page holds no data: every answer it shows comes from FleetService
 // calls, which need an operator key when authentication is on.
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";

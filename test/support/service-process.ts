@@ -1,10 +1,19 @@
-// Runs the service as an operator does, `node --import tsx src/main.ts` in its own process with its
-// configuration in the environment, and gives tests its port, its JSON log lines and a bounded stop.
-import { spawn, type ChildProcess } from "node:child_process";
+// Runs the service in its own process with its configuration in the environment — its TypeScript
+// through tsx (tests), or compiled as `npm start` runs it (benchmarks: BUILT_SERVICE) — and gives
+// the caller its port, its JSON log lines and a bounded stop.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+/** The service as `npm start` runs it, compiled to dist/ (call buildService first). */
+export const BUILT_SERVICE = { command: process.execPath, args: ["--enable-source-maps", "dist/src/main.js"] } as const;
+
+/** Compiles the service to dist/ (scripts/build.mjs), as `npm start` does before it runs it. */
+export function buildService(): void {
+  execFileSync(process.execPath, ["scripts/build.mjs"], { cwd: repoRoot, stdio: "inherit" });
+}
 
 export interface ServiceProcess {
   readonly child: ChildProcess;
