@@ -22,7 +22,7 @@ import type { CallLimits } from "../config.js";
 import type { DeviceRateLimit } from "../pipeline/device-rate-limit.js";
 import { addOutcome, emptyOutcome, type IngestEngine, type IngestOutcome, type ReadingRejection } from "../pipeline/ingest-engine.js";
 import type { IngestMetrics } from "../observe/metrics.js";
-import { WakeUp } from "./wake-up.js";
+import { FAILED, NOTHING_QUEUED, ReadLoopEvents } from "./read-loop-events.js";
 
 export interface StreamLimits extends CallLimits {
   /** Most readings per batch; a larger message is split, smaller ones arriving together merge. */
@@ -262,9 +262,9 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     const inFlight: Submitted[] = [];
     let nextIndex = 0;
     let failure: unknown;
-    // Wakes the read loop when a batch fails, so a device that holds its stream open (waiting for
+    // Woken by a batch's failure too, so a device that holds its stream open (waiting for
     // acknowledgements) hears of the failure at once, not with its next message.
-    const failed = new WakeUp<typeof FAILED>();
+    const events = new ReadLoopEvents(requests[Symbol.asyncIterator]());
 
     // Reports settled batches from the front, so outcomes (and sync acknowledgements) keep
     // stream order; after a failure nothing later is reported, as nothing later is acknowledged.
@@ -279,7 +279,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         inFlight.shift();
         if (batch.error !== undefined) {
           failure ??= batch.error;
-          failed.wake(FAILED);
+          events.fail();
         } else if (failure === undefined) {
           const outcome = withRepeatsInOtherBatches(batch, waiting, later);
           this.metrics.countOutcome(outcome);
@@ -310,15 +310,14 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
 
     const timers = new StreamTimers(this.limits, () => inFlight.length > 0, (error) => {
       failure ??= error;
-      failed.wake(FAILED);
+      events.fail();
     });
     try {
-      const iterator = requests[Symbol.asyncIterator]();
       let pending: ReceivedReading[] = [];
-      let next = iterator.next();
+      events.readNext();
       while (failure === undefined) {
         // Take every message that has already arrived; once none is waiting, store what we have.
-        const result = await Promise.race(pending.length === 0 ? [next, failed.wait()] : [next, failed.wait(), nothingQueued()]);
+        const result = await events.next(pending.length > 0);
         if (result === FAILED) break;
         if (result === NOTHING_QUEUED) {
           await submit(pending);
@@ -329,7 +328,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
         timers.messageReceived();
         if (result.value.readings.length > maxReadingsPerMessage) throw tooManyReadings(result.value.readings.length, maxReadingsPerMessage);
         pending.push(...result.value.readings);
-        next = iterator.next();
+        events.readNext();
         while (pending.length >= maxBatchReadings && failure === undefined) await submit(pending.splice(0, maxBatchReadings));
       }
       if (pending.length > 0 && failure === undefined) await submit(pending);
@@ -486,14 +485,6 @@ function asInvalidArgumentIfUndecodable(error: unknown): unknown {
 
 function tooManyReadings(count: number, maxReadingsPerMessage: number): ConnectError {
   return new ConnectError(`a message carries ${count} readings; at most ${maxReadingsPerMessage} per message (MAX_READINGS_PER_MESSAGE): split it`, Code.InvalidArgument);
-}
-
-const NOTHING_QUEUED = Symbol("nothing queued");
-const FAILED = Symbol("a batch failed");
-
-/** Resolves after the messages already received have been delivered to the reader. */
-function nothingQueued(): Promise<typeof NOTHING_QUEUED> {
-  return new Promise((resolve) => setImmediate(() => resolve(NOTHING_QUEUED)));
 }
 
 async function* once(message: ReceivedMessage): AsyncGenerator<ReceivedMessage> {
