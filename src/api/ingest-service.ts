@@ -262,8 +262,9 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
     const inFlight: Submitted[] = [];
     let nextIndex = 0;
     let failure: unknown;
-    // Woken by a batch's failure too, so a device that holds its stream open (waiting for
-    // acknowledgements) hears of the failure at once, not with its next message.
+    // What the loop below waits for: the next message, the end of the turn while readings wait to
+    // be submitted, or a failure (a batch's, or the stream's timers'), so that a device holding its
+    // stream open for acknowledgements hears of a failure at once, not with its next message.
     const events = new ReadLoopEvents(requests[Symbol.asyncIterator]());
 
     // Reports settled batches from the front, so outcomes (and sync acknowledgements) keep
