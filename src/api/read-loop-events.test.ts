@@ -56,14 +56,18 @@ async function readMessages(inbox: Inbox<object>, events: ReadLoopEvents<object>
   return read;
 }
 
+/** Events over an inbox already holding `messages`, as a stream's body that delivered them together. */
+function eventsOver(...messages: string[]): { inbox: Inbox<string>; events: ReadLoopEvents<string> } {
+  const inbox = new Inbox<string>();
+  for (const message of messages) inbox.deliver(message);
+  return { inbox, events: new ReadLoopEvents(inbox) };
+}
+
 const valueOf = (event: ReadLoopEvent<string>) => (typeof event === "symbol" || event.done === true ? event : event.value);
 
 describe("ReadLoopEvents", () => {
   it("gives messages in order, one for each read asked for", async () => {
-    const inbox = new Inbox<string>();
-    const events = new ReadLoopEvents(inbox);
-    inbox.deliver("a");
-    inbox.deliver("b");
+    const { inbox, events } = eventsOver("a", "b");
     events.readNext();
     expect(valueOf(await events.next(false))).toBe("a");
     events.readNext();
@@ -76,10 +80,7 @@ describe("ReadLoopEvents", () => {
   });
 
   it("answers NOTHING_QUEUED only once a turn of the event loop has brought no message", async () => {
-    const inbox = new Inbox<string>();
-    const events = new ReadLoopEvents(inbox);
-    inbox.deliver("a");
-    inbox.deliver("b");
+    const { events } = eventsOver("a", "b");
     events.readNext();
     expect(valueOf(await events.next(false))).toBe("a");
     // "b" has arrived together with "a": it comes before the turn ends.
@@ -90,8 +91,7 @@ describe("ReadLoopEvents", () => {
   });
 
   it("does not let the end of a turn answer a later wait once a message answered its own", async () => {
-    const inbox = new Inbox<string>();
-    const events = new ReadLoopEvents(inbox);
+    const { inbox, events } = eventsOver();
     events.readNext();
     const first = events.next(true);
     inbox.deliver("a");
@@ -102,8 +102,7 @@ describe("ReadLoopEvents", () => {
   });
 
   it("wakes the wait in progress on failure, and answers every later wait at once, before any message", async () => {
-    const inbox = new Inbox<string>();
-    const events = new ReadLoopEvents(inbox);
+    const { inbox, events } = eventsOver();
     events.readNext();
     const waiting = events.next(false);
     events.fail();
