@@ -29,7 +29,7 @@ import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
 import { RedisLiveStore } from "../src/store/live/redis-live-store.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
 import { performanceAnswers } from "../test/support/performance-answers.js";
-import { BUILT_SERVICE, buildService, startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
+import { builtService, startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
 import { cpuSeconds, peakRssBytes } from "./process-stats.js";
 
 const { values } = parseArgs({
@@ -122,7 +122,7 @@ try {
   }
 
   log("starting the service on the seeded DATA_DIR");
-  buildService();
+  const entry = builtService();
   const startedAt = performance.now();
   service = await startServiceProcess(
     {
@@ -136,7 +136,7 @@ try {
       ...(process.env.SERVICE_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SERVICE_NODE_OPTIONS } : {}),
     },
     300_000,
-    BUILT_SERVICE,
+    entry,
   );
   const serviceStartSeconds = (performance.now() - startedAt) / 1000;
   log(`serving on ${service.target} after ${serviceStartSeconds.toFixed(1)} s`);

@@ -18,7 +18,7 @@ import { startInstantIngestServer } from "./instant-ingest-server.js";
 import { measureLimit, median } from "./limit.js";
 import { cpuSeconds, peakRssBytes, rssBytes, threadCpuSeconds } from "./process-stats.js";
 import { redisServerAvailable, startRedisServer, type RedisServer } from "../test/support/redis-server.js";
-import { BUILT_SERVICE, buildService, startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
+import { builtService, startServiceProcess, type ServiceProcess } from "../test/support/service-process.js";
 
 /** A problem the user can act on: printed without a stack. */
 class BenchError extends Error {}
@@ -114,8 +114,7 @@ try {
   // connection) is above the 500 streams the load puts on each connection, and IDLE_TIMEOUT (5 min)
   // is far above the 30 s between a stream's readings, so neither needs raising.
   // What an operator runs: the service compiled, as `npm start` runs it.
-  buildService();
-  service = await startServiceProcess(env, 60_000, BUILT_SERVICE);
+  service = await startServiceProcess(env, 60_000, builtService());
   const pid = service.child.pid!;
 
   const seconds = Number(values.seconds ?? (scenario === "throughput" ? 20 : 20));

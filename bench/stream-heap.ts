@@ -9,13 +9,13 @@
 //   node --import tsx bench/stream-heap.ts [--streams 2000] [--top 15] [--json FILE]
 // KEEP_SNAPSHOTS=1 keeps the two .heapsnapshot files (for Chrome's DevTools) and says where.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { startRedisServer } from "../test/support/redis-server.js";
-import { BUILT_SERVICE, buildService, startServiceProcess } from "../test/support/service-process.js";
+import { builtService, startServiceProcess } from "../test/support/service-process.js";
 
 const { values } = parseArgs({
   options: {
@@ -100,7 +100,7 @@ async function snapshotOf(pid: number, dir: string): Promise<string> {
     const full = path.join(dir, file);
     let size = -1;
     for (;;) {
-      const now = readFileSync(full).byteLength;
+      const now = statSync(full).size;
       if (now === size && now > 0) return full;
       size = now;
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -111,8 +111,7 @@ async function snapshotOf(pid: number, dir: string): Promise<string> {
 const workDir = mkdtempSync(path.join(tmpdir(), "wattstream-stream-heap-"));
 const redis = await startRedisServer();
 // As `npm start` runs it; STREAM_HEAP_TSX=1 runs the TypeScript through tsx instead, for comparison.
-const entry = process.env.STREAM_HEAP_TSX === "1" ? "src/main.ts" : BUILT_SERVICE;
-if (entry === BUILT_SERVICE) buildService();
+const entry = process.env.STREAM_HEAP_TSX === "1" ? "src/main.ts" : builtService();
 const service = await startServiceProcess(
   {
     PORT: "0",

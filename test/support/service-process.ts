@@ -1,5 +1,5 @@
 // Runs the service in its own process with its configuration in the environment — its TypeScript
-// through tsx (tests), or compiled as `npm start` runs it (benchmarks: BUILT_SERVICE) — and gives
+// through tsx (tests), or compiled as `npm start` runs it (benchmarks: builtService()) — and gives
 // the caller its port, its JSON log lines and a bounded stop.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -7,12 +7,13 @@ import { fileURLToPath } from "node:url";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
-/** The service as `npm start` runs it, compiled to dist/ (call buildService first). */
-export const BUILT_SERVICE = { command: process.execPath, args: ["--enable-source-maps", "dist/src/main.js"] } as const;
-
-/** Compiles the service to dist/ (scripts/build.mjs), as `npm start` does before it runs it. */
-export function buildService(): void {
+/**
+ * The service as `npm start` runs it: compiles it to dist/ (scripts/build.mjs) and answers the
+ * command line that runs the result, for startServiceProcess.
+ */
+export function builtService(): { readonly command: string; readonly args: readonly string[] } {
   execFileSync(process.execPath, ["scripts/build.mjs"], { cwd: repoRoot, stdio: "inherit" });
+  return { command: process.execPath, args: ["--enable-source-maps", "dist/src/main.js"] };
 }
 
 export interface ServiceProcess {
