@@ -190,14 +190,14 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   // Only where a client certificate can identify a device: otherwise every call would carry a
   // context and a closure it never uses.
   const withPeerCertificate = authenticator !== undefined && config.auth.clientCaFile !== undefined;
+  // The certificate is read from the connection's socket when the request gate asks for it.
+  const peerCertificateValues = (socket: unknown) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(socket));
   const contextValues = withPeerCertificate
     ? (req: http.IncomingMessage | http2.Http2ServerRequest) =>
-        // Over HTTP/2 the request's socket is a proxy; the session's socket is the TLS socket itself.
-        createContextValues().set(peerCertificateKey, () => peerCertificateOf(("stream" in req ? req.stream.session?.socket : undefined) ?? req.socket))
+        // Over HTTP/2 the request's socket is a proxy of the stream; the session's is the connection's.
+        peerCertificateValues(("stream" in req ? req.stream.session?.socket : undefined) ?? req.socket)
     : undefined;
-  const streamContextValues = withPeerCertificate
-    ? (stream: http2.ServerHttp2Stream) => createContextValues().set(peerCertificateKey, () => peerCertificateOf(stream.session?.socket))
-    : undefined;
+  const streamContextValues = withPeerCertificate ? (stream: http2.ServerHttp2Stream) => peerCertificateValues(stream.session?.socket) : undefined;
   // Paths that are not RPCs: the operator console, then the probes and metrics.
   const serveConsole = consoleHandler(log);
   const serveProbe = probeHandler(isReady, metrics.registry);
