@@ -112,15 +112,13 @@ describe("ReadLoopEvents", () => {
   });
 
   it("gives a read's error as the wait's rejection, whether it came during the wait or before it", async () => {
-    const during = new Inbox<string>();
-    const events = new ReadLoopEvents(during);
+    const { inbox: during, events } = eventsOver();
     events.readNext();
     const waiting = events.next(false);
     during.break(new Error("the stream was reset"));
     await expect(waiting).rejects.toThrow("the stream was reset");
 
-    const before = new Inbox<string>();
-    const early = new ReadLoopEvents(before);
+    const { inbox: before, events: early } = eventsOver();
     early.readNext();
     before.break(new Error("the body ended inside a message"));
     await nextTurn();
