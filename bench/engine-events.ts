@@ -3,15 +3,17 @@
 // statement. chdb keeps no query_log, so this is the way to see parsing, analysis, planning,
 // pipeline building and merges apart.
 //   node --import tsx bench/engine-events.ts insert [--rows 3] [--blocks 200] [--settings "compile_expressions = 0"]
-//     small inserts like the service's (RowBinary FROM INFILE, with a dedupe token, through every
-//     materialized view), into a fresh data directory, a third each per history table;
-//   node --import tsx bench/engine-events.ts capacity [--rows 200] [--seconds 10] [--without-views]
+//     small inserts like the embedded service's (RowBinary FROM INFILE, with a dedupe token, into the
+//     history table alone: since migration 0007 its rollups are fed apart), into a fresh data
+//     directory, a third each per history table; --with-rollups sends them to the kind's ingest table
+//     instead, whose views write history and every rollup in one statement, as each insert did before
+//     0007 (and as the service's inserts into a ClickHouse server do);
+//   node --import tsx bench/engine-events.ts capacity [--rows 200] [--seconds 10] [--with-rollups]
 //     how many such inserts the engine takes a second with this machine to itself, and its CPU
 //     (this process's, merges included) per insert: one connection inserting one block after
 //     another, then one connection per history table inserting at once, as the service does
-//     (--without-views: into the history tables alone, their materialized views dropped, to see
-//     what writing the rollups at insert time costs);
-//   node --import tsx bench/engine-events.ts paced [--rate 12] [--rows 90] [--seconds 30] [--without-views]
+//     (--with-rollups, as above: what writing the rollups at insert time costs);
+//   node --import tsx bench/engine-events.ts paced [--rate 12] [--rows 90] [--seconds 30] [--with-rollups]
 //     inserts at a fixed rate, as a fleet's readings arrive (--rate inserts a second into each history
 //     table, on one connection per table): their latency and the CPU per insert, merges included,
 //     and what the engine merged per insert (its MergedRows) and the active parts left;
@@ -44,7 +46,7 @@ const { values, positionals } = parseArgs({
     calls: { type: "string", default: "300" },
     "data-dir": { type: "string" },
     seconds: { type: "string", default: "10" },
-    "without-views": { type: "boolean", default: false },
+    "with-rollups": { type: "boolean", default: false },
     settings: { type: "string", default: "" },
     "table-settings": { type: "string", default: "" },
     rate: { type: "string", default: "12" },
@@ -99,13 +101,6 @@ if (mode === "insert" || mode === "capacity" || mode === "paced") {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "engine-events-"));
   const history = await openHistoryClient({ url: undefined, username: "default", password: "", database: "wattstream", dataDir });
   await applyMigrations(history.client, await loadMigrations());
-  if (values["without-views"]) {
-    const views = await history.client.query({
-      query: "SELECT name FROM system.tables WHERE database = 'wattstream' AND engine = 'MaterializedView'",
-      format: "JSONCompactEachRow",
-    });
-    for (const [name] of await views.json<[string]>()) await history.client.command({ query: `DROP VIEW wattstream.${name}` });
-  }
   if (values["table-settings"].trim()) {
     const tables = await history.client.query({
       query: "SELECT name FROM system.tables WHERE database = 'wattstream' AND engine LIKE '%MergeTree'",
@@ -123,7 +118,7 @@ if (mode === "insert" || mode === "capacity" || mode === "paced") {
     writeFileSync(file, historyBlock(kind, rowsPerBlock));
     const started = performance.now();
     await lane.command({
-      query: `INSERT INTO wattstream.${HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
+      query: `INSERT INTO wattstream.${values["with-rollups"] ? `${kind}_ingest` : HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
               SETTINGS insert_deduplication_token = '${randomUUID()}', deduplicate_blocks_in_dependent_materialized_views = 1${settings ? `, ${settings}` : ""}
               FORMAT ${INSERT_FORMAT}`,
     });
@@ -160,7 +155,7 @@ if (mode === "insert" || mode === "capacity" || mode === "paced") {
     });
     const [[activeParts]] = await parts.json<[string]>();
     console.log(
-      `${rate} inserts/s into each table of ${rowsPerBlock} rows${values["without-views"] ? ", without the views" : ""}: ${times.length} inserts, ` +
+      `${rate} inserts/s into each table of ${rowsPerBlock} rows${values["with-rollups"] ? ", with the rollups" : ""}: ${times.length} inserts, ` +
         `ms p50 ${p50.toFixed(1)} p99 ${p99.toFixed(1)} max ${max.toFixed(0)}; CPU ${(cpuSeconds / seconds).toFixed(2)} cores, ` +
         `${((cpuSeconds / times.length) * 1000).toFixed(1)} ms per insert; per insert merged ${perInsert("MergedRows")} rows in ${perInsert("Merge")} merges; ` +
         `${activeParts} active parts`,

@@ -144,6 +144,8 @@ export interface InsertConfig {
   readonly timeoutMs: number;
   /** Attempts per block (same dedupe token) before its calls fail retryably. */
   readonly maxAttempts: number;
+  /** Embedded engine: longest a stored block waits for its rollups while nobody reads them. */
+  readonly rollupIntervalMs: number;
 }
 
 /** A configuration problem, naming the variable at fault. */
@@ -230,6 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
         lingerMs: read.duration("INSERT_LINGER", "50ms"),
         timeoutMs: read.duration("INSERT_TIMEOUT", "10s"),
         maxAttempts: read.integer("INSERT_ATTEMPTS", 3, 1, 100),
+        rollupIntervalMs: read.duration("ROLLUP_INTERVAL", "1s"),
       },
     },
     fleet: {

@@ -38,6 +38,7 @@ import { withCors } from "./server/cors.js";
 import { probeHandler } from "./server/probe-routes.js";
 import { openHistoryClient, STUCK_STATEMENT_MS, type HistoryClient } from "./store/history/clickhouse-client.js";
 import { createHistorySink, type HistorySink } from "./store/history/history-sink.js";
+import { readsAfterRollups } from "./store/history/reads-after-rollups.js";
 import { TableBatcher } from "./store/history/table-batcher.js";
 import { applyMigrations, loadMigrations } from "./store/history/migrations.js";
 import { ClickHouseStoredEventFinder } from "./store/history/stored-events.js";
@@ -50,6 +51,11 @@ export interface RunningService {
   readonly port: number;
   /** Graceful stop: refuse new calls, let in-flight ones finish, then close storage. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Resolves once every reading acknowledged so far is in the rollups too (the embedded engine
+   * writes them up to ROLLUP_INTERVAL later; the service's answers wait for this themselves).
+   */
+  rollupsCaughtUp(): Promise<void>;
 }
 
 /** Seams for tests that must inject a fault a real part cannot produce on demand. */
@@ -90,6 +96,8 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   });
   const metrics = new IngestMetrics();
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
+  // The answers' reads: each waits for the rollups to hold every block already stored.
+  const answers = readsAfterRollups(history.client, realSink);
   const { inserts } = config.ingest;
   const batcherOptions = {
     maxRowsPerInsert: inserts.maxRowsPerInsert,
@@ -107,8 +115,8 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   const performanceSnapshot = config.fleet.performanceSnapshot
     ? new PerformanceSnapshot({
         windowMs: DEFAULT_WINDOW_HOURS * 3_600_000,
-        load: (fromMs, toMs) => queryDeviceTotals(history.client, fromMs, toMs),
-        loadDevices: (deviceIds, fromMs, toMs) => queryDeviceTotalsOf(history.client, deviceIds, fromMs, toMs),
+        load: (fromMs, toMs) => queryDeviceTotals(answers, fromMs, toMs),
+        loadDevices: (deviceIds, fromMs, toMs) => queryDeviceTotalsOf(answers, deviceIds, fromMs, toMs),
         log,
       })
     : undefined;
@@ -125,6 +133,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   metrics.observeGauges({
     rowsInFlight: () => engine.inFlight.inFlight,
     rowsWaiting: () => Object.values(batchers).reduce((sum, b) => sum + b.pendingRows, 0),
+    rollupBlocksWaiting: () => realSink.pendingRollupBlocks,
     workerQueue: () => pool.queueSize,
     workers: () => pool.threads,
   });
@@ -154,7 +163,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   };
   const rateLimit = new DeviceRateLimit({ readingsPerSecond: config.calls.deviceReadingsPerSecond, burst: config.calls.deviceBurstReadings });
   const ingest = new IngestHandler({ engine, limits: { ...config.ingest, ...config.calls }, metrics, rateLimit, authenticator });
-  const fleet = new FleetHandler(history.client, config.fleet, liveStore, Date.now, {
+  const fleet = new FleetHandler(answers, config.fleet, liveStore, Date.now, {
     // The embedded engine locks its data directory to this process, so every link is written
     // through it and invalidates the copy: reloading it on a timer (~18 ms of the engine every
     // 5 s with 6,667 links, queued ahead of any call that came meanwhile) would buy nothing.
@@ -278,6 +287,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   let stopping: Promise<void> | undefined;
   return {
     port,
+    rollupsCaughtUp: () => realSink.rollupsCaughtUp(),
     stop() {
       stopping ??= (async () => {
         log.info({ graceMs: config.server.shutdownGraceMs }, "shutting down: finishing in-flight calls");
@@ -364,6 +374,9 @@ async function openStores(config: Config, log: Logger, faults: ServiceFaults, st
     const realSink = await createHistorySink(history, {
       onLaneReplaced: (kind) =>
         log.warn({ table: kind }, "an insert is still running past its timeout; the table's next inserts use a new engine connection"),
+      rollupIntervalMs: config.ingest.inserts.rollupIntervalMs,
+      onRollupFeedError: (kind, error, blocks) =>
+        log.warn({ table: kind, blocks, err: error }, "writing stored blocks into the rollups failed; trying again"),
     });
     return { history, liveStore: live.store, stopRestore: live.stopRestore, realSink };
   } catch (error) {

@@ -39,7 +39,7 @@ beforeAll(async () => {
   keys.one = await devicesCli(file, "key", "add", "one", "--device", "bbu-9");
   keys.ops = await devicesCli(file, "key", "add", "ops", "--role", "operator");
   app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file }));
-  probe = new HistoryProbe(app.config);
+  probe = new HistoryProbe(app.config, app.service);
 }, 60_000);
 
 afterAll(async () => {

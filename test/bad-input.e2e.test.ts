@@ -129,7 +129,7 @@ describe("malformed frames", () => {
     const { status, message } = await rawCall(method, frame(request));
     expect(status).toBe(INVALID_ARGUMENT);
     expect(message).toMatch(/^a message of the call is not a valid request: reading 1 of the call: .*malformed/);
-    const probe = new HistoryProbe(app.config);
+    const probe = new HistoryProbe(app.config, app.service);
     try {
       expect(await probe.rows(`SELECT device_id FROM {db}.meter_readings WHERE device_id IN ('meterB', 'meter-oa', '${beside}')`)).toEqual([]);
     } finally {
@@ -144,7 +144,7 @@ describe("malformed frames", () => {
     const withUnknown = Buffer.concat([Buffer.from(known), Buffer.from([0x98, 0x06, 0x2a])]);
     const { status } = await rawCall("IngestReadings", frame(withUnknown));
     expect(status).toBe(0);
-    const probe = new HistoryProbe(app.config);
+    const probe = new HistoryProbe(app.config, app.service);
     try {
       expect(await probe.rows("SELECT event_id FROM {db}.meter_readings WHERE device_id = 'meter-unknown'")).toEqual([{ event_id: "u-1" }]);
     } finally {

@@ -37,7 +37,7 @@ describe("concurrent streams resending overlapping event ids", () => {
   let probe: HistoryProbe;
   beforeAll(async () => {
     app = await startTestService();
-    probe = new HistoryProbe(app.config);
+    probe = new HistoryProbe(app.config, app.service);
   });
   afterAll(async () => {
     await app?.service.stop();
@@ -452,7 +452,7 @@ function serviceWithSink(env: Record<string, string>, wrap: (real: HistorySink) 
   return forSuite<{ app: TestService; probe: HistoryProbe }>(
     async (into) => {
       into.app = await startTestService(env, { wrapHistorySink: wrap });
-      into.probe = new HistoryProbe(into.app.config);
+      into.probe = new HistoryProbe(into.app.config, into.app.service);
     },
     async ({ app, probe }) => {
       await app?.service.stop();

@@ -23,7 +23,7 @@ let ingestClient: GrpcIngestClient;
 
 beforeAll(async () => {
   app = await startTestService(testEnv({ OFFLINE_AFTER: "1h" }));
-  probe = new HistoryProbe(app.config);
+  probe = new HistoryProbe(app.config, app.service);
   fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
   ingestClient = new GrpcIngestClient(app.target);
 });
@@ -136,7 +136,9 @@ describe("GetDeviceHealth", () => {
 
   it("counts a retried insert block once in the rollup (deduplication window)", async () => {
     const at = Date.now() - 2 * HOUR;
-    const insert = `INSERT INTO {db}.battery_readings
+    // Into the ingest table, as the service's inserts into a ClickHouse server go: history and the
+    // rollup in one statement (the embedded feed's retries are in history-sink.test.ts).
+    const insert = `INSERT INTO {db}.battery_ingest
         (device_id, event_id, observed_at, received_at, voltage, temperature, error_codes, health_score, health_level, recommendation, score_version)
       SETTINGS insert_deduplication_token = 'retry-block-1'
       VALUES ('unit-retry', 'r-1', fromUnixTimestamp64Milli(${at}, 'UTC'), now64(3, 'UTC'), 48, 25, [], 77, 'OK', 'NONE', 1)`;
@@ -185,7 +187,7 @@ function fleetWideAnswers(store: string, liveEnv: () => Record<string, string>) 
         DATA_DIR: app.config.clickhouse.dataDir,
         OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms`,
       });
-      fleetProbe = new HistoryProbe(fleetApp.config);
+      fleetProbe = new HistoryProbe(fleetApp.config, fleetApp.service);
       client = createClient(FleetService, createGrpcTransport({ baseUrl: fleetApp.baseUrl }));
       devices = new GrpcIngestClient(fleetApp.target);
 

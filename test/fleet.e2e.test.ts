@@ -24,7 +24,7 @@ let ingestClient: GrpcIngestClient;
 
 beforeAll(async () => {
   app = await startTestService();
-  probe = new HistoryProbe(app.config);
+  probe = new HistoryProbe(app.config, app.service);
   fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
   ingestClient = new GrpcIngestClient(app.target);
 });

@@ -25,7 +25,7 @@ const now = Date.now();
 beforeAll(async () => {
   env = testEnv();
   app = await startTestService(env);
-  probe = new HistoryProbe(app.config);
+  probe = new HistoryProbe(app.config, app.service);
 });
 
 afterAll(async () => {

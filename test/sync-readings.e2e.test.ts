@@ -244,7 +244,7 @@ describe("SyncReadings over a connect-node gRPC client", () => {
 
   beforeAll(async () => {
     app = await startTestService(testEnv());
-    probe = new HistoryProbe(app.config);
+    probe = new HistoryProbe(app.config, app.service);
     client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
   });
 
@@ -399,7 +399,7 @@ describe("SyncReadings when storage fails mid-stream", () => {
     app = await startTestService(testEnv({ INSERT_ATTEMPTS: "1", INSERT_TIMEOUT: "2s", CLAIM_LEASE: "10s" }), {
       wrapHistorySink: faultySink,
     });
-    probe = new HistoryProbe(app.config);
+    probe = new HistoryProbe(app.config, app.service);
     client = createClient(IngestService, createGrpcTransport({ baseUrl: app.baseUrl }));
   });
 

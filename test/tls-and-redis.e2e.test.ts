@@ -81,7 +81,7 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     expect(ra.accepted + rb.accepted).toBe(200n);
     expect(ra.accepted + rb.accepted + ra.duplicates + rb.duplicates + BigInt(inFlight)).toBe(400n);
 
-    const probe = new HistoryProbe(a.config);
+    const probe = new HistoryProbe(a.config, a.service);
     try {
       const [row] = await probe.rows<{ n: number; distinct: number }>(
         "SELECT count() AS n, uniqExact(event_id) AS distinct FROM {db}.meter_readings WHERE event_id LIKE 'shared-%'",
@@ -110,7 +110,7 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     } finally {
       client.close();
     }
-    const probe = new HistoryProbe(a.config);
+    const probe = new HistoryProbe(a.config, a.service);
     try {
       expect(await probe.rows("SELECT count() AS n FROM {db}.meter_readings WHERE device_id = 'meter-lost'")).toEqual([{ n: 21 }]);
     } finally {
@@ -132,7 +132,7 @@ describe.skipIf(!haveRedis)("two service instances sharing one Redis", () => {
     } finally {
       client.close();
     }
-    const probe = new HistoryProbe(a.config);
+    const probe = new HistoryProbe(a.config, a.service);
     try {
       expect(await probe.rows("SELECT count() AS n FROM {db}.meter_readings WHERE device_id LIKE 'm-sep%'")).toEqual([{ n: 3 }]);
     } finally {
@@ -208,7 +208,7 @@ describe.skipIf(!haveRedis)("a Redis that comes back from an older snapshot", ()
     } finally {
       client.close();
     }
-    const probe = new HistoryProbe(app.config);
+    const probe = new HistoryProbe(app.config, app.service);
     try {
       expect(await probe.rows("SELECT count() AS n, uniqExact(event_id) AS distinct FROM {db}.meter_readings WHERE device_id = 'meter-snap'")).toEqual([
         { n: 41, distinct: 41 },

@@ -40,6 +40,7 @@ import type { FleetConfig } from "../config.js";
 import { surveyFleet } from "../store/live/live-pages.js";
 import type { LiveState, LiveStore } from "../store/live/live-store.js";
 import { watchLiveState } from "../store/live/live-watch.js";
+import { RollupsBehindError } from "../store/history/reads-after-rollups.js";
 import { batteryScore, deviceLiveState, healthLevel } from "./device-live-state.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 
@@ -456,6 +457,7 @@ async function storage<T>(call: () => Promise<T>, what = "the history store"): P
     return await call();
   } catch (error) {
     if (error instanceof ConnectError) throw error;
+    if (error instanceof RollupsBehindError) throw new ConnectError(error.message, Code.Unavailable, undefined, undefined, error);
     throw new ConnectError(`${what} failed to answer`, Code.Internal, undefined, undefined, error);
   }
 }

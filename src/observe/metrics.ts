@@ -84,11 +84,22 @@ export class IngestMetrics {
   }
 
   /** Gauges read at scrape time from the parts that own the numbers. */
-  observeGauges(read: { rowsInFlight: () => number; rowsWaiting: () => number; workerQueue: () => number; workers: () => number }): void {
+  observeGauges(read: {
+    rowsInFlight: () => number;
+    rowsWaiting: () => number;
+    rollupBlocksWaiting: () => number;
+    workerQueue: () => number;
+    workers: () => number;
+  }): void {
     const gauge = (name: string, help: string, value: () => number) =>
       new Gauge({ name, help, registers: [this.registry], collect() { this.set(value()); } });
     gauge("wattstream_rows_in_flight", "Readings admitted and not yet answered.", read.rowsInFlight);
     gauge("wattstream_rows_waiting_for_insert", "Encoded rows queued for the next history inserts.", read.rowsWaiting);
+    gauge(
+      "wattstream_rollup_blocks_waiting",
+      "Blocks stored in history whose rollups are not yet written (embedded engine; written within ROLLUP_INTERVAL, or at once for a read). A value that keeps growing means the rollup inserts fail.",
+      read.rollupBlocksWaiting,
+    );
     gauge("wattstream_worker_queue_depth", "Batches waiting for a worker thread.", read.workerQueue);
     gauge("wattstream_worker_threads", "Worker threads running.", read.workers);
   }

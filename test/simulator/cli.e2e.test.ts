@@ -43,7 +43,7 @@ describe("npm run simulate", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "wattstream-simulate-"));
   beforeAll(async () => {
     app = await startTestService();
-    probe = new HistoryProbe(app.config);
+    probe = new HistoryProbe(app.config, app.service);
   });
   afterAll(async () => {
     await app?.service.stop();
@@ -121,7 +121,7 @@ describe("npm run simulate", () => {
     const file = path.join(dir, "credentials.json");
     // The embedded engine holds one data directory per process: share the first service's.
     const secured = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file, DATA_DIR: app.config.clickhouse.dataDir }));
-    const securedProbe = new HistoryProbe(secured.config);
+    const securedProbe = new HistoryProbe(secured.config, secured.service);
     try {
       const refused = await runSimulator([
         ...["--target", secured.target, "--meters", "1", "--vehicles", "0", "--batteries", "0", "--no-link"],
@@ -164,7 +164,7 @@ describe("npm run simulate", () => {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     // The embedded engine holds one data directory per process: share the first service's.
     const late = await startTestService(testEnv({ PORT: String(port), DATA_DIR: app.config.clickhouse.dataDir }));
-    const lateProbe = new HistoryProbe(late.config);
+    const lateProbe = new HistoryProbe(late.config, late.service);
     try {
       const { code, stdout, stderr } = await run;
       expect(code, `${stdout}\n${stderr}`).toBe(0);

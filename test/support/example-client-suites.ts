@@ -95,7 +95,7 @@ export function exampleClientSuites(client: ExampleClient): void {
       };
       operatorKey = await devicesCli(file, "key", "add", "example-ops", "--role", "operator");
       app = await startTestService(testEnv({ AUTH: "on", CREDENTIALS_FILE: file }));
-      probe = new HistoryProbe(app.config);
+      probe = new HistoryProbe(app.config, app.service);
       fleet = createClient(FleetService, createGrpcTransport({ baseUrl: app.baseUrl }));
       startedMs = Date.now();
       report = await client.runDemo(app.target, runId, { ...tokens, WATTSTREAM_OPERATOR_KEY: operatorKey });

@@ -54,7 +54,7 @@ export interface FaultyService {
 export async function startFaultyService(env: Record<string, string>): Promise<FaultyService> {
   let sink!: FaultySink;
   const app = await startTestService(env, { wrapHistorySink: (real) => (sink = new FaultySink(real)) });
-  return { app, sink, probe: new HistoryProbe(app.config) };
+  return { app, sink, probe: new HistoryProbe(app.config, app.service) };
 }
 
 /** Lets stalled inserts go, then stops the service and closes the probe: whichever were started. */

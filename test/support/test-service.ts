@@ -8,6 +8,7 @@ import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions
 import { createChdbConnection } from "chdb/connection";
 import { loadConfig, type Config } from "../../src/config.js";
 import { startService, type RunningService, type ServiceFaults } from "../../src/service.js";
+import { readsAfterRollups, type RollupProgress } from "../../src/store/history/reads-after-rollups.js";
 import { createTestLogger } from "./service-log.js";
 
 export interface TestService {
@@ -40,12 +41,20 @@ export async function startTestService(env: Record<string, string> = testEnv(), 
 export class HistoryProbe {
   private readonly client: ClickHouseClient;
 
-  constructor(private readonly config: Config) {
+  /**
+   * With `service` (one running in this process), each read first waits, as the service's answers
+   * do, for the rollups to hold every reading acknowledged so far.
+   */
+  constructor(
+    private readonly config: Config,
+    private readonly service?: RollupProgress,
+  ) {
     const connection = createChdbConnection({ path: config.clickhouse.dataDir }) as unknown as ClickHouseClientConfigOptions["connection"];
     this.client = createClient({ connection });
   }
 
   async rows<T>(sql: string): Promise<T[]> {
+    await this.service?.rollupsCaughtUp();
     const query = sql.replaceAll("{db}", this.config.clickhouse.database);
     const result = await this.client.query({ query, format: "JSONEachRow" });
     return result.json<T>();
@@ -59,7 +68,7 @@ export class HistoryProbe {
   /** The probe's client, its session switched to the service's database (for analytics queries). */
   async clientOnServiceDatabase(): Promise<ClickHouseClient> {
     await this.client.command({ query: `USE ${this.config.clickhouse.database}` });
-    return this.client;
+    return this.service === undefined ? this.client : readsAfterRollups(this.client, this.service);
   }
 
   async count(table: string): Promise<number> {

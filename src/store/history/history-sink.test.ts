@@ -1,7 +1,10 @@
-// What the embedded history sink leaves for the next process when it is killed mid-insert, and
-// what that process does with it: the spool file of every unfinished insert is inserted again,
-// with its token, when the engine is opened — so the rollups catch up with the history table,
-// and nothing is stored twice.
+// The embedded history sink: a block is acknowledged once in its history table, and its rollups
+// follow from the rollup feed — at once for anyone who reads them, at the latest at close. And
+// what the sink leaves for the next process when it is killed before a block's rollups are
+// written, and what that process does with it: the spool file of every block not yet fed is
+// inserted again, with its token, when the engine is opened, and the block's rollup groups are
+// rebuilt from history — so the rollups catch up with the history table, and nothing is stored
+// twice.
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
@@ -11,7 +14,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { BatteryRow, DeviceKind, MeterRow } from "../../process/history-rows.js";
 import { encodeRow, RowBinaryWriter } from "../../process/insert-encoding.js";
 import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
-import { createHistorySink } from "./history-sink.js";
+import { createHistorySink, HISTORY_TABLES } from "./history-sink.js";
 import { applyMigrations, loadMigrations } from "./migrations.js";
 import { KIND_ROLLUPS } from "./rollup-repair.js";
 
@@ -95,15 +98,61 @@ async function leaveDeadSpool(history: HistoryClient, blocks: { token: string; p
   return dir;
 }
 
+describe("the embedded sink's rollups", () => {
+  it("acknowledges a block once in history, and has its rollups written before anyone reads them", async () => {
+    const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-sink-test-")), `sink_${randomUUID().replaceAll("-", "")}`);
+    const sink = await createHistorySink(history, { rollupIntervalMs: 600_000 });
+    await sink.insert("battery", batteryBlock(30), randomUUID());
+    expect(await count(history, "SELECT count() AS n FROM battery_readings")).toBe(30);
+    expect(await count(history, "SELECT sum(readings) AS n FROM battery_health_hours")).toBe(0);
+    expect(sink.pendingRollupBlocks).toBe(1);
+    await sink.rollupsCaughtUp();
+    expect(sink.pendingRollupBlocks).toBe(0);
+    expect(await count(history, "SELECT sum(readings) AS n FROM battery_health_hours")).toBe(30);
+    expect(await count(history, "SELECT sum(score_sum) AS n FROM battery_health_hours")).toBe(30 * 80);
+    await sink.close();
+  });
+
+  it("feeds a block once however many attempts stored it, and every level of the rollups", async () => {
+    const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-sink-test-")), `sink_${randomUUID().replaceAll("-", "")}`);
+    const sink = await createHistorySink(history, { rollupIntervalMs: 600_000 });
+    const hourMs = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
+    const retried = { payload: meterBlock("meter-a", hourMs, 0, 4), token: randomUUID() };
+    await sink.insert("meter", retried.payload, retried.token);
+    // A second attempt at the block (the first outlived its timeout and landed after all).
+    await sink.insert("meter", retried.payload, retried.token);
+    await sink.insert("meter", meterBlock("meter-a", hourMs, 4, 3), randomUUID());
+    await sink.insert("meter", meterBlock("meter-b", hourMs, 0, 5), randomUUID());
+    await sink.rollupsCaughtUp();
+    for (const table of ["meter_minutes", "meter_hours", "meter_minutes_by_time"]) {
+      expect(await count(history, `SELECT sum(readings) AS n FROM ${table} WHERE device_id = 'meter-a'`), table).toBe(7);
+      expect(await count(history, `SELECT sum(readings) AS n FROM ${table} WHERE device_id = 'meter-b'`), table).toBe(5);
+    }
+    await sink.close();
+  });
+
+  it("writes every stored block's rollups when it closes, and leaves no spool behind", async () => {
+    const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-sink-test-")), `sink_${randomUUID().replaceAll("-", "")}`);
+    const before = new Set(readdirSync(SPOOL_BASE));
+    const sink = await createHistorySink(history, { rollupIntervalMs: 600_000 });
+    const spool = readdirSync(SPOOL_BASE).find((e) => !before.has(e) && e.includes(`-${process.pid}-`))!;
+    await sink.insert("battery", batteryBlock(12), randomUUID());
+    expect(readdirSync(path.join(SPOOL_BASE, spool)), "a stored block waits in the spool for its rollups").toHaveLength(1);
+    await sink.close();
+    expect(await count(history, "SELECT sum(readings) AS n FROM battery_health_hours")).toBe(12);
+    expect(existsSync(path.join(SPOOL_BASE, spool))).toBe(false);
+  });
+});
+
 describe("the embedded sink's spool after a kill", () => {
-  it("completes an insert the history table took and the rollup missed, storing nothing twice", async () => {
+  it("completes the rollups of a block the history table took and the rollups missed, storing nothing twice", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "wattstream-spool-test-"));
     const database = `spool_${randomUUID().replaceAll("-", "")}`;
     let history = await openHistory(dataDir, database);
     const payload = batteryBlock(30);
     const token = randomUUID();
-    // What a kill between the two commits leaves: the block in the history table (its token
-    // recorded), nothing in the rollup. The view is detached while the block goes in.
+    // What a kill between the history insert and the rollup feed leaves: the block in the history
+    // table (its token recorded), nothing in the rollup. The view is detached while the sink runs.
     await history.client.command({ query: `DETACH TABLE ${database}.battery_health_hours_mv` });
     const sink = await createHistorySink(history);
     await sink.insert("battery", payload, token);
@@ -175,8 +224,11 @@ describe("the embedded sink's spool after a kill", () => {
       })
     ).json<{ name: string; create_table_query: string }>();
     const targets = views.map((v) => /\bTO\s+\S+?\.(\w+)/.exec(v.create_table_query)?.[1]).sort();
-    expect(targets).toEqual(Object.values(KIND_ROLLUPS).flatMap((k) => k.tables.map((t) => t.name)).sort());
-    expect(views.map((v) => v.name)).toEqual(expect.arrayContaining(Object.values(KIND_ROLLUPS).map((k) => k.view)));
+    // Besides the rollups, views write only history and the feed tables (the server path's ingest tables' views).
+    const rollups = Object.values(KIND_ROLLUPS);
+    const rollupTables = rollups.flatMap((k) => k.tables.map((t) => t.name));
+    expect(targets.filter((t) => !Object.values(HISTORY_TABLES).includes(t!) && !rollups.some((k) => k.feed === t))).toEqual(rollupTables.sort());
+    expect(views.map((v) => v.name)).toEqual(expect.arrayContaining(rollups.map((k) => k.view)));
   });
 
   it("stores a block whose insert never happened, and a block that landed whole only once", async () => {

@@ -1,11 +1,15 @@
-// Puts one encoded block of rows into one history table. Against a server: an HTTP
-// INSERT … FORMAT RowBinary. Embedded: the block is spooled to a file (in /dev/shm when there is
-// one) and read by INSERT … FROM INFILE, because the engine's in-process insert paths take text
-// formats only, which cost it about three times as much per row. Every block carries an
-// insert_deduplication_token in the INSERT's own SETTINGS, so retrying it never writes it twice
-// (and, unlike the client's clickhouse_settings on the embedded engine, it does not linger as a
-// session setting). A spool file left by a process killed mid-insert is inserted again when the
-// engine is next opened (recoverSpool), which completes the rollups the insert may have missed.
+// Puts one encoded block of rows into one history table, and sees that its rollups follow.
+// Against a server: an HTTP INSERT … FORMAT RowBinary into the kind's ingest table, whose views
+// write history and the rollups in one statement. Embedded: the block is spooled to a file (in
+// /dev/shm when there is one) and read by INSERT … FROM INFILE into the history table alone,
+// because the engine's in-process insert paths take text formats only, which cost it about three
+// times as much per row; once stored, the block waits in the spool for the rollup feed
+// (rollup-feed.ts), which writes the rollups of a second's blocks in one insert (migration 0007
+// says why). Every block carries an insert_deduplication_token in the INSERT's own SETTINGS, so
+// retrying it never writes it twice (and, unlike the client's clickhouse_settings on the embedded
+// engine, it does not linger as a session setting). A spool file left by a process that died
+// before its block was stored and fed is inserted again when the engine is next opened
+// (recoverSpool), and the rollups of its rows rebuilt from history.
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { rename, rm, writeFile } from "node:fs/promises";
@@ -17,7 +21,9 @@ import type { DeviceKind } from "../../process/history-rows.js";
 import { INSERT_FORMAT, TABLE_COLUMNS } from "../../process/insert-encoding.js";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { openEmbeddedConnection, type HistoryClient } from "./clickhouse-client.js";
-import { rebuildRollupGroups } from "./rollup-repair.js";
+import { KIND_ROLLUPS, rebuildRollupGroups } from "./rollup-repair.js";
+import { RollupFeed, type StoredBlock } from "./rollup-feed.js";
+import { withTimeout } from "./table-batcher.js";
 
 export const HISTORY_TABLES: Readonly<Record<DeviceKind, string>> = {
   meter: "meter_readings",
@@ -25,12 +31,23 @@ export const HISTORY_TABLES: Readonly<Record<DeviceKind, string>> = {
   battery: "battery_readings",
 };
 
+/** Null tables whose views write history and the rollups in one statement (migration 0007): the server path's inserts. */
+const INGEST_TABLES: Readonly<Record<DeviceKind, string>> = {
+  meter: "meter_ingest",
+  vehicle: "vehicle_ingest",
+  battery: "battery_ingest",
+};
+
 export interface HistorySink {
-  /** Resolves once ClickHouse acknowledged the block. Same token again writes nothing new. */
+  /** Resolves once ClickHouse acknowledged the block into history. Same token again writes nothing new. */
   insert(kind: DeviceKind, payload: Buffer, token: string): Promise<void>;
 }
 
 export interface OpenHistorySink extends HistorySink {
+  /** Resolves once every block stored before the call is in the rollups too; read the rollups after it. */
+  rollupsCaughtUp(): Promise<void>;
+  /** Blocks stored in history and not yet in the rollups. */
+  readonly pendingRollupBlocks: number;
   /** Releases what the sink holds (its spool directory). */
   close(): Promise<void>;
 }
@@ -45,6 +62,15 @@ export interface HistorySinkOptions {
    * its timeout) and is sent on a new connection instead.
    */
   readonly onLaneReplaced?: (kind: DeviceKind) => void;
+  /** Embedded: longest a stored block waits for its rollups while nobody reads them, in ms. */
+  readonly rollupIntervalMs?: number;
+  /** Embedded: told of each failed attempt to feed the rollups (it is tried again). */
+  readonly onRollupFeedError?: (kind: DeviceKind, error: unknown, blocks: number) => void;
+}
+
+/** A stored block in the embedded sink's spool, waiting for its rollups. */
+interface SpooledBlock extends StoredBlock {
+  readonly file: string;
 }
 
 export async function createHistorySink(history: HistoryClient, options: HistorySinkOptions = {}): Promise<OpenHistorySink> {
@@ -55,6 +81,9 @@ export async function createHistorySink(history: HistoryClient, options: History
   if (!history.embedded) {
     return {
       insert: (kind, payload, token) => blocks.run(token, () => insertOverHttp(kind, payload, token)),
+      // The ingest tables' views write the rollups in the insert's own statement.
+      rollupsCaughtUp: async () => {},
+      pendingRollupBlocks: 0,
       async close() {},
     };
   }
@@ -71,9 +100,19 @@ export async function createHistorySink(history: HistoryClient, options: History
   // leave an insert that never returns, which held every later insert of its table with it.
   const lane = (kind: DeviceKind) => openEmbeddedConnection(dataDir, { stuckAfterMs: 0, onMoved: () => options.onLaneReplaced?.(kind) });
   const lanes: Record<DeviceKind, ClickHouseClient> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
+  // The rollup feed's own connection, so that its inserts never hold a history insert back.
+  const feedLane = await openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
+  const feed = new RollupFeed<SpooledBlock>((kind, stored) => feedRollups(kind, stored), {
+    intervalMs: options.rollupIntervalMs,
+    onError: options.onRollupFeedError,
+  });
   // Inserts not yet returned — including attempts the batcher gave up on after their timeout.
   const unfinished = new Set<Promise<void>>();
   return {
+    rollupsCaughtUp: () => feed.caughtUp(),
+    get pendingRollupBlocks() {
+      return feed.pendingBlocks;
+    },
     insert(kind, payload, token) {
       const work = insertSpooled(kind, payload, token);
       unfinished.add(work);
@@ -90,14 +129,16 @@ export async function createHistorySink(history: HistoryClient, options: History
       // rollup four readings short of its raw rows). So wait for such inserts a while; one still
       // running after that keeps its file, which the next start inserts again (recoverSpool).
       await Promise.race([Promise.allSettled([...unfinished]), sleep(CLOSE_WAIT_MS, undefined, { ref: false })]);
-      await Promise.all(Object.values(lanes).map((lane) => lane.close()));
-      if (unfinished.size === 0) rmSync(spool, { recursive: true, force: true });
+      // Blocks stored and not yet fed keep their files too, if the feed cannot finish them now.
+      const fedAll = await feed.close(CLOSE_WAIT_MS);
+      await Promise.all([...Object.values(lanes), feedLane].map((lane) => lane.close()));
+      if (unfinished.size === 0 && fedAll) rmSync(spool, { recursive: true, force: true });
     },
   };
 
   async function insertOverHttp(kind: DeviceKind, payload: Buffer, token: string): Promise<void> {
     const result = await client.exec({
-      query: `INSERT INTO ${HISTORY_TABLES[kind]} ${columnList(kind)} FORMAT ${INSERT_FORMAT}`,
+      query: `INSERT INTO ${INGEST_TABLES[kind]} ${columnList(kind)} FORMAT ${INSERT_FORMAT}`,
       values: Readable.from([payload]),
       // A retried block the table already holds is dropped there, and each view checks its
       // own copy (a view's part may be missing if the server failed between the two); older
@@ -118,12 +159,41 @@ export async function createHistorySink(history: HistoryClient, options: History
     await writeFile(path.join(spool, `${name}.part`), payload);
     await rename(path.join(spool, `${name}.part`), file);
     try {
-      await blocks.run(token, () => lanes[kind].command({ query: insertFromFile(database, kind, file, token) }));
+      await blocks.run(token, () => lanes[kind].command({ query: insertFromFile(database, HISTORY_TABLES[kind], kind, file, token) }));
+    } catch (error) {
+      await rm(file, { force: true });
+      throw error;
+    }
+    // Stored: the file stays until the block's rollups are written. A second attempt that also
+    // reports success (the first outlived its timeout and landed) brings nothing new to feed.
+    if (!feed.add(kind, { payload, token, file })) await rm(file, { force: true });
+  }
+
+  /**
+   * The rollups of stored blocks, in one insert into the kind's feed table. Its dedupe token is made
+   * of the blocks' own, so a retry of the same batch after an attempt that landed writes nothing.
+   */
+  async function feedRollups(kind: DeviceKind, stored: readonly SpooledBlock[]): Promise<void> {
+    const token = createHash("sha256")
+      .update(stored.map((block) => block.token).join(","))
+      .digest("hex");
+    // Not named kind.token: recovery replays the blocks' own files, never this one.
+    const file = path.join(spool, `rollups-${kind}.${randomUUID()}.bin`);
+    await writeFile(file, Buffer.concat(stored.map((block) => block.payload)));
+    try {
+      await withTimeout(feedLane.command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS);
     } finally {
       await rm(file, { force: true });
     }
+    await Promise.all(stored.map((block) => rm(block.file, { force: true })));
   }
 }
+
+/**
+ * How long one insert into the rollups may take before it is tried again, in ms; the attempt
+ * still running keeps its connection, and the retry goes to a new one.
+ */
+const FEED_TIMEOUT_MS = 60_000;
 
 /** How long closing the embedded sink waits for inserts still running, in ms. */
 const CLOSE_WAIT_MS = 10_000;
@@ -158,14 +228,14 @@ export class BlockAttempts {
  * Finishes the embedded inserts a process of this data directory and database left unfinished
  * when it died, and returns how many blocks it sent again.
  *
- * The embedded engine commits the history table's part and each materialized view's part one
- * after the other, so a process killed during an insert can leave a block in the history table
- * and missing from the rollups (measured: 25 kills during inserts lost rows from every rollup).
- * Each block's spool file outlives an insert that never returned, so it is inserted again with its
- * own insert_deduplication_token: the history table drops a block it already holds, and each view
- * (deduplicate_blocks_in_dependent_materialized_views) checks its own copy and adds what it
- * lacks. A block that never landed is stored now; its readings were never acknowledged, and their
- * resends are then found in history. Must run before the service takes readings.
+ * Each block's spool file outlives an insert that never returned and, once stored, stays until the
+ * rollup feed has written the block's rollups. So a process killed between the two leaves a block
+ * in history and missing from the rollups, or partly in them (measured, when the inserts wrote the
+ * rollups themselves: 25 kills during inserts lost rows from every rollup). Each file is inserted
+ * again with its own insert_deduplication_token — the history table drops a block it already holds;
+ * a block that never landed is stored now (its readings were never acknowledged, and their resends
+ * are then found in history) — and the rollup groups of its rows are rebuilt from history. Must run
+ * before the service takes readings.
  */
 export async function recoverSpool(client: ClickHouseClient, database: string, dataDir: string): Promise<number> {
   const base = spoolBase();
@@ -188,14 +258,14 @@ export async function recoverSpool(client: ClickHouseClient, database: string, d
       ).json<{ result: number | string }>();
       if (Number(exists?.result) !== 1) continue;
       const file = path.join(dir, name);
-      await client.command({ query: insertFromFile(database, kind, file, token) });
+      await client.command({ query: insertFromFile(database, HISTORY_TABLES[kind], kind, file, token) });
       const files = replayedFiles.get(kind) ?? [];
       files.push(file);
       replayedFiles.set(kind, files);
       replayed++;
     }
-    // The replay cannot complete a rollup whose deduplication log the kill left holding the
-    // block without its part (see rebuildRollupGroups): rebuild the groups the blocks touch.
+    // The history insert writes no rollups, and whether the feed wrote these blocks' is unknown:
+    // rebuild the groups the blocks touch from history.
     for (const [kind, files] of replayedFiles) await rebuildRollupGroups(client, database, kind, HISTORY_TABLES[kind], files);
     rmSync(dir, { recursive: true, force: true });
   }
@@ -207,13 +277,14 @@ function columnList(kind: DeviceKind): string {
 }
 
 /**
- * The embedded insert of one spooled block. The token is a UUID and the path is ours: nothing here
- * comes from a client. deduplicate_blocks_in_dependent_materialized_views is this engine's default;
- * it is stated because recovery depends on it: a block sent again reaches the views even when the
- * history table already holds it, and each view drops it only if it holds it too.
+ * The embedded insert of one spooled block into `table` (the kind's history or its rollup feed).
+ * The token is a UUID or a hash of UUIDs and the path is ours: nothing here comes from a client.
+ * deduplicate_blocks_in_dependent_materialized_views is this engine's default; it is stated
+ * because the feed depends on it: the feed table stores nothing, so only each view's target can
+ * recognise a batch sent again, and drops it only if it holds it.
  */
-function insertFromFile(database: string, kind: DeviceKind, file: string, token: string): string {
-  return `INSERT INTO ${database}.${HISTORY_TABLES[kind]} ${columnList(kind)} FROM INFILE '${file}'
+function insertFromFile(database: string, table: string, kind: DeviceKind, file: string, token: string): string {
+  return `INSERT INTO ${database}.${table} ${columnList(kind)} FROM INFILE '${file}'
           SETTINGS insert_deduplication_token = '${token}', deduplicate_blocks_in_dependent_materialized_views = 1
           FORMAT ${INSERT_FORMAT}`;
 }

@@ -14,12 +14,20 @@ const SHIPPED_TABLES = [
   ...HISTORY_TABLES,
   "battery_health_hours",
   "battery_health_hours_mv",
+  "battery_ingest",
+  "battery_ingest_history_mv",
+  "battery_ingest_rollups_mv",
+  "battery_rollup_feed",
   "meter_hours",
   "meter_hours_mv",
   "meter_minutes",
   "meter_minutes_by_time",
   "meter_minutes_by_time_mv",
   "meter_minutes_mv",
+  "meter_ingest",
+  "meter_ingest_history_mv",
+  "meter_ingest_rollups_mv",
+  "meter_rollup_feed",
   "vehicle_hours",
   "vehicle_hours_mv",
   "vehicle_meter_links",
@@ -27,6 +35,10 @@ const SHIPPED_TABLES = [
   "vehicle_minutes_by_time",
   "vehicle_minutes_by_time_mv",
   "vehicle_minutes_mv",
+  "vehicle_ingest",
+  "vehicle_ingest_history_mv",
+  "vehicle_ingest_rollups_mv",
+  "vehicle_rollup_feed",
 ];
 
 let dataDir: string;
@@ -219,7 +231,8 @@ describe("applyMigrations on the embedded engine", () => {
     const observedAt = await rows<{ table: string; type: string }>(
       history,
       `SELECT table, type FROM system.columns
-       WHERE database = currentDatabase() AND name = 'observed_at' ORDER BY table`,
+       WHERE database = currentDatabase() AND name = 'observed_at' AND table IN (${HISTORY_TABLES.map((t) => `'${t}'`).join(", ")})
+       ORDER BY table`,
     );
     expect(observedAt).toEqual(HISTORY_TABLES.map((table) => ({ table, type: "DateTime64(3, 'UTC')" })));
 
@@ -353,7 +366,7 @@ describe("applyMigrations on the embedded engine", () => {
       query: `INSERT INTO meter_readings (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage)
               VALUES ('m', 'e1', '2026-01-01 00:10:10', now64(3), 1.5, 230), ('m', 'e2', '2026-01-01 00:10:59.999', now64(3), 2, 230)`,
     });
-    expect(await applyMigrations(history.client, migrations)).toEqual([6]);
+    expect(await applyMigrations(history.client, migrations.filter((m) => m.version <= 6))).toEqual([6]);
     const byTime = `SELECT toString(minute) AS minute, sum(kwh_consumed_ac) AS kwh, toUInt32(sum(readings)) AS n
                     FROM meter_minutes_by_time WHERE device_id = 'm' GROUP BY minute ORDER BY minute`;
     expect(await rows(history, byTime)).toEqual([{ minute: "2026-01-01 00:10:00", kwh: 3.5, n: 2 }]);
@@ -366,6 +379,44 @@ describe("applyMigrations on the embedded engine", () => {
       { minute: "2026-01-01 00:10:00", kwh: 3.5, n: 2 },
       { minute: "2026-01-01 00:11:00", kwh: 0.5, n: 1 },
     ]);
+  });
+
+  it("feeds the rollups from their feed tables after 0007, and writes history and rollups once from an ingest table", async () => {
+    const history = await freshDatabase();
+    const migrations = await loadMigrations();
+    await applyMigrations(history.client, migrations.filter((m) => m.version < 7));
+    // Stored before 0007: its rollups were written by the insert, as they were then.
+    const meter = (rows: string, table = "meter_readings", settings = "") =>
+      history.client.command({
+        query: `INSERT INTO ${table} (device_id, event_id, observed_at, received_at, kwh_consumed_ac, voltage) ${settings} VALUES ${rows}`,
+      });
+    await meter("('m', 'e1', '2026-01-01 00:10:10', now64(3), 1.5, 230)");
+    expect(await applyMigrations(history.client, migrations)).toEqual([7]);
+    const rollups = `SELECT
+        (SELECT sum(kwh_consumed_ac) FROM meter_minutes WHERE device_id = 'm') AS minutes,
+        (SELECT sum(kwh_consumed_ac) FROM meter_hours WHERE device_id = 'm') AS hours,
+        (SELECT sum(kwh_consumed_ac) FROM meter_minutes_by_time WHERE device_id = 'm') AS by_time,
+        (SELECT count() FROM meter_readings FINAL WHERE device_id = 'm') AS stored`;
+    const expectRollups = async (kwh: number, stored: number) =>
+      expect(await rows(history, rollups)).toEqual([{ minutes: kwh, hours: kwh, by_time: kwh, stored }]);
+    await expectRollups(1.5, 1);
+
+    // History alone no longer writes the rollups; its feed table writes every level of them.
+    await meter("('m', 'e2', '2026-01-01 00:20:00', now64(3), 2, 230)");
+    await expectRollups(1.5, 2);
+    const feedToken = "SETTINGS insert_deduplication_token = 'feed-1', deduplicate_blocks_in_dependent_materialized_views = 1";
+    await meter("('m', 'e2', '2026-01-01 00:20:00', now64(3), 2, 230)", "meter_rollup_feed", feedToken);
+    await expectRollups(3.5, 2);
+    // The same batch fed again under its token (a retry after an attempt that landed) adds nothing.
+    await meter("('m', 'e2', '2026-01-01 00:20:00', now64(3), 2, 230)", "meter_rollup_feed", feedToken);
+    await expectRollups(3.5, 2);
+
+    // The server path's one statement writes the block to history and the rollups, each once however often it is sent.
+    const ingestToken = "SETTINGS insert_deduplication_token = 'ingest-1', deduplicate_blocks_in_dependent_materialized_views = 1";
+    await meter("('m', 'e3', '2026-01-01 01:00:00', now64(3), 4, 230)", "meter_ingest", ingestToken);
+    await meter("('m', 'e3', '2026-01-01 01:00:00', now64(3), 4, 230)", "meter_ingest", ingestToken);
+    await expectRollups(7.5, 3);
+    expect(await rows(history, "SELECT count() AS n FROM meter_readings WHERE event_id = 'e3'")).toEqual([{ n: 1 }]);
   });
 
   it("repairs a run that created the tables but did not record the migration", async () => {

@@ -1,18 +1,20 @@
 // Rebuilds, from the history tables, the rollup groups that blocks replayed from a dead process's
-// spool touch. The replay alone (same dedupe token) completes a rollup that missed a block, except
-// when the kill came between the engine recording the block in that rollup's deduplication log
-// and committing its part: the log then holds the block without the data, the replay is dropped
-// there as already held, and the rollup would stay short for good (bench/kill-during-inserts.ts
-// shows it; docs/reliability.md). So every rollup group of those blocks — the device's whole hour,
-// in every rollup of the kind — is deleted and inserted again from the history table's rows
-// through the kind's first view, whose own views then rebuild theirs. Runs before the service
+// spool touch. A block in the spool was stored in history, or was about to be, and its rollups
+// may or may not have been fed (rollup-feed.ts feeds them a batch at a time after the history
+// insert); a kill during a feed can even leave a rollup's deduplication log holding a batch whose
+// part it never committed (bench/kill-during-inserts.ts shows that for the inserts that wrote the
+// rollups themselves; docs/reliability.md). So every rollup group of those blocks — the device's
+// whole hour, in every rollup of the kind — is deleted and inserted again from the history table's
+// rows through the kind's first view, whose own views then rebuild theirs. Runs before the service
 // takes readings, so nothing else writes meanwhile.
 import type { ClickHouseClient } from "@clickhouse/client";
 import type { DeviceKind } from "../../process/history-rows.js";
 import { INSERT_FORMAT, TABLE_COLUMNS } from "../../process/insert-encoding.js";
 
 interface KindRollups {
-  /** The materialized view that reads the history table; its target is `tables[0]`. */
+  /** The Null table whose inserts feed the rollups (migration 0007). */
+  readonly feed: string;
+  /** The materialized view that reads the feed table; its target is `tables[0]`. */
   readonly view: string;
   /** Every rollup of the kind (the view's target first, then the tables fed from it), with the column holding its time. */
   readonly tables: readonly { readonly name: string; readonly time: string }[];
@@ -20,6 +22,7 @@ interface KindRollups {
 
 /** A kind's minute rollup, and the hourly and by-time rollups fed from it (migrations 0003, 0005, 0006). */
 const minuteRollups = (kind: "meter" | "vehicle"): KindRollups => ({
+  feed: `${kind}_rollup_feed`,
   view: `${kind}_minutes_mv`,
   tables: [
     { name: `${kind}_minutes`, time: "minute" },
@@ -35,7 +38,7 @@ const minuteRollups = (kind: "meter" | "vehicle"): KindRollups => ({
 export const KIND_ROLLUPS: Readonly<Record<DeviceKind, KindRollups>> = {
   meter: minuteRollups("meter"),
   vehicle: minuteRollups("vehicle"),
-  battery: { view: "battery_health_hours_mv", tables: [{ name: "battery_health_hours", time: "hour" }] },
+  battery: { feed: "battery_rollup_feed", view: "battery_health_hours_mv", tables: [{ name: "battery_health_hours", time: "hour" }] },
 };
 
 /** The (device, hour) groups as the statements bind them: parallel lists, hours in epoch seconds. */
@@ -69,7 +72,7 @@ export async function rebuildRollupGroups(
 ): Promise<number> {
   const groups = await groupsOf(client, database, historyTable, kind, files);
   if (groups.devices.length === 0) return 0;
-  const { view, tables } = KIND_ROLLUPS[kind];
+  const { feed, view, tables } = KIND_ROLLUPS[kind];
   for (const { name, time } of tables) {
     await client.command({
       query: `ALTER TABLE ${database}.${name} DELETE WHERE ${inGroups(time)} SETTINGS mutations_sync = 2`,
@@ -77,7 +80,7 @@ export async function rebuildRollupGroups(
     });
   }
   await client.command({
-    query: `INSERT INTO ${database}.${tables[0]!.name} ${await viewSelectOver(client, database, view, historyTable)}
+    query: `INSERT INTO ${database}.${tables[0]!.name} ${await viewSelectOver(client, database, view, feed, historyTable)}
             SETTINGS insert_deduplicate = 0, deduplicate_blocks_in_dependent_materialized_views = 0`,
     query_params: { ...groups },
   });
@@ -119,9 +122,9 @@ async function groupsOf(client: ClickHouseClient, database: string, historyTable
 
 /**
  * The view's own SELECT, reading the history table's rows of the groups (FINAL: each reading once)
- * instead of an inserted block — one definition of each rollup, the migrations'.
+ * instead of a block inserted into its feed table — one definition of each rollup, the migrations'.
  */
-async function viewSelectOver(client: ClickHouseClient, database: string, view: string, historyTable: string): Promise<string> {
+async function viewSelectOver(client: ClickHouseClient, database: string, view: string, feed: string, historyTable: string): Promise<string> {
   const [row] = await (
     await client.query({
       query: "SELECT as_select FROM system.tables WHERE database = {database:String} AND name = {view:String}",
@@ -129,9 +132,9 @@ async function viewSelectOver(client: ClickHouseClient, database: string, view: 
       format: "JSONEachRow",
     })
   ).json<{ as_select: string }>();
-  const source = `FROM ${database}.${historyTable} `;
+  const source = `FROM ${database}.${feed} `;
   if (row === undefined || !row.as_select.includes(source)) {
-    throw new Error(`cannot rebuild ${view}: its SELECT does not read ${database}.${historyTable} as expected: ${row?.as_select}`);
+    throw new Error(`cannot rebuild ${view}: its SELECT does not read ${database}.${feed} as expected: ${row?.as_select}`);
   }
   return row.as_select.replace(source, `FROM (SELECT * FROM ${database}.${historyTable} FINAL WHERE ${inGroups("observed_at")}) AS history `);
 }

@@ -192,7 +192,8 @@ class InsertTimeoutError extends Error {
   override readonly name = "InsertTimeoutError";
 }
 
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+/** The insert's outcome, or an InsertTimeoutError after timeoutMs (the insert itself runs on). */
+export function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new InsertTimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs);

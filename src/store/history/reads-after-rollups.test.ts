@@ -1,0 +1,70 @@
+// The answers' history client: a query waits for the rollups to take every stored block, and fails
+// rather than answer without them; statements that write do not wait. On the real engine, with the
+// rollups' progress held by the test.
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
+import { readsAfterRollups, RollupsBehindError } from "./reads-after-rollups.js";
+
+let history: HistoryClient;
+beforeAll(async () => {
+  history = await openHistoryClient({
+    url: undefined,
+    username: "default",
+    password: "",
+    database: "default",
+    dataDir: mkdtempSync(path.join(os.tmpdir(), "wattstream-reads-test-")),
+  });
+});
+afterAll(async () => {
+  await history.client.close();
+});
+
+/** Rollups that catch up when the test says so. */
+function heldRollups() {
+  let release!: () => void;
+  const caughtUp = new Promise<void>((resolve) => (release = resolve));
+  let asked = 0;
+  return {
+    rollupsCaughtUp: () => {
+      asked++;
+      return caughtUp;
+    },
+    release: () => release(),
+    asked: () => asked,
+  };
+}
+
+describe("reads after the rollups", () => {
+  it("runs a query only once the rollups have caught up", async () => {
+    const rollups = heldRollups();
+    const client = readsAfterRollups(history.client, rollups);
+    let answered = false;
+    const answer = client.query({ query: "SELECT 1 AS one", format: "JSONEachRow" }).then(async (result) => {
+      answered = true;
+      return result.json<{ one: number }>();
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(rollups.asked()).toBe(1);
+    expect(answered).toBe(false);
+    rollups.release();
+    expect(await answer).toEqual([{ one: 1 }]);
+  });
+
+  it("fails the query, without running it, when the rollups do not catch up in time", async () => {
+    const rollups = heldRollups();
+    const client = readsAfterRollups(history.client, rollups, 30);
+    await expect(client.query({ query: "SELECT 1", format: "JSONEachRow" })).rejects.toBeInstanceOf(RollupsBehindError);
+  });
+
+  it("lets statements that write, and everything else, through at once", async () => {
+    const rollups = heldRollups();
+    const client = readsAfterRollups(history.client, rollups, 10_000);
+    await client.command({ query: "CREATE TABLE IF NOT EXISTS reads_test (x UInt8) ENGINE = Memory" });
+    await client.insert({ table: "reads_test", values: [{ x: 7 }], format: "JSONEachRow" });
+    expect((await client.ping()).success).toBe(true);
+    expect(rollups.asked()).toBe(0);
+  });
+});

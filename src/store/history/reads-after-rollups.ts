@@ -1,0 +1,47 @@
+// The history client the answers read through. On the embedded engine a block's rollups are written
+// up to a second after the block was stored and acknowledged (rollup-feed.ts); every statement
+// read through this client first waits for the rollups to hold everything stored before it, so
+// an answer never misses a reading its caller was told is stored, and the performance snapshot's
+// rule — a write settled before a statement began is in what the statement reads — still holds.
+// One place for it rather than a wait before each statement that reads a rollup: a reader added
+// later cannot forget it. Only `query` waits; statements that write pass straight through.
+import type { ClickHouseClient } from "@clickhouse/client";
+
+export interface RollupProgress {
+  rollupsCaughtUp(): Promise<void>;
+}
+
+/** The rollups could not be brought up to date in time; the statement was not run. */
+export class RollupsBehindError extends Error {
+  override readonly name = "RollupsBehindError";
+}
+
+/** Wraps `client` so that each query runs once the rollups hold every stored block, or fails after maxWaitMs. */
+export function readsAfterRollups(client: ClickHouseClient, rollups: RollupProgress, maxWaitMs = 10_000): ClickHouseClient {
+  const query: ClickHouseClient["query"] = async (params) => {
+    await caughtUpWithin(rollups, maxWaitMs);
+    return client.query(params);
+  };
+  return new Proxy(client, {
+    get(target, property) {
+      if (property === "query") return query;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+async function caughtUpWithin(rollups: RollupProgress, maxWaitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new RollupsBehindError(`the rollups did not take the stored readings within ${maxWaitMs} ms`)),
+      maxWaitMs,
+    );
+  });
+  try {
+    await Promise.race([rollups.rollupsCaughtUp(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
