@@ -32,7 +32,7 @@ export const HISTORY_TABLES: Readonly<Record<DeviceKind, string>> = {
 };
 
 /** Null tables whose views write history and the rollups in one statement (migration 0007): the server path's inserts. */
-const INGEST_TABLES: Readonly<Record<DeviceKind, string>> = {
+export const INGEST_TABLES: Readonly<Record<DeviceKind, string>> = {
   meter: "meter_ingest",
   vehicle: "vehicle_ingest",
   battery: "battery_ingest",
@@ -100,8 +100,11 @@ export async function createHistorySink(history: HistoryClient, options: History
   // leave an insert that never returns, which held every later insert of its table with it.
   const lane = (kind: DeviceKind) => openEmbeddedConnection(dataDir, { stuckAfterMs: 0, onMoved: () => options.onLaneReplaced?.(kind) });
   const lanes: Record<DeviceKind, ClickHouseClient> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
-  // The rollup feed's own connection, so that its inserts never hold a history insert back.
-  const feedLane = await openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
+  // The rollup feed's own connection per table, so that its inserts never hold a history insert
+  // back. It sends one batch of a table at a time, like the batcher: a statement that finds the
+  // previous one still running follows a timeout and goes to a new connection.
+  const feedLane = () => openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
+  const feedLanes: Record<DeviceKind, ClickHouseClient> = { meter: await feedLane(), vehicle: await feedLane(), battery: await feedLane() };
   const feed = new RollupFeed<SpooledBlock>((kind, stored) => feedRollups(kind, stored), {
     intervalMs: options.rollupIntervalMs,
     onError: options.onRollupFeedError,
@@ -131,7 +134,7 @@ export async function createHistorySink(history: HistoryClient, options: History
       await Promise.race([Promise.allSettled([...unfinished]), sleep(CLOSE_WAIT_MS, undefined, { ref: false })]);
       // Blocks stored and not yet fed keep their files too, if the feed cannot finish them now.
       const fedAll = await feed.close(CLOSE_WAIT_MS);
-      await Promise.all([...Object.values(lanes), feedLane].map((lane) => lane.close()));
+      await Promise.all([...Object.values(lanes), ...Object.values(feedLanes)].map((lane) => lane.close()));
       if (unfinished.size === 0 && fedAll) rmSync(spool, { recursive: true, force: true });
     },
   };
@@ -181,7 +184,7 @@ export async function createHistorySink(history: HistoryClient, options: History
     const file = path.join(spool, `rollups-${kind}.${randomUUID()}.bin`);
     await writeFile(file, Buffer.concat(stored.map((block) => block.payload)));
     try {
-      await withTimeout(feedLane.command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS);
+      await withTimeout(feedLanes[kind].command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS);
     } finally {
       await rm(file, { force: true });
     }
