@@ -115,6 +115,8 @@ const latencies: number[] = [];
 /** The readings written during the hold: the steady state, after every stream has opened. */
 const hold = { startedAt: Infinity, endedAt: Infinity, sent: 0, latencies: [] as number[] };
 const inHold = (at: number) => at >= hold.startedAt && at < hold.endedAt;
+/** Longest wait after the hold for its readings' acknowledgements before the streams are ended, in ms. */
+const DRAIN_MS = 10_000;
 const failures: Record<string, number> = {};
 let opened = 0;
 let openNow = 0;
@@ -254,11 +256,21 @@ const acksInRun = acks;
 const sentInRun = sent;
 const acceptedInRun = streams.reduce((n, s) => n + s.accepted, 0);
 
+// Stop writing, and let the readings written during the hold be acknowledged before any stream
+// ends. Ending every stream at once is work the service then does all together (each stream's
+// last acknowledgement, trailers and teardown); a reading still waiting at that moment waited for
+// it too, and in `fleet` those last ~0.5 s of readings reached ~1–2 % of the hold's: the tail
+// measured the load's own teardown, which no fleet does (2026-11-28, afternoon, docs/benchmarks.md).
+for (const s of streams) clearTimeout(s.timer);
+const drainDeadline = performance.now() + DRAIN_MS;
+while (performance.now() < drainDeadline && streams.some((s) => s.open && s.unacknowledged.length > 0)) {
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
 // End every stream as a device would (half-close) and wait for the server to finish them, so
 // the service stops with nothing in flight.
 endedByClient = true;
 for (const s of streams) {
-  clearTimeout(s.timer);
   if (s.open) s.call.end();
 }
 let closeTimer: NodeJS.Timeout | undefined;
