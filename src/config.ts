@@ -144,7 +144,7 @@ export interface InsertConfig {
   readonly timeoutMs: number;
   /** Attempts per block (same dedupe token) before its calls fail retryably. */
   readonly maxAttempts: number;
-  /** Embedded engine: longest a stored block waits for its rollups while nobody reads them. */
+  /** Embedded engine: longest a stored block waits for its rollups while nobody reads them; 0 writes them with each insert. */
   readonly rollupIntervalMs: number;
 }
 

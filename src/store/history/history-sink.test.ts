@@ -131,6 +131,18 @@ describe("the embedded sink's rollups", () => {
     await sink.close();
   });
 
+  it("writes the rollups in the insert's own statement with a rollup interval of 0", async () => {
+    const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-sink-test-")), `sink_${randomUUID().replaceAll("-", "")}`);
+    const sink = await createHistorySink(history, { rollupIntervalMs: 0 });
+    const block = { payload: batteryBlock(9), token: randomUUID() };
+    await sink.insert("battery", block.payload, block.token);
+    await sink.insert("battery", block.payload, block.token);
+    expect(sink.pendingRollupBlocks).toBe(0);
+    expect(await count(history, "SELECT count() AS n FROM battery_readings")).toBe(9);
+    expect(await count(history, "SELECT sum(readings) AS n FROM battery_health_hours")).toBe(9);
+    await sink.close();
+  });
+
   it("writes every stored block's rollups when it closes, and leaves no spool behind", async () => {
     const history = await openHistory(mkdtempSync(path.join(os.tmpdir(), "wattstream-sink-test-")), `sink_${randomUUID().replaceAll("-", "")}`);
     const before = new Set(readdirSync(SPOOL_BASE));

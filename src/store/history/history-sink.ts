@@ -62,7 +62,11 @@ export interface HistorySinkOptions {
    * its timeout) and is sent on a new connection instead.
    */
   readonly onLaneReplaced?: (kind: DeviceKind) => void;
-  /** Embedded: longest a stored block waits for its rollups while nobody reads them, in ms. */
+  /**
+   * Embedded: longest a stored block waits for its rollups while nobody reads them, in ms (default
+   * 1 s). 0: each insert writes its rollups in its own statement, through the ingest table, as
+   * against a server — no wait before a read, a longer one for the acknowledgement.
+   */
   readonly rollupIntervalMs?: number;
   /** Embedded: told of each failed attempt to feed the rollups (it is tried again). */
   readonly onRollupFeedError?: (kind: DeviceKind, error: unknown, blocks: number) => void;
@@ -105,6 +109,7 @@ export async function createHistorySink(history: HistoryClient, options: History
   // previous one still running follows a timeout and goes to a new connection.
   const feedLane = () => openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
   const feedLanes: Record<DeviceKind, ClickHouseClient> = { meter: await feedLane(), vehicle: await feedLane(), battery: await feedLane() };
+  const rollupsInInsert = options.rollupIntervalMs === 0;
   const feed = new RollupFeed<SpooledBlock>((kind, stored) => feedRollups(kind, stored), {
     intervalMs: options.rollupIntervalMs,
     onError: options.onRollupFeedError,
@@ -162,14 +167,15 @@ export async function createHistorySink(history: HistoryClient, options: History
     await writeFile(path.join(spool, `${name}.part`), payload);
     await rename(path.join(spool, `${name}.part`), file);
     try {
-      await blocks.run(token, () => lanes[kind].command({ query: insertFromFile(database, HISTORY_TABLES[kind], kind, file, token) }));
+      const table = rollupsInInsert ? INGEST_TABLES[kind] : HISTORY_TABLES[kind];
+      await blocks.run(token, () => lanes[kind].command({ query: insertFromFile(database, table, kind, file, token) }));
     } catch (error) {
       await rm(file, { force: true });
       throw error;
     }
     // Stored: the file stays until the block's rollups are written. A second attempt that also
     // reports success (the first outlived its timeout and landed) brings nothing new to feed.
-    if (!feed.add(kind, { payload, token, file })) await rm(file, { force: true });
+    if (rollupsInInsert || !feed.add(kind, { payload, token, file })) await rm(file, { force: true });
   }
 
   /**
