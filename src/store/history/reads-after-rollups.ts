@@ -4,8 +4,10 @@
 // an answer never misses a reading its caller was told is stored, and the performance snapshot's
 // rule — a write settled before a statement began is in what the statement reads — still holds.
 // One place for it rather than a wait before each statement that reads a rollup: a reader added
-// later cannot forget it. Only `query` waits; statements that write pass straight through.
+// later cannot forget it. Only a query naming a rollup table waits; one that reads history alone
+// (stored before its acknowledgement) or the links, and statements that write, pass straight through.
 import type { ClickHouseClient } from "@clickhouse/client";
+import { KIND_ROLLUPS } from "./rollup-repair.js";
 
 export interface RollupProgress {
   rollupsCaughtUp(): Promise<void>;
@@ -16,10 +18,17 @@ export class RollupsBehindError extends Error {
   override readonly name = "RollupsBehindError";
 }
 
-/** Wraps `client` so that each query runs once the rollups hold every stored block, or fails after maxWaitMs. */
+/** Every rollup table the migrations define, as a word in a statement's text. */
+const NAMES_A_ROLLUP = new RegExp(
+  `\\b(${Object.values(KIND_ROLLUPS)
+    .flatMap((kind) => kind.tables.map((table) => table.name))
+    .join("|")})\\b`,
+);
+
+/** Wraps `client` so that each query of a rollup runs once the rollups hold every stored block, or fails after maxWaitMs. */
 export function readsAfterRollups(client: ClickHouseClient, rollups: RollupProgress, maxWaitMs = 10_000): ClickHouseClient {
   const query: ClickHouseClient["query"] = async (params) => {
-    await caughtUpWithin(rollups, maxWaitMs);
+    if (NAMES_A_ROLLUP.test(params.query)) await caughtUpWithin(rollups, maxWaitMs);
     return client.query(params);
   };
   return new Proxy(client, {
