@@ -1,8 +1,8 @@
 // `npm run bench:query`: query latency against a large history. Seeds a fresh DATA_DIR with N
 // readings (20,000 devices, a third each meters, vehicles and battery units, spread over the last
 // 29 days; each vehicle linked to a meter) straight into the embedded engine — pre-encoded
-// RowBinary, one INSERT … FROM INFILE per table per block, so the materialized views fill the
-// rollups as the service's own inserts would — then starts the service on that directory and
+// RowBinary, one INSERT … FROM INFILE per table per block into the kind's ingest table, so the
+// materialized views fill the rollups as the service's own writes do — then starts the service on that directory and
 // times GetVehiclePerformance, GetFleetSummary and ListAlerts through a real gRPC client.
 //   npm run bench:query -- --rows 50000000 --json out/query-50m.json
 // With --data-dir DIR the seeded directory is kept there and reused by later runs with the same

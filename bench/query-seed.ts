@@ -2,8 +2,9 @@
 // of devices (device i is a meter, vehicle or battery unit by i % 3, as in bench/limit.ts), each
 // vehicle linked to the meter before it. Rows are encoded straight to RowBinary with the service's
 // own encoder (no protobuf, no validation: the values are valid by construction) and inserted one
-// block per table with INSERT … FROM INFILE, into the tables and materialized views the service
-// writes. The next block is encoded while the engine inserts the current one.
+// block per table with INSERT … FROM INFILE into the kind's ingest table, whose views write
+// history and every rollup in one statement (what the service writes, the rollups a batch later).
+// The next block is encoded while the engine inserts the current one.
 import { mkdirSync, rmSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -11,7 +12,7 @@ import type { DeviceKind } from "../src/process/history-rows.js";
 import { encodeRow, INSERT_FORMAT, RowBinaryWriter, TABLE_COLUMNS } from "../src/process/insert-encoding.js";
 import { VEHICLE_SCORE_VERSION } from "../src/process/scoring/vehicle-temperature.js";
 import { openHistoryClient } from "../src/store/history/clickhouse-client.js";
-import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
+import { INGEST_TABLES } from "../src/store/history/history-sink.js";
 import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
 
 const DAY_MS = 86_400_000;
@@ -109,7 +110,7 @@ export async function seedHistory(options: SeedOptions): Promise<SeedResult> {
           await client.command({
             // A token of its own per block, in the statement's SETTINGS (clickhouse_settings would
             // stay set for the whole embedded session and make later blocks look like duplicates).
-            query: `INSERT INTO ${HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
+            query: `INSERT INTO ${INGEST_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
                     SETTINGS insert_deduplication_token = 'seed-${blockNo}-${kind}' FORMAT ${INSERT_FORMAT}`,
           });
         }
