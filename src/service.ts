@@ -96,7 +96,7 @@ export async function startService(config: Config, log: Logger, faults: ServiceF
   });
   const metrics = new IngestMetrics();
   const sink = faults.wrapHistorySink?.(realSink) ?? realSink;
-  // The answers' reads: each waits for the rollups to hold every block already stored.
+  // The answers' reads: each that reads a rollup first waits for it to hold every block already stored.
   const answers = readsAfterRollups(history.client, realSink);
   const { inserts } = config.ingest;
   const batcherOptions = {
