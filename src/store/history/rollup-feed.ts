@@ -145,22 +145,27 @@ export class RollupFeed<B extends StoredBlock = StoredBlock> {
     state.running = batch;
     state.urgent = false;
     void this.feedUntilStored(kind, batch).then(() => {
+      // Before anyone waiting hears of it, so that pendingBlocks no longer counts the batch.
       state.running = undefined;
+      batch.resolve();
       this.schedule(kind, state);
+    }, () => {
+      // Closed before the batch was written: its blocks stay in the spool; nothing resolves.
+      state.running = undefined;
     });
   }
 
+  /** Resolves once the batch is written; rejects if the feed closes first. */
   private async feedUntilStored(kind: DeviceKind, batch: Batch<B>): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         await this.feedBatch(kind, batch.blocks);
-        batch.resolve();
         return;
       } catch (error) {
         this.options.onError?.(kind, error, batch.blocks.length);
-        if (this.closing) return;
+        if (this.closing) throw error;
         await sleep(Math.min(this.retryDelayMs * 2 ** attempt, this.maxRetryDelayMs));
-        if (this.closing) return;
+        if (this.closing) throw error;
       }
     }
   }
