@@ -23,7 +23,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import { openEmbeddedConnection, type HistoryClient } from "./clickhouse-client.js";
 import { KIND_ROLLUPS, rebuildRollupGroups } from "./rollup-repair.js";
 import { RollupFeed, type StoredBlock } from "./rollup-feed.js";
-import { withTimeout } from "./table-batcher.js";
+import { withTimeout } from "./with-timeout.js";
 
 export const HISTORY_TABLES: Readonly<Record<DeviceKind, string>> = {
   meter: "meter_readings",
@@ -190,7 +190,7 @@ export async function createHistorySink(history: HistoryClient, options: History
     const file = path.join(spool, `rollups-${kind}.${randomUUID()}.bin`);
     await writeFile(file, Buffer.concat(stored.map((block) => block.payload)));
     try {
-      await withTimeout(feedLanes[kind].command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS);
+      await withTimeout(feedLanes[kind].command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS, () => new Error(`no answer within ${FEED_TIMEOUT_MS} ms`));
     } finally {
       await rm(file, { force: true });
     }

@@ -8,6 +8,7 @@
 // (stored before its acknowledgement) or the links, and statements that write, pass straight through.
 import type { ClickHouseClient } from "@clickhouse/client";
 import { KIND_ROLLUPS } from "./rollup-repair.js";
+import { withTimeout } from "./with-timeout.js";
 
 export interface RollupProgress {
   rollupsCaughtUp(): Promise<void>;
@@ -28,7 +29,9 @@ const NAMES_A_ROLLUP = new RegExp(
 /** Wraps `client` so that each query of a rollup runs once the rollups hold every stored block, or fails after maxWaitMs. */
 export function readsAfterRollups(client: ClickHouseClient, rollups: RollupProgress, maxWaitMs = 10_000): ClickHouseClient {
   const query: ClickHouseClient["query"] = async (params) => {
-    if (NAMES_A_ROLLUP.test(params.query)) await caughtUpWithin(rollups, maxWaitMs);
+    if (NAMES_A_ROLLUP.test(params.query)) {
+      await withTimeout(rollups.rollupsCaughtUp(), maxWaitMs, () => new RollupsBehindError(`the rollups did not take the stored readings within ${maxWaitMs} ms`));
+    }
     return client.query(params);
   };
   return new Proxy(client, {
@@ -38,19 +41,4 @@ export function readsAfterRollups(client: ClickHouseClient, rollups: RollupProgr
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
-}
-
-async function caughtUpWithin(rollups: RollupProgress, maxWaitMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new RollupsBehindError(`the rollups did not take the stored readings within ${maxWaitMs} ms`)),
-      maxWaitMs,
-    );
-  });
-  try {
-    await Promise.race([rollups.rollupsCaughtUp(), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DeviceKind } from "../../process/history-rows.js";
 import type { HistorySink } from "./history-sink.js";
+import { withTimeout } from "./with-timeout.js";
 
 export interface TableBatcherOptions {
   /** Most rows one insert carries. */
@@ -167,7 +168,7 @@ export class TableBatcher {
         attemptsRunning++;
         const ended = () => attemptsRunning--;
         insert.then(ended, ended);
-        await withTimeout(insert, this.insertTimeoutMs);
+        await withTimeout(insert, this.insertTimeoutMs, () => new InsertTimeoutError(`no answer within ${this.insertTimeoutMs} ms`));
         this.onFlush({ kind: this.kind, rows, bytes: payload.length, durationMs: performance.now() - started, ok: true });
         for (const waiter of block) waiter.resolve();
         return;
@@ -190,15 +191,4 @@ export class TableBatcher {
 
 class InsertTimeoutError extends Error {
   override readonly name = "InsertTimeoutError";
-}
-
-/** The insert's outcome, or an InsertTimeoutError after timeoutMs (the insert itself runs on). */
-export function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new InsertTimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs);
-  });
-  // A late rejection of the abandoned attempt must not surface as unhandled.
-  promise.catch(() => undefined);
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
