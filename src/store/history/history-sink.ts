@@ -104,12 +104,15 @@ export async function createHistorySink(history: HistoryClient, options: History
   // leave an insert that never returns, which held every later insert of its table with it.
   const lane = (kind: DeviceKind) => openEmbeddedConnection(dataDir, { stuckAfterMs: 0, onMoved: () => options.onLaneReplaced?.(kind) });
   const lanes: Record<DeviceKind, ClickHouseClient> = { meter: await lane("meter"), vehicle: await lane("vehicle"), battery: await lane("battery") };
+  const rollupsInInsert = options.rollupIntervalMs === 0;
   // The rollup feed's own connection per table, so that its inserts never hold a history insert
   // back. It sends one batch of a table at a time, like the batcher: a statement that finds the
-  // previous one still running follows a timeout and goes to a new connection.
+  // previous one still running follows a timeout and goes to a new connection. None with
+  // ROLLUP_INTERVAL=0, which never feeds (an engine connection costs tens of ms to open).
   const feedLane = () => openEmbeddedConnection(dataDir, { stuckAfterMs: 0 });
-  const feedLanes: Record<DeviceKind, ClickHouseClient> = { meter: await feedLane(), vehicle: await feedLane(), battery: await feedLane() };
-  const rollupsInInsert = options.rollupIntervalMs === 0;
+  const feedLanes: Partial<Record<DeviceKind, ClickHouseClient>> = rollupsInInsert
+    ? {}
+    : { meter: await feedLane(), vehicle: await feedLane(), battery: await feedLane() };
   const feed = new RollupFeed<SpooledBlock>((kind, stored) => feedRollups(kind, stored), {
     intervalMs: options.rollupIntervalMs,
     onError: options.onRollupFeedError,
@@ -190,7 +193,7 @@ export async function createHistorySink(history: HistoryClient, options: History
     const file = path.join(spool, `rollups-${kind}.${randomUUID()}.bin`);
     await writeFile(file, Buffer.concat(stored.map((block) => block.payload)));
     try {
-      await withTimeout(feedLanes[kind].command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS, () => new Error(`no answer within ${FEED_TIMEOUT_MS} ms`));
+      await withTimeout(feedLanes[kind]!.command({ query: insertFromFile(database, KIND_ROLLUPS[kind].feed, kind, file, token) }), FEED_TIMEOUT_MS, () => new Error(`no answer within ${FEED_TIMEOUT_MS} ms`));
     } finally {
       await rm(file, { force: true });
     }
