@@ -33,7 +33,7 @@ import { queryPerformanceTotals } from "../src/analytics/vehicle-performance.js"
 import { INSERT_FORMAT, TABLE_COLUMNS } from "../src/process/insert-encoding.js";
 import type { DeviceKind } from "../src/process/history-rows.js";
 import { openEmbeddedConnection, openHistoryClient } from "../src/store/history/clickhouse-client.js";
-import { HISTORY_TABLES } from "../src/store/history/history-sink.js";
+import { HISTORY_TABLES, INGEST_TABLES } from "../src/store/history/history-sink.js";
 import { applyMigrations, loadMigrations } from "../src/store/history/migrations.js";
 import { historyBlock } from "./history-blocks.js";
 import { latencySummary } from "./latency.js";
@@ -118,7 +118,7 @@ if (mode === "insert" || mode === "capacity" || mode === "paced") {
     writeFileSync(file, historyBlock(kind, rowsPerBlock));
     const started = performance.now();
     await lane.command({
-      query: `INSERT INTO wattstream.${values["with-rollups"] ? `${kind}_ingest` : HISTORY_TABLES[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
+      query: `INSERT INTO wattstream.${(values["with-rollups"] ? INGEST_TABLES : HISTORY_TABLES)[kind]} (${TABLE_COLUMNS[kind].join(", ")}) FROM INFILE '${file}'
               SETTINGS insert_deduplication_token = '${randomUUID()}', deduplicate_blocks_in_dependent_materialized_views = 1${settings ? `, ${settings}` : ""}
               FORMAT ${INSERT_FORMAT}`,
     });
