@@ -1,7 +1,7 @@
 // The rollup feed's scheduling, with a stand-in for the insert so that it can fail on demand (the
 // sink's tests feed the real engine): batches per table, each block once, retries of a failed
 // batch as it was, and what caughtUp and close promise.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { DeviceKind } from "../../process/history-rows.js";
 import { RollupFeed, type StoredBlock } from "./rollup-feed.js";
 
@@ -29,7 +29,8 @@ describe("the rollup feed", () => {
     feed.add("vehicle", block("v1"));
     feed.add("meter", block("m2"));
     expect(insert.batches).toEqual([]);
-    await new Promise((resolve) => setTimeout(resolve, 80));
+    // After the interval, however slow the machine is today.
+    await vi.waitFor(() => expect(insert.batches).toHaveLength(2));
     expect(insert.batches).toEqual(
       expect.arrayContaining([
         { kind: "meter", tokens: ["m1", "m2"] },
