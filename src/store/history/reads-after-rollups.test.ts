@@ -5,24 +5,19 @@ import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openHistoryClient, type HistoryClient } from "./clickhouse-client.js";
+import type { ClickHouseClient } from "@clickhouse/client";
+import { openEmbeddedConnection } from "./clickhouse-client.js";
 import { readsAfterRollups, RollupsBehindError } from "./reads-after-rollups.js";
 
-let history: HistoryClient;
+let engine: ClickHouseClient;
 beforeAll(async () => {
-  history = await openHistoryClient({
-    url: undefined,
-    username: "default",
-    password: "",
-    database: "default",
-    dataDir: mkdtempSync(path.join(os.tmpdir(), "wattstream-reads-test-")),
-  });
+  engine = await openEmbeddedConnection(mkdtempSync(path.join(os.tmpdir(), "wattstream-reads-test-")));
   // A table by a rollup's name: the client tells rollup reads by the tables they name.
-  await history.client.command({ query: "CREATE TABLE meter_minutes (x UInt8) ENGINE = Memory" });
-  await history.client.command({ query: "INSERT INTO meter_minutes VALUES (1)" });
+  await engine.command({ query: "CREATE TABLE meter_minutes (x UInt8) ENGINE = Memory" });
+  await engine.command({ query: "INSERT INTO meter_minutes VALUES (1)" });
 });
 afterAll(async () => {
-  await history.client.close();
+  await engine.close();
 });
 
 /** Rollups that catch up when the test says so. */
@@ -43,7 +38,7 @@ function heldRollups() {
 describe("reads after the rollups", () => {
   it("runs a query of a rollup only once the rollups have caught up", async () => {
     const rollups = heldRollups();
-    const client = readsAfterRollups(history.client, rollups);
+    const client = readsAfterRollups(engine, rollups);
     let answered = false;
     const answer = client.query({ query: "SELECT toUInt8(count()) AS one FROM meter_minutes", format: "JSONEachRow" }).then(async (result) => {
       answered = true;
@@ -58,13 +53,13 @@ describe("reads after the rollups", () => {
 
   it("fails the query, without running it, when the rollups do not catch up in time", async () => {
     const rollups = heldRollups();
-    const client = readsAfterRollups(history.client, rollups, 30);
+    const client = readsAfterRollups(engine, rollups, 30);
     await expect(client.query({ query: "SELECT sum(x) FROM meter_minutes", format: "JSONEachRow" })).rejects.toBeInstanceOf(RollupsBehindError);
   });
 
   it("lets queries that name no rollup, statements that write, and everything else through at once", async () => {
     const rollups = heldRollups();
-    const client = readsAfterRollups(history.client, rollups, 10_000);
+    const client = readsAfterRollups(engine, rollups, 10_000);
     // meter_minutes_x is not meter_minutes: the name is matched as a whole word.
     expect(await (await client.query({ query: "SELECT 1 AS meter_minutes_x", format: "JSONEachRow" })).json()).toEqual([{ meter_minutes_x: 1 }]);
     await client.command({ query: "CREATE TABLE IF NOT EXISTS reads_test (x UInt8) ENGINE = Memory" });
