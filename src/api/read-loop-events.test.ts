@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { describe, expect, it } from "vitest";
-import { FAILED, NOTHING_QUEUED, ReadLoopEvents, type ReadLoopEvent } from "./read-loop-events.js";
+import { FAILED, NOTHING_QUEUED, ReadLoopEvents, type CallbackReads, type ReadLoopEvent } from "./read-loop-events.js";
 
 // The collector, to see what a long stream keeps alive.
 v8.setFlagsFromString("--expose-gc");
@@ -30,6 +30,43 @@ class Inbox<M> implements AsyncIterator<M> {
   }
 }
 
+/** A source that hands its messages to callbacks (CallbackReads), as the lean gRPC path's reader does; it has no next(). */
+class CallbackInbox<M> implements AsyncIterator<M>, CallbackReads<M> {
+  private readonly queued: M[] = [];
+  private error: Error | undefined;
+  private reader: { arrived(r: IteratorResult<M>): void; failed(e: unknown): void } | undefined;
+  /** Reads asked for while nothing was there, and the callbacks each was given. */
+  readonly waits: { arrived: unknown; failed: unknown }[] = [];
+
+  next(): Promise<IteratorResult<M>> {
+    throw new Error("a source read through callbacks is not asked for promises");
+  }
+
+  readNextInto(arrived: (r: IteratorResult<M>) => void, failed: (e: unknown) => void): void {
+    const message = this.queued.shift();
+    if (message !== undefined) arrived({ done: false, value: message });
+    else if (this.error !== undefined) failed(this.error);
+    else {
+      this.reader = { arrived, failed };
+      this.waits.push({ arrived, failed });
+    }
+  }
+
+  deliver(message: M): void {
+    const reader = this.reader;
+    this.reader = undefined;
+    if (reader === undefined) this.queued.push(message);
+    else reader.arrived({ done: false, value: message });
+  }
+
+  break(error: Error): void {
+    const reader = this.reader;
+    this.reader = undefined;
+    if (reader === undefined) this.error = error;
+    else reader.failed(error);
+  }
+}
+
 /** Whether `promise` is still pending after this turn of the event loop and the next. */
 async function pendingAfterTurns(promise: Promise<unknown>): Promise<boolean> {
   let settled = false;
@@ -43,7 +80,7 @@ async function pendingAfterTurns(promise: Promise<unknown>): Promise<boolean> {
 }
 
 /** Takes `count` messages through the events, as a stream's read loop does; weak references to each. */
-async function readMessages(inbox: Inbox<object>, events: ReadLoopEvents<object>, count: number): Promise<WeakRef<object>[]> {
+async function readMessages(inbox: { deliver(message: object): void }, events: ReadLoopEvents<object>, count: number): Promise<WeakRef<object>[]> {
   const read: WeakRef<object>[] = [];
   events.readNext();
   for (let i = 0; i < count; i++) {
@@ -125,15 +162,41 @@ describe("ReadLoopEvents", () => {
     await expect(early.next(false)).rejects.toThrow("the body ended inside a message");
   });
 
+  it("reads a source that gives its messages to callbacks without asking it for a promise, the same callbacks every time", async () => {
+    const inbox = new CallbackInbox<string>();
+    inbox.deliver("a");
+    inbox.deliver("b");
+    const events = new ReadLoopEvents<string>(inbox);
+    events.readNext();
+    expect(valueOf(await events.next(false))).toBe("a");
+    events.readNext();
+    expect(valueOf(await events.next(true))).toBe("b");
+    events.readNext();
+    expect(await events.next(true)).toBe(NOTHING_QUEUED);
+    const waiting = events.next(false);
+    expect(await pendingAfterTurns(waiting)).toBe(true);
+    inbox.deliver("c");
+    expect(valueOf(await waiting)).toBe("c");
+    events.readNext();
+    const failing = events.next(false);
+    inbox.break(new Error("the stream was reset"));
+    await expect(failing).rejects.toThrow("the stream was reset");
+    // Two reads waited for a message; both were given the callbacks made with the events.
+    expect(inbox.waits).toHaveLength(2);
+    expect(new Set(inbox.waits.map((w) => w.arrived)).size).toBe(1);
+    expect(new Set(inbox.waits.map((w) => w.failed)).size).toBe(1);
+  });
+
   it("keeps none of the messages it gave, however long the stream and its last wait", async () => {
-    const inbox = new Inbox<object>();
-    const events = new ReadLoopEvents(inbox);
-    const read = await readMessages(inbox, events, 1_000);
-    // The stream now waits (for a message that never comes), as a device's stream between readings.
-    void events.next(false);
-    // A weak reference holds its target until the job that made it ends.
-    await nextTurn();
-    collectGarbage();
-    expect(read.filter((ref) => ref.deref() !== undefined)).toHaveLength(0);
+    for (const inbox of [new Inbox<object>(), new CallbackInbox<object>()]) {
+      const events = new ReadLoopEvents<object>(inbox);
+      const read = await readMessages(inbox, events, 1_000);
+      // The stream now waits (for a message that never comes), as a device's stream between readings.
+      void events.next(false);
+      // A weak reference holds its target until the job that made it ends.
+      await nextTurn();
+      collectGarbage();
+      expect(read.filter((ref) => ref.deref() !== undefined), inbox.constructor.name).toHaveLength(0);
+    }
   });
 });

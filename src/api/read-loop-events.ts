@@ -8,12 +8,29 @@
 // with all of that, until the stream's next message (docs/benchmarks.md). Nothing here outlives
 // the wait it serves either: a promise kept for the stream's life that every wait was raced against
 // once held every message the stream read until it ended (the leak docs/benchmarks.md describes).
+// A source that can hand its next message to callbacks (CallbackReads) is read without a promise:
+// what a read of it allocates lives until that next message — seconds, on a device's stream — so
+// it is promoted, and each one is garbage for a full collection to find.
 
 export const FAILED = Symbol("the stream failed");
 export const NOTHING_QUEUED = Symbol("nothing more queued");
 export type ReadLoopEvent<M> = IteratorResult<M> | typeof FAILED | typeof NOTHING_QUEUED;
 
 type Arrived<M> = { readonly result: IteratorResult<M> } | { readonly error: unknown };
+
+/**
+ * A message source that gives its next message to callbacks instead of a promise (the lean gRPC
+ * path's request reader): a read asked for while nothing has arrived keeps only the two callbacks,
+ * which the reader makes once.
+ */
+export interface CallbackReads<M> {
+  /** Calls one of the two, once, with the next message (or the end) or the error reading it; at once if it is there. */
+  readNextInto(arrived: (result: IteratorResult<M>) => void, failed: (error: unknown) => void): void;
+}
+
+function readsIntoCallbacks<M>(messages: AsyncIterator<M>): messages is AsyncIterator<M> & CallbackReads<M> {
+  return typeof (messages as Partial<CallbackReads<M>>).readNextInto === "function";
+}
 
 export class ReadLoopEvents<M> {
   /** The message read ahead (or the error reading it), until a wait takes it. */
@@ -23,14 +40,16 @@ export class ReadLoopEvents<M> {
   private rejectWait: ((error: unknown) => void) | undefined;
   private turnEnd: NodeJS.Immediate | undefined;
 
+  // Made once for the stream, not for each read.
+  private readonly received = (result: IteratorResult<M>) => this.arrive({ result });
+  private readonly readFailed = (error: unknown) => this.arrive({ error });
+
   constructor(private readonly messages: AsyncIterator<M>) {}
 
   /** Asks for the next message: once at the start, then once after each message taken. */
   readNext(): void {
-    this.messages.next().then(
-      (result) => this.arrive({ result }),
-      (error: unknown) => this.arrive({ error }),
-    );
+    if (readsIntoCallbacks(this.messages)) this.messages.readNextInto(this.received, this.readFailed);
+    else this.messages.next().then(this.received, this.readFailed);
   }
 
   /**

@@ -20,7 +20,7 @@ import {
   type StreamReadingsRequest,
   type SyncReadingsRequest,
 } from "../../gen/wattstream/telemetry/v1/ingest_service_pb.js";
-import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod } from "./lean-grpc-streams.js";
+import { bidiStreamingMethod, clientStreamingMethod, createLeanGrpcStreams, unaryMethod, type PushedResponses } from "./lean-grpc-streams.js";
 import { Listener } from "./listener.js";
 
 const READ_MAX_BYTES = 256 * 1024;
@@ -52,6 +52,26 @@ async function* syncReadings(requests: AsyncIterable<SyncReadingsRequest>, ctx: 
   } finally {
     serverEnds.push(`${ctx.requestHeader.get("x-call")}:${ctx.signal.aborted ? "aborted" : "completed"}`);
   }
+}
+
+/** Calls whose responses the lean path took pushed (writeEach) rather than pulling them. */
+let pushedCalls = 0;
+
+/** `responses`, offered to be pushed as well, as the ingest handler offers its acknowledgements. */
+function offeredPushed<M>(responses: AsyncIterable<M>): AsyncIterable<M> & PushedResponses<M> {
+  return {
+    [Symbol.asyncIterator]: () => responses[Symbol.asyncIterator](),
+    async writeEach(write) {
+      pushedCalls++;
+      for await (const message of responses) await write(message);
+    },
+  };
+}
+
+/** syncReadings; its responses offered pushed when the call's x-call starts with "pushed". */
+function syncReadingsMaybePushed(requests: AsyncIterable<SyncReadingsRequest>, ctx: HandlerContext) {
+  const responses = syncReadings(requests, ctx);
+  return ctx.requestHeader.get("x-call")?.startsWith("pushed") ? offeredPushed(responses) : responses;
 }
 
 async function streamReadings(requests: AsyncIterable<StreamReadingsRequest>) {
@@ -114,11 +134,11 @@ interface TestServer {
 }
 
 async function startServer(mode: "lean" | "connect"): Promise<TestServer> {
-  const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings, streamReadings, ingestReadings });
+  const routes = (router: ConnectRouter) => router.service(IngestService, { syncReadings: syncReadingsMaybePushed, streamReadings, ingestReadings });
   const connect = connectNodeAdapter({ routes, readMaxBytes: READ_MAX_BYTES, writeMaxBytes: WRITE_MAX_BYTES, requestGate });
   const lean = createLeanGrpcStreams({
     methods: [
-      bidiStreamingMethod(IngestService.method.syncReadings, syncReadings),
+      bidiStreamingMethod(IngestService.method.syncReadings, syncReadingsMaybePushed),
       clientStreamingMethod(IngestService.method.streamReadings, streamReadings),
       unaryMethod(IngestService.method.ingestReadings, ingestReadings),
     ],
@@ -352,6 +372,19 @@ describe("the lean gRPC stream path answers as connect does", () => {
     expect(a.code).toBe(grpc.status.OK);
     expect(a.responses).toEqual([1n, 3n]);
     for (const port of [lean.port, plain.port]) expect(contextUrls.get(`ok-${port}`)).toBe(`http://127.0.0.1:${port}${SYNC}`);
+  });
+
+  it("writes the responses an implementation pushes, in order, and its failure after them, as connect answers them pulled", async () => {
+    const before = pushedCalls;
+    const [a, b] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("m-2", "m-3")], { call: `pushed-ok-${port}` }));
+    expect(a).toEqual(b);
+    expect(a).toMatchObject({ code: grpc.status.OK, responses: [1n, 3n] });
+    const [c, d] = await both((port) => callSync(port, [syncMessage("m-1"), syncMessage("exhausted")], { call: `pushed-failed-${port}` }));
+    expect(c).toEqual(d);
+    expect(c).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: "slow down", responses: [1n] });
+    expect(c.trailers["grpc-retry-pushback-ms"]).toBe("1500");
+    // The lean path pushed both calls' responses; connect pulled its own.
+    expect(pushedCalls - before).toBe(2);
   });
 
   it("answers a client-streaming call with one response", async () => {

@@ -42,6 +42,22 @@ type ClientStreamingImpl<R, O extends DescMessage> = (requests: AsyncIterable<R>
 /** A bidirectional method's implementation: responses while requests still arrive. */
 type BidiStreamingImpl<R, O extends DescMessage> = (requests: AsyncIterable<R>, context: HandlerContext) => AsyncIterable<MessageShape<O>>;
 
+/**
+ * Responses that can be pushed to the writer as they come rather than pulled with `for await`. A
+ * device's SyncReadings stream waits for its next acknowledgement for most of its life, and each
+ * pull kept a promise and its reactions from one acknowledgement to the next: seconds, so they
+ * were promoted, and a full collection found them dead (docs/benchmarks.md). Connect's own path
+ * still pulls.
+ */
+export interface PushedResponses<M> {
+  /** Writes each response with `write`, in order, one at a time; settles once every one is written, or with the first failure. */
+  writeEach(write: (message: M) => Promise<void>): Promise<void>;
+}
+
+function pushesResponses<M>(responses: AsyncIterable<M>): responses is AsyncIterable<M> & PushedResponses<M> {
+  return typeof (responses as Partial<PushedResponses<M>>).writeEach === "function";
+}
+
 /** A unary method's implementation: one request in, one response out. */
 type UnaryImpl<R, O extends DescMessage> = (request: R, context: HandlerContext) => Promise<MessageInitShape<O>> | MessageInitShape<O>;
 
@@ -187,7 +203,10 @@ async function serve(route: LeanStreamMethod, stream: http2.ServerHttp2Stream, h
     if (timeout.error !== undefined) throw timeout.error;
     const requests = new RequestReader(stream, route.decode, options.readMaxBytes, context.signal);
     if (route.kind === "bidi") {
-      for await (const message of route.impl(requests, context)) await response.message(toBinary(route.method.output, message));
+      const responses = route.impl(requests, context);
+      const output = route.method.output;
+      if (pushesResponses(responses)) await responses.writeEach(async (message) => response.message(toBinary(output, message)));
+      else for await (const message of responses) await response.message(toBinary(output, message));
     } else if (route.kind === "unary") {
       const message = await route.impl(await onlyRequest(requests), context);
       // Implementations may answer a message's init shape, as connect lets them.
@@ -346,7 +365,10 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
   private buffered = 0;
   private ended = false;
   private failure: ConnectError | undefined;
-  private waiting: { resolve: (r: IteratorResult<R>) => void; reject: (e: unknown) => void } | undefined;
+  // A read waiting for the next message: two fields rather than an object per wait, which would
+  // live until that message (see readNextInto).
+  private waitingArrived: ((result: IteratorResult<R>) => void) | undefined;
+  private waitingFailed: ((error: unknown) => void) | undefined;
 
   constructor(
     private readonly body: http2.ServerHttp2Stream,
@@ -373,9 +395,18 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
   }
 
   next(): Promise<IteratorResult<R>> {
-    const ready = this.take();
-    if (ready !== undefined) return ready;
-    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+    return new Promise((resolve, reject) => this.readNextInto(resolve, reject));
+  }
+
+  /**
+   * next() without a promise (the read loop's CallbackReads, src/api/read-loop-events.ts): calls
+   * one of the two once, at once if a message (the end, a failure) is there. A stream waits for
+   * its next message for most of its life, and a promise per wait lived that long.
+   */
+  readNextInto(arrived: (result: IteratorResult<R>) => void, failed: (error: unknown) => void): void {
+    if (this.deliver(arrived, failed)) return;
+    this.waitingArrived = arrived;
+    this.waitingFailed = failed;
   }
 
   return(): Promise<IteratorResult<R>> {
@@ -438,23 +469,27 @@ class RequestReader<R> implements AsyncIterable<R>, AsyncIterator<R> {
     this.settle();
   }
 
-  private take(): Promise<IteratorResult<R>> | undefined {
+  /** Gives the next message, the end or the failure to one of the callbacks, if there is one yet; answers whether it did. */
+  private deliver(arrived: (result: IteratorResult<R>) => void, failed: (error: unknown) => void): boolean {
     if (this.queue.length > 0) {
       const value = this.queue.shift()!;
       if (this.queue.length < MAX_QUEUED_REQUESTS && this.body.isPaused()) this.body.resume();
-      return Promise.resolve({ done: false, value });
-    }
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    if (this.ended) return Promise.resolve({ done: true, value: undefined });
-    return undefined;
+      arrived({ done: false, value });
+    } else if (this.failure !== undefined) failed(this.failure);
+    else if (this.ended) arrived({ done: true, value: undefined });
+    else return false;
+    return true;
   }
 
   private settle(): void {
-    if (this.waiting === undefined) return;
-    const ready = this.take();
-    if (ready === undefined) return;
-    const { resolve, reject } = this.waiting;
-    this.waiting = undefined;
-    ready.then(resolve, reject);
+    const arrived = this.waitingArrived;
+    const failed = this.waitingFailed;
+    if (arrived === undefined || failed === undefined) return;
+    // Cleared first: a callback may ask for the next message at once.
+    this.waitingArrived = this.waitingFailed = undefined;
+    if (!this.deliver(arrived, failed)) {
+      this.waitingArrived = arrived;
+      this.waitingFailed = failed;
+    }
   }
 }
