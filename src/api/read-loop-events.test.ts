@@ -93,16 +93,25 @@ async function readMessages(inbox: { deliver(message: object): void }, events: R
   return read;
 }
 
-/** Events over an inbox already holding `messages`, as a stream's body that delivered them together. */
-function eventsOver(...messages: string[]): { inbox: Inbox<string>; events: ReadLoopEvents<string> } {
-  const inbox = new Inbox<string>();
-  for (const message of messages) inbox.deliver(message);
-  return { inbox, events: new ReadLoopEvents(inbox) };
-}
+/** A test's message source: messages and failures handed over one by one, as a stream's body delivers them. */
+type TestInbox<M> = AsyncIterator<M> & { deliver(message: M): void; break(error: Error): void };
+
+/** The two kinds of source the read loop reads: a promise per read, or callbacks (the lean gRPC path's reader). */
+const SOURCES = [
+  { kind: "a promise per read", make: <M>(): TestInbox<M> => new Inbox<M>() },
+  { kind: "callbacks (CallbackReads)", make: <M>(): TestInbox<M> => new CallbackInbox<M>() },
+];
 
 const valueOf = (event: ReadLoopEvent<string>) => (typeof event === "symbol" || event.done === true ? event : event.value);
 
-describe("ReadLoopEvents", () => {
+describe.each(SOURCES)("ReadLoopEvents reading a source with $kind", ({ make }) => {
+  /** Events over a source already holding `messages`, as a stream's body that delivered them together. */
+  function eventsOver(...messages: string[]): { inbox: TestInbox<string>; events: ReadLoopEvents<string> } {
+    const inbox = make<string>();
+    for (const message of messages) inbox.deliver(message);
+    return { inbox, events: new ReadLoopEvents(inbox) };
+  }
+
   it("gives messages in order, one for each read asked for", async () => {
     const { inbox, events } = eventsOver("a", "b");
     events.readNext();
@@ -162,41 +171,32 @@ describe("ReadLoopEvents", () => {
     await expect(early.next(false)).rejects.toThrow("the body ended inside a message");
   });
 
-  it("reads a source that gives its messages to callbacks without asking it for a promise, the same callbacks every time", async () => {
+  it("keeps none of the messages it gave, however long the stream and its last wait", async () => {
+    const inbox = make<object>();
+    const events = new ReadLoopEvents(inbox);
+    const read = await readMessages(inbox, events, 1_000);
+    // The stream now waits (for a message that never comes), as a device's stream between readings.
+    void events.next(false);
+    // A weak reference holds its target until the job that made it ends.
+    await nextTurn();
+    collectGarbage();
+    expect(read.filter((ref) => ref.deref() !== undefined)).toHaveLength(0);
+  });
+});
+
+describe("ReadLoopEvents reading a source with callbacks", () => {
+  it("asks it for no promise, and gives it the same two callbacks for every read", async () => {
     const inbox = new CallbackInbox<string>();
-    inbox.deliver("a");
-    inbox.deliver("b");
-    const events = new ReadLoopEvents<string>(inbox);
-    events.readNext();
-    expect(valueOf(await events.next(false))).toBe("a");
-    events.readNext();
-    expect(valueOf(await events.next(true))).toBe("b");
-    events.readNext();
-    expect(await events.next(true)).toBe(NOTHING_QUEUED);
-    const waiting = events.next(false);
-    expect(await pendingAfterTurns(waiting)).toBe(true);
-    inbox.deliver("c");
-    expect(valueOf(await waiting)).toBe("c");
-    events.readNext();
-    const failing = events.next(false);
-    inbox.break(new Error("the stream was reset"));
-    await expect(failing).rejects.toThrow("the stream was reset");
-    // Two reads waited for a message; both were given the callbacks made with the events.
-    expect(inbox.waits).toHaveLength(2);
+    const events = new ReadLoopEvents(inbox);
+    // CallbackInbox.next() throws: every read goes through readNextInto.
+    for (const message of ["a", "b", "c"]) {
+      events.readNext();
+      const waiting = events.next(false);
+      inbox.deliver(message);
+      expect(valueOf(await waiting)).toBe(message);
+    }
+    expect(inbox.waits).toHaveLength(3);
     expect(new Set(inbox.waits.map((w) => w.arrived)).size).toBe(1);
     expect(new Set(inbox.waits.map((w) => w.failed)).size).toBe(1);
-  });
-
-  it("keeps none of the messages it gave, however long the stream and its last wait", async () => {
-    for (const inbox of [new Inbox<object>(), new CallbackInbox<object>()]) {
-      const events = new ReadLoopEvents<object>(inbox);
-      const read = await readMessages(inbox, events, 1_000);
-      // The stream now waits (for a message that never comes), as a device's stream between readings.
-      void events.next(false);
-      // A weak reference holds its target until the job that made it ends.
-      await nextTurn();
-      collectGarbage();
-      expect(read.filter((ref) => ref.deref() !== undefined), inbox.constructor.name).toHaveLength(0);
-    }
   });
 });
