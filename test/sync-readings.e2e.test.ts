@@ -498,4 +498,37 @@ describe("SyncReadings when storage fails mid-stream", () => {
       await Promise.race([session.ended, sleep(5_000)]);
     }
   });
+
+  // A device may go away while its readings are being stored: their acknowledgement then has no
+  // stream to go to. What was stored stays stored, once, and the service carries on.
+  it("stores what a device sent before it went away mid-insert, once, and takes its resend on a new stream", { timeout: 30_000 }, async () => {
+    const device = new Device();
+    const abort = new AbortController();
+    aborts.push(abort);
+    const session = new SyncSession(client, device, abort.signal);
+    const sent = device.produce(meterBatch("meter-gone", "g", 40));
+    gate = new Promise<void>((resolve) => (openGate = resolve));
+    mode = "hang";
+    const hungBefore = hungInserts;
+    try {
+      session.send(sent);
+      const deadline = Date.now() + 5_000;
+      while (hungInserts === hungBefore && Date.now() < deadline) await sleep(10);
+      expect(hungInserts).toBeGreaterThan(hungBefore);
+      abort.abort();
+      expect((await session.ended)?.code).toBe(Code.Canceled);
+    } finally {
+      mode = "ok";
+      openGate();
+    }
+    expect(session.acknowledged).toBe(0);
+    expect(device.outbox.size).toBe(40);
+
+    const stats = await syncOutbox(client, device, 20_000);
+    expect(device.outbox.size).toBe(0);
+    expect(stats.unavailable).toBe(0);
+    const stored = await storedIds(probe, "meter-gone");
+    expect([stored.n, stored.distinct]).toEqual([40, 40]);
+    expect(stored.ids).toEqual(sent.map((e) => e.reading.eventId).sort());
+  });
 });
