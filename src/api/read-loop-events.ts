@@ -8,9 +8,9 @@
 // with all of that, until the stream's next message (docs/benchmarks.md). Nothing here outlives
 // the wait it serves either: a promise kept for the stream's life that every wait was raced against
 // once held every message the stream read until it ended (the leak docs/benchmarks.md describes).
-// A source that can hand its next message to callbacks (CallbackReads) is read without a promise:
-// what a read of it allocates lives until that next message — seconds, on a device's stream — so
-// it is promoted, and each one is garbage for a full collection to find.
+// A source that can hand its next message to callbacks (CallbackReads) is read without a promise,
+// because whatever a read allocates lives until that next message — seconds, on a device's stream:
+// it is promoted, and each one is garbage for a full collection to find (docs/benchmarks.md).
 
 export const FAILED = Symbol("the stream failed");
 export const NOTHING_QUEUED = Symbol("nothing more queued");
@@ -21,7 +21,7 @@ type Arrived<M> = { readonly result: IteratorResult<M> } | { readonly error: unk
 /**
  * A message source that gives its next message to callbacks instead of a promise (the lean gRPC
  * path's request reader): a read asked for while nothing has arrived keeps only the two callbacks,
- * which the reader makes once.
+ * which the read loop makes once per stream.
  */
 export interface CallbackReads<M> {
   /** Calls one of the two, once, with the next message (or the end) or the error reading it; at once if it is there. */
