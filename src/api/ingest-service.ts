@@ -22,6 +22,7 @@ import type { CallLimits } from "../config.js";
 import type { DeviceRateLimit } from "../pipeline/device-rate-limit.js";
 import { addOutcome, emptyOutcome, type IngestEngine, type IngestOutcome, type ReadingRejection } from "../pipeline/ingest-engine.js";
 import type { IngestMetrics } from "../observe/metrics.js";
+import { AckQueue } from "./ack-queue.js";
 import { FAILED, NOTHING_QUEUED, ReadLoopEvents } from "./read-loop-events.js";
 
 export interface StreamLimits extends CallLimits {
@@ -88,7 +89,7 @@ export class IngestHandler implements ServiceImpl<typeof IngestService> {
    * reports its rejections.
    */
   syncReceived(requests: AsyncIterable<ReceivedMessage>, ctx: HandlerContext): AsyncIterable<SyncReadingsResponse> {
-    const acks = new AckQueue();
+    const acks = new AckQueue<SyncReadingsResponse>();
     let acknowledged = 0;
     let accepted = 0;
     let duplicates = 0;
@@ -513,117 +514,4 @@ function toRejected(r: ReadingRejection) {
     message: r.message,
     retryable: r.retryable,
   });
-}
-
-/**
- * The acknowledgements of a SyncReadings stream, pushed as its batches settle and written by the
- * response's writer. An iterator of its own rather than an async generator: a stream waits on it
- * for most of its life, and a generator's machinery (its object, requests, frame and the promises
- * between them) was ~1 kB of the ~17.5 kB of heap an open stream holds, which 20,000 streams keep
- * and every full collection marks (docs/benchmarks.md). The lean gRPC path takes them pushed
- * (writeEach), so that nothing waits from one acknowledgement to the next; connect's path pulls.
- */
-class AckQueue implements AsyncIterableIterator<SyncReadingsResponse> {
-  private readonly items: SyncReadingsResponse[] = [];
-  private finished = false;
-  private error: unknown;
-  private waiting: { resolve: (result: IteratorResult<SyncReadingsResponse>) => void; reject: (error: unknown) => void } | undefined;
-  /** The writer items are pushed to, once writeEach is called; `writing` while it writes one. */
-  private writer: { write: (item: SyncReadingsResponse) => Promise<void>; resolve: () => void; reject: (error: unknown) => void } | undefined;
-  private writing = false;
-  // Made once for the stream, not for each acknowledgement written.
-  private readonly written = () => {
-    this.writing = false;
-    this.notify();
-  };
-  private readonly writeFailed = (error: unknown) => {
-    this.writing = false;
-    const writer = this.writer;
-    // The stream is gone: the acknowledgements still to come are dropped, as return() drops them.
-    this.stop();
-    writer?.reject(error);
-  };
-
-  push(item: SyncReadingsResponse): void {
-    // Ended, failed, or stopped by its reader or writer: nothing more is read.
-    if (this.finished) return;
-    this.items.push(item);
-    this.notify();
-  }
-
-  end(): void {
-    this.finished = true;
-    this.notify();
-  }
-
-  fail(error: unknown): void {
-    if (this.finished) return;
-    this.error = error;
-    this.finished = true;
-    this.notify();
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  next(): Promise<IteratorResult<SyncReadingsResponse>> {
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-      this.notify();
-    });
-  }
-
-  /** The reader stopped (its stream is gone): the acknowledgements still to come are dropped. */
-  return(): Promise<IteratorResult<SyncReadingsResponse>> {
-    this.stop();
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  /** Writes every acknowledgement with `write` as it comes, one at a time, in order (PushedResponses, lean-grpc-streams.ts). */
-  writeEach(write: (item: SyncReadingsResponse) => Promise<void>): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.writer = { write, resolve, reject };
-      this.notify();
-    });
-  }
-
-  private stop(): void {
-    this.items.length = 0;
-    this.finished = true;
-    this.error = undefined;
-    this.writer = undefined;
-  }
-
-  /** Hands the next item, or the end, to the writer or to the reader's waiting next(), if there is one. */
-  private notify(): void {
-    if (this.writer !== undefined) this.toWriter(this.writer);
-    else this.toReader();
-  }
-
-  private toWriter(writer: NonNullable<AckQueue["writer"]>): void {
-    if (this.writing) return;
-    const item = this.items.shift();
-    if (item !== undefined) {
-      this.writing = true;
-      writer.write(item).then(this.written, this.writeFailed);
-    } else if (this.finished) {
-      this.writer = undefined;
-      if (this.error !== undefined) writer.reject(this.error);
-      else writer.resolve();
-    }
-  }
-
-  private toReader(): void {
-    const waiting = this.waiting;
-    if (waiting === undefined) return;
-    if (this.items.length > 0) {
-      this.waiting = undefined;
-      waiting.resolve({ value: this.items.shift()!, done: false });
-    } else if (this.finished) {
-      this.waiting = undefined;
-      if (this.error !== undefined) waiting.reject(this.error);
-      else waiting.resolve({ value: undefined, done: true });
-    }
-  }
 }
