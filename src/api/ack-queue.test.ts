@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
+import { settledWithin } from "../../test/support/settled-within.js";
 import { AckQueue } from "./ack-queue.js";
 
 /** A writer whose writes the test finishes one by one, as a stream drains. */
@@ -30,17 +31,6 @@ class SlowWriter {
   get busy(): boolean {
     return this.pending !== undefined;
   }
-}
-
-/** Whether `promise` has settled by the next turn of the event loop. */
-async function settledSoon(promise: Promise<unknown>): Promise<boolean> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  await nextTurn();
-  return settled;
 }
 
 describe("AckQueue pulled (connect's path)", () => {
@@ -78,7 +68,7 @@ describe("AckQueue pushed (the lean gRPC path's writeEach)", () => {
     expect(writer.started).toEqual([1, 2]);
     acks.end();
     await writer.finish();
-    expect(await settledSoon(written)).toBe(false);
+    expect(await settledWithin(written, 10)).toBe("pending");
     await writer.finish();
     expect(writer.started).toEqual([1, 2, 3]);
     await expect(written).resolves.toBeUndefined();
@@ -92,7 +82,7 @@ describe("AckQueue pushed (the lean gRPC path's writeEach)", () => {
     acks.push(2);
     acks.fail(new Error("storage is unavailable"));
     await writer.finish();
-    expect(await settledSoon(written)).toBe(false);
+    expect(await settledWithin(written, 10)).toBe("pending");
     await writer.finish();
     expect(writer.started).toEqual([1, 2]);
     await expect(written).rejects.toThrow("storage is unavailable");
